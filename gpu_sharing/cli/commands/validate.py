@@ -1,0 +1,31 @@
+"""``gpu-sharing validate``: check a config (and its sizing catalog) without touching anything."""
+
+from __future__ import annotations
+
+import argparse
+
+from gpu_sharing.cli import common
+from gpu_sharing.config.loader import load_sizing_catalog, resolve_relative
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="validate a config file; exit 0 valid, 2 invalid")
+    common.add_config_flag(p)
+    common.add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path, cfg = common.load(args)
+    catalog_entries = None
+    if cfg.sizing.catalog:
+        catalog = load_sizing_catalog(resolve_relative(path, cfg.sizing.catalog))
+        catalog_entries = len(catalog.models)
+    if args.json:
+        common.print_json({"valid": True, "file": path, "models": len(cfg.models),
+                           "replicas": sum(m.replicas for m in cfg.models), "sizing_catalog_entries": catalog_entries})
+    else:
+        extra = f", sizing catalog with {catalog_entries} entries" if catalog_entries is not None else ""
+        print(f"{path}: valid (version v1, {len(cfg.models)} models, "
+              f"{sum(m.replicas for m in cfg.models)} replicas{extra})")
+    return 0

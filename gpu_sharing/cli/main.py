@@ -1,0 +1,67 @@
+"""The ``gpu-sharing`` command line.
+
+Each subcommand lives in ``gpu_sharing/cli/commands/<name>.py`` and exposes
+``register(subparsers)``; it sets ``func(args) -> int`` on its parser. Exit codes
+scripts can rely on: 0 ok, 1 operation failed, 2 bad input or config (and for
+``plan --detailed-exitcode``, 2 = changes pending). User errors print one clear
+message, never a traceback; ``--debug`` shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from gpu_sharing import __version__
+from gpu_sharing.errors import GpuSharingError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 too; keep its message short
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="gpu-sharing", description="Share AMD Instinct GPUs between many vLLM instances.")
+    parser.add_argument("--version", action="version", version=f"gpu-sharing {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    from gpu_sharing.cli import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"gpu_sharing.cli.commands.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GpuSharingError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Inputs and outputs of the planner: demands, running instances, policy, and the frozen Plan.
+
+The planner does not size models: callers pass each demand's per-rank memory for
+every tensor-parallel degree it may use (from gpu_sharing.sizing), so the planner
+stays a pure function over numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping
+
+from gpu_sharing.hardware.inventory import PartitionRef
+from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
+
+
+@dataclass(frozen=True)
+class ModelDemand:
+    """What the config asks for one model (after sizing)."""
+
+    name: str
+    replicas: int
+    priority: int
+    bytes_per_rank_by_tp: Mapping[int, int]
+    """tp degree -> memory per rank (weights/tp + KV + overhead). Keys are the allowed tp values."""
+    fingerprint: str
+    """Hash of everything that requires a restart when changed (source, options, limits)."""
+    compute_share: float | None = None
+    min_partition_bytes: int = 0
+    """e.g. the catalog's recommended_partition_gb."""
+    allowed_gpus: tuple[int, ...] | None = None
+    attention_heads: int | None = None
+    """tp must divide this (when known)."""
+
+    def instance_id(self, replica: int) -> str:
+        return f"{self.name}-{replica}"
+
+
+@dataclass(frozen=True)
+class RunningInstance:
+    """An instance that runs now (observed by the reconciler)."""
+
+    instance_id: str
+    model: str
+    replica: int
+    fingerprint: str
+    partitions: tuple[PartitionRef, ...]
+    memory_bytes_per_rank: int
+
+
+@dataclass(frozen=True)
+class GpuPolicy:
+    """Per-GPU constraints from the config."""
+
+    gpu: int
+    compute_mode: ComputePartitionMode | None = None
+    """Pinned mode, or None for auto."""
+    memory_mode: MemoryPartitionMode | None = None
+
+
+@dataclass(frozen=True)
+class PlannerPolicy:
+    gpus: tuple[GpuPolicy, ...] = ()
+    allow_driver_reload: bool = False
+    headroom_fraction: float = 0.03
+    spread_replicas: bool = True
+    time_budget_s: float = 2.0
+    seed: int = 0
+
+
+class ActionKind(str, Enum):
+    START = "start"
+    STOP = "stop"
+    REPARTITION = "repartition"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    gpu: int
+    compute_mode: ComputePartitionMode
+    memory_mode: MemoryPartitionMode
+    compute_changes: bool = False
+    memory_changes: bool = False
+
+
+@dataclass(frozen=True)
+class Placement:
+    instance_id: str
+    model: str
+    replica: int
+    partitions: tuple[PartitionRef, ...]
+    """One partition per tp rank; all on one GPU or one hive."""
+    tp: int
+    memory_bytes_per_rank: int
+    partition_bytes: int
+    """Total VRAM of each partition in the target mode."""
+    compute_share: float | None = None
+
+    @property
+    def gpu(self) -> int:
+        return self.partitions[0].gpu
+
+    @property
+    def memory_fraction(self) -> float:
+        return self.memory_bytes_per_rank / self.partition_bytes if self.partition_bytes else 1.0
+
+
+@dataclass(frozen=True)
+class Unplaceable:
+    model: str
+    replica: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    target: str
+    """instance id, or ``gpu N``."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    name: str
+    """cp-sat, greedy-ffd, or trivial."""
+    objective: float
+    bound: float
+    gap: float
+    """(bound - objective) / bound, 0 when proven optimal."""
+    wall_time_s: float = 0.0
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    gpus: tuple[GpuTarget, ...]
+    placements: tuple[Placement, ...]
+    to_start: tuple[Placement, ...]
+    to_stop: tuple[str, ...]
+    """instance ids."""
+    to_repartition: tuple[GpuTarget, ...]
+    unchanged: tuple[str, ...]
+    unplaceable: tuple[Unplaceable, ...]
+    actions: tuple[Action, ...]
+    solver: SolverInfo
+    needs_driver_reload: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.to_start or self.to_stop or self.to_repartition)
