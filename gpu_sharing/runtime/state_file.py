@@ -1,0 +1,139 @@
+"""The runtime state file ``<state_dir>/instances.json``: what we started, so a later run can adopt it.
+
+Why: instances outlive ``gpu-sharing apply`` and a daemon restart (own session).
+Without a record the next run would either start duplicates (ports, VRAM) or
+orphan them. Written atomically (tmp file, fsync, os.replace, mode 0600) so a
+crash mid-write leaves the old file, never a torn one.
+
+Identity rule for adoption: a recorded pid is ours only if it is alive AND its
+/proc/<pid>/cmdline equals the recorded argv AND /health answers. We never kill
+a process we cannot identify that way (pids are reused).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from gpu_sharing.runtime.health import HealthChecker, http_health
+from gpu_sharing.runtime.spawner import argv_matches, pid_alive
+
+STATE_FILE_NAME = "instances.json"
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    instance_id: str
+    model: str
+    replica: int
+    fingerprint: str
+    served_names: tuple[str, ...]
+    partitions: tuple[str, ...]
+    hip_indices: tuple[int, ...]
+    memory_bytes_per_rank: int
+    tp: int
+    pid: int | None
+    pgid: int | None
+    port: int
+    url: str
+    argv: tuple[str, ...]
+    started_at: float | None
+    state: str
+    env: tuple[tuple[str, str], ...] = ()
+    """Only the variables we set (HIP_VISIBLE_DEVICES, ...), so a dead instance can be restarted as it was."""
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["served_names"] = list(self.served_names)
+        d["partitions"] = list(self.partitions)
+        d["hip_indices"] = list(self.hip_indices)
+        d["argv"] = list(self.argv)
+        d["env"] = dict(self.env)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "StateEntry":
+        return cls(
+            instance_id=str(d["instance_id"]), model=str(d["model"]), replica=int(d["replica"]),
+            fingerprint=str(d.get("fingerprint", "")), served_names=tuple(d.get("served_names", ())),
+            partitions=tuple(str(p) for p in d.get("partitions", ())),
+            hip_indices=tuple(int(i) for i in d.get("hip_indices", ())),
+            memory_bytes_per_rank=int(d.get("memory_bytes_per_rank", 0)), tp=int(d.get("tp", 1)),
+            pid=_opt_int(d.get("pid")), pgid=_opt_int(d.get("pgid")), port=int(d["port"]),
+            url=str(d.get("url", "")), argv=tuple(str(a) for a in d.get("argv", ())),
+            started_at=_opt_float(d.get("started_at")), state=str(d.get("state", "")),
+            env=tuple(sorted((str(k), str(v)) for k, v in (d.get("env") or {}).items())))
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def state_path(state_dir: Path) -> Path:
+    return Path(state_dir) / STATE_FILE_NAME
+
+
+def read_state(state_dir: Path) -> list[StateEntry]:
+    """Entries of the state file; a missing file is an empty list. A corrupt one raises ValueError naming it."""
+    path = state_path(state_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable state file ({e}); move it away to start fresh") from None
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        raise ValueError(f"{path}: unsupported state file (expected version {STATE_VERSION})")
+    try:
+        return [StateEntry.from_json(e) for e in data.get("instances", [])]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: malformed instance entry ({e!r})") from None
+
+
+def write_state(state_dir: Path, entries: Iterable[StateEntry]) -> Path:
+    """Atomic replace: tmp file in the same dir, fsync, os.replace, fsync the dir. Mode 0600."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    path = state_path(state_dir)
+    body = json.dumps({"version": STATE_VERSION,
+                       "instances": [e.to_json() for e in sorted(entries, key=lambda e: e.instance_id)]},
+                      indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=".instances.", suffix=".tmp", dir=state_dir)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(body + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def identifiable(entry: StateEntry) -> bool:
+    """The recorded pid is alive and runs exactly the recorded argv (so it is ours to signal)."""
+    return entry.pid is not None and pid_alive(entry.pid) and bool(entry.argv) and argv_matches(entry.pid, entry.argv)
+
+
+def adoptable(entry: StateEntry, health_checker: HealthChecker = http_health) -> bool:
+    """pid alive AND /proc/<pid>/cmdline equals the recorded argv AND GET /health ok."""
+    return identifiable(entry) and bool(entry.url) and health_checker(entry.url)
