@@ -1,0 +1,147 @@
+"""Late-bound links from the reconciler to sibling components (planner, demands, launch spec, isolation, sizing).
+
+Why a separate module: these are the only places where the reconcile layer
+calls into code owned by other parts of the project; keeping the adapters here
+keeps reconciler.py about orchestration, and gives one spot that says what is
+missing ("the planner is not installed") instead of an ImportError deep inside
+a reconcile pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from gpu_sharing.config.schema import Config, ModelSettings
+from gpu_sharing.errors import OperationError
+from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
+from gpu_sharing.planner.types import ModelDemand, Placement, Plan, PlannerPolicy, Unplaceable
+from gpu_sharing.runtime.supervisor import InstanceLaunch
+
+DemandResult = tuple[Sequence[ModelDemand], PlannerPolicy, Sequence[Unplaceable]]
+
+
+def _module(name: str, what: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise OperationError(f"{what} is not available ({name}: {e})") from None
+
+
+def build_demands(config: Config, *, config_dir: Path | None, measured_path: Path | None) -> DemandResult:
+    """gpu_sharing.reconcile.demands -> (demands, policy, unplaceable); tolerant of its return shape."""
+    mod = _module("gpu_sharing.reconcile.demands", "demand building")
+    fn = next((getattr(mod, n) for n in ("build_demands", "demands_from_config", "build") if hasattr(mod, n)), None)
+    if fn is None:
+        raise OperationError("gpu_sharing.reconcile.demands has no build_demands(config, ...) function")
+    kwargs: dict[str, Any] = {}
+    try:
+        import inspect
+        params = inspect.signature(fn).parameters
+        if "config_dir" in params:
+            kwargs["config_dir"] = config_dir
+        if "measured" in params and measured_path is not None:
+            kwargs["measured"] = load_measured(measured_path)
+        if "measured_path" in params:
+            kwargs["measured_path"] = measured_path
+    except (TypeError, ValueError):
+        pass
+    result = fn(config, **kwargs)
+    if isinstance(result, tuple):
+        demands, policy = result[0], result[1]
+        problems = result[2] if len(result) > 2 else ()
+    else:
+        demands, policy = result.demands, result.policy
+        problems = getattr(result, "unplaceable", None) or getattr(result, "problems", ()) or ()
+    return tuple(demands), policy, tuple(p for p in problems if isinstance(p, Unplaceable))
+
+
+def run_planner(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[Any],
+                policy: PlannerPolicy) -> Plan:
+    return _module("gpu_sharing.planner", "the planner").plan(inventory, demands, current, policy)
+
+
+def load_measured(path: Path) -> Any:
+    mod = _module("gpu_sharing.sizing.measured_store", "measured sizes")
+    return mod.MeasuredSizes.load(path)
+
+
+def record_measured(path: Path, model: ModelSettings, tp: int, bytes_per_rank: int) -> None:
+    """Record an instance's measured VRAM per rank under the sizing layer's own key."""
+    mod = _module("gpu_sharing.sizing.measured_store", "measured sizes")
+    key_fn = next((getattr(mod, n) for n in ("measured_key", "key_for", "sizing_key", "make_key") if hasattr(mod, n)),
+                  None) or getattr(mod.MeasuredSizes, "key_for", None)
+    if key_fn is None:
+        raise OperationError("gpu_sharing.sizing.measured_store has no key function")
+    store = mod.MeasuredSizes.load(path)
+    store.record(key_fn(model, tp=tp), int(bytes_per_rank))
+    store.save(path)
+
+
+def model_fingerprint(model: ModelSettings, config: Config) -> str:
+    """Everything that needs a restart when changed: the model's settings and the shared vLLM settings."""
+    blob = json.dumps({"model": model.model_dump(mode="json"),
+                       "vllm": config.vllm.model_dump(mode="json", exclude={"log_max_bytes", "log_backups"})},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cu_masks_for(plan: Plan, inventory: Inventory, config: Config) -> dict[str, str]:
+    """HSA_CU_MASK per new instance on partitions shared by several instances with a compute share."""
+    try:
+        iso = importlib.import_module("gpu_sharing.isolation")
+        assign = getattr(iso, "assign_cu_masks", None) or importlib.import_module(
+            "gpu_sharing.isolation.cu_masks").assign_cu_masks
+    except (ImportError, AttributeError):
+        return {}
+    models = {m.name: m for m in config.models}
+    by_partition: dict[Any, list[Placement]] = {}
+    for p in plan.placements:
+        for ref in p.partitions:
+            by_partition.setdefault(ref, []).append(p)
+    starting = {p.instance_id for p in plan.to_start}
+    masks: dict[str, str] = {}
+    for ref, group in by_partition.items():
+        if len(group) < 2 or not any(p.instance_id in starting for p in group):
+            continue
+        shares = {p.instance_id: _share(p, models.get(p.model)) for p in group}
+        if all(v is None for v in shares.values()):
+            continue
+        part = inventory.partition(ref)
+        for iid, mask in assign(cu_count=part.cu_count, xcc_count=part.xcc_count, requests=shares).items():
+            if iid in starting and iid not in masks:
+                masks[iid] = mask
+    return masks
+
+
+def _share(p: Placement, model: ModelSettings | None) -> float | int | None:
+    if model is not None and model.limits.cu_count is not None:
+        return model.limits.cu_count
+    return p.compute_share if p.compute_share is not None else (model.limits.compute_share if model else None)
+
+
+def make_launch_builder(config_fn: Callable[[], Config], fingerprints: Callable[[str], str],
+                        preexec_for: Callable[[ModelSettings, Sequence[LogicalPartition]], Any] | None = None,
+                        ) -> Callable[[Placement, Sequence[LogicalPartition], int, "str | None"], InstanceLaunch]:
+    """(placement, partitions, port, cu_mask) -> InstanceLaunch via runtime.launch_spec.build_launch_spec."""
+    def build(placement: Placement, partitions: Sequence[LogicalPartition], port: int,
+              cu_mask: str | None) -> InstanceLaunch:
+        config = config_fn()
+        model = next((m for m in config.models if m.name == placement.model), None)
+        if model is None:
+            raise OperationError(f"{placement.instance_id}: model {placement.model!r} is not in the config")
+        spec_mod = _module("gpu_sharing.runtime.launch_spec", "the vLLM launch spec")
+        spec = spec_mod.build_launch_spec(
+            instance_id=placement.instance_id, model=model, vllm=config.vllm, partitions=list(partitions),
+            tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask)
+        return InstanceLaunch(
+            instance_id=placement.instance_id, model=placement.model, replica=placement.replica,
+            fingerprint=fingerprints(placement.model), served_names=tuple(spec.served_names),
+            partitions=tuple(str(ref) for ref in placement.partitions),
+            hip_indices=tuple(p.hip_index for p in partitions), memory_bytes_per_rank=placement.memory_bytes_per_rank,
+            tp=placement.tp, argv=tuple(spec.argv), env=tuple(sorted(dict(spec.env).items())), port=port,
+            url=spec.url, preexec_fn=preexec_for(model, partitions) if preexec_for else None)
+    return build
