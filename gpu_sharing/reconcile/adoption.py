@@ -37,7 +37,7 @@ def entry_to_launch(entry: StateEntry) -> InstanceLaunch:
 
 
 def adopt_entries(entries: list[StateEntry], supervisor: Supervisor, ports: PortAllocator,
-                  health: HealthChecker, config: Config) -> list[str]:
+                  health: HealthChecker, config: Config, *, restart_dead: bool = True) -> list[str]:
     """Returns the ids of live instances taken over (same pids)."""
     models = {m.name for m in config.models if m.enabled}
     adopted: list[str] = []
@@ -53,7 +53,7 @@ def adopt_entries(entries: list[StateEntry], supervisor: Supervisor, ports: Port
             adopted.append(entry.instance_id)
         elif entry.pid is not None and pid_alive(entry.pid):
             continue  # pid reused by someone else: not ours, never signal it
-        elif entry.model in models and entry.argv and entry.state not in ("FAILED", "STOPPED"):
+        elif restart_dead and entry.model in models and entry.argv and entry.state not in ("FAILED", "STOPPED"):
             supervisor.add(launch)  # died while nobody watched: restart as recorded
             ports.reserve(entry.port)
     return adopted

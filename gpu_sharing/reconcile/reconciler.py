@@ -214,15 +214,17 @@ class Reconciler:
         write_state(self.state_dir, entries)
         self._saved_version = version
 
-    def adopt(self) -> list[str]:
-        """Adopt live, healthy instances of ours from the state file; dead ones are restarted as recorded."""
+    def adopt(self, restart_dead: bool = True) -> list[str]:
+        """Adopt live instances of ours from the state file (READY if healthy); dead ones are restarted
+        as recorded when restart_dead (``stop`` passes False: it must never start anything)."""
         try:
             entries = read_state(self.state_dir)
         except ValueError as e:
             if self.progress:
                 self.progress(f"not adopting: {e}")
             return []
-        adopted = adopt_entries(entries, self.supervisor, self.ports, self.health, self.config)
+        adopted = adopt_entries(entries, self.supervisor, self.ports, self.health, self.config,
+                                restart_dead=restart_dead)
         self.save_state(force=True)
         return adopted
 

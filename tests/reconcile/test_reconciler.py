@@ -1,0 +1,165 @@
+"""Reconciler over real (trivial) processes: converge, state file, adopt with same pids, zero actions on
+re-apply, restart after a kill, config diff, stop_all. The planner and demands are replaced by a tiny
+deterministic stand-in so this tests orchestration only (the planner has its own suite)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from gpu_sharing.config.schema import Config
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
+from gpu_sharing.reconcile import observe, wiring
+from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.instance_state import InstanceState
+from gpu_sharing.runtime.spawner import pid_alive
+from gpu_sharing.runtime.state_file import read_state
+from gpu_sharing.runtime.supervisor import InstanceLaunch
+
+from reconcile_fakes import RecordingBackend, make_plan, placement
+
+SLOTS = {"a-0": ((0, 0),), "a-1": ((0, 1),), "b-0": ((0, 2),)}
+
+
+def fake_demands(config, **_kw):
+    demands = [ModelDemand(name=m.name, replicas=m.replicas, priority=0, bytes_per_rank_by_tp={1: 1 << 30},
+                           fingerprint=wiring.model_fingerprint(m, config)) for m in config.models]
+    return demands, PlannerPolicy()
+
+
+def fake_planner(inventory, demands, current, policy):
+    fp = {d.name: d.fingerprint for d in demands}
+    wanted = [placement(f"{d.name}-{r}", SLOTS[f"{d.name}-{r}"]) for d in demands for r in range(d.replicas)]
+    running = {c.instance_id: c for c in current}
+    keep = [p.instance_id for p in wanted if p.instance_id in running and running[p.instance_id].fingerprint == fp[p.model]]
+    to_stop = [i for i in running if i not in keep]
+    return make_plan(to_start=[p for p in wanted if p.instance_id not in keep], to_stop=to_stop, unchanged=keep)
+
+
+def fake_launch_builder(config_fn, fingerprints, preexec_for=None):
+    def build(p, parts, port, cu_mask):
+        return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica,
+                              fingerprint=fingerprints(p.model), served_names=(p.model,),
+                              partitions=tuple(str(r) for r in p.partitions), hip_indices=tuple(x.hip_index for x in parts),
+                              memory_bytes_per_rank=p.memory_bytes_per_rank, tp=p.tp,
+                              argv=(sys.executable, "-c", "import time; time.sleep(300)", p.instance_id),
+                              env=(("HIP_VISIBLE_DEVICES", ",".join(str(x.hip_index) for x in parts)),),
+                              port=port, url=f"http://127.0.0.1:{port}")
+    return build
+
+
+def config(max_model_len=1024):
+    return Config.model_validate({
+        "version": "v1",
+        "models": [{"name": "a", "source": "org/a", "replicas": 2}, {"name": "b", "source": "org/b", "max_model_len": max_model_len}],
+        "vllm": {"port_range": [21100, 21199], "stop_grace_s": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
+                 "startup_timeout_s": 10}})
+
+
+@pytest.fixture
+def wired(monkeypatch):
+    monkeypatch.setattr(wiring, "build_demands", lambda config, **kw: (*fake_demands(config), ()))
+    monkeypatch.setattr(wiring, "run_planner", fake_planner)
+    monkeypatch.setattr(wiring, "make_launch_builder", fake_launch_builder)
+
+
+def new_reconciler(tmp_path, backend, cfg=None):
+    return Reconciler(cfg or config(), backend, state_dir=tmp_path / "state", health_checker=lambda url: True)
+
+
+def tick_until(rec, pred, timeout_s=10.0):
+    """Poll with a deadline (no fixed sleeps): tick the reconciler until pred() holds."""
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rec.tick()
+        if pred():
+            return True
+        pause.wait(0.02)
+    return pred()
+
+
+def pids(rec):
+    return {s.instance_id: s.pid for s in rec.statuses()}
+
+
+def test_full_lifecycle(tmp_path, wired):
+    backend = RecordingBackend({0: C.CPX})
+    rec = new_reconciler(tmp_path, backend)
+    try:
+        report = rec.reconcile_once()
+        assert report.ok and sorted(report.apply.started) == ["a-0", "a-1", "b-0"]
+        assert rec.wait_settled(10)
+        assert {s.state for s in rec.statuses()} == {InstanceState.READY}
+        first = pids(rec)
+        entries = {e.instance_id: e for e in read_state(tmp_path / "state")}
+        assert {i: e.pid for i, e in entries.items()} == first and entries["a-1"].partitions == ("0.1",)
+        assert len({e.port for e in entries.values()}) == 3
+        running = observe.running_instances(config(), backend.inventory(), tmp_path / "state")
+        assert [r.instance_id for r in running] == ["a-0", "a-1", "b-0"]
+        rec.detach()
+
+        # a second run (next apply / restarted daemon) adopts: same pids, zero actions
+        rec2 = new_reconciler(tmp_path, backend)
+        assert sorted(rec2.adopt()) == ["a-0", "a-1", "b-0"]
+        backend.calls.clear()
+        again = rec2.reconcile_once()
+        assert again.ok and again.actions == 0 and backend.mutating() == []
+        assert pids(rec2) == first
+
+        # killing one: restarted (new pid) and READY again; the others keep their pids
+        os.kill(first["a-0"], signal.SIGKILL)
+        assert tick_until(rec2, lambda: pids(rec2)["a-0"] not in (None, first["a-0"]) and rec2.supervisor.all_settled())
+        after = pids(rec2)
+        assert after["a-0"] != first["a-0"] and after["a-1"] == first["a-1"] and after["b-0"] == first["b-0"]
+        assert [s.restarts for s in rec2.statuses() if s.instance_id == "a-0"] == [1]
+
+        # a config change touches only the changed model
+        diff = rec2.update_config(config(max_model_len=2048))
+        assert diff.changed == ("b",) and diff.unchanged == ("a",) and not diff.added
+        changed = rec2.reconcile_once()
+        assert changed.apply.stopped == ("b-0",) and changed.apply.started == ("b-0",)
+        assert rec2.wait_settled(10)
+        final = pids(rec2)
+        assert final["a-1"] == first["a-1"] and final["b-0"] != first["b-0"]
+        rec = rec2
+    finally:
+        stopped = rec.stop_all(timeout_s=10)
+    assert sorted(stopped) == ["a-0", "a-1", "b-0"]
+    assert not any(pid_alive(p) for p in final.values())
+    assert read_state(tmp_path / "state") == []
+
+
+def test_reconcile_errors_are_values(tmp_path, monkeypatch):
+    from gpu_sharing.errors import OperationError
+
+    def broken(config, **kw):
+        raise OperationError("sizing failed: models[0].config_json missing")
+    monkeypatch.setattr(wiring, "build_demands", broken)
+    rec = new_reconciler(tmp_path, RecordingBackend({0: C.CPX}))
+    report = rec.reconcile_once()
+    assert not report.ok and "config_json" in report.errors[0] and rec.last_report is report
+
+
+def test_adopt_leaves_unidentifiable_pids_alone(tmp_path, wired):
+    import subprocess
+    from gpu_sharing.runtime.state_file import StateEntry, write_state
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        write_state(tmp_path / "state", [StateEntry(
+            instance_id="a-0", model="a", replica=0, fingerprint="x", served_names=("a",), partitions=("0.0",),
+            hip_indices=(0,), memory_bytes_per_rank=1, tp=1, pid=stranger.pid, pgid=stranger.pid, port=21150,
+            url="http://127.0.0.1:21150", argv=("vllm", "serve", "a"), started_at=0.0, state="READY")])
+        rec = new_reconciler(tmp_path, RecordingBackend({0: C.CPX}))
+        assert rec.adopt() == [] and rec.statuses() == []
+        rec.stop_all(timeout_s=1)
+        assert stranger.poll() is None  # never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
