@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
+from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
 from gpu_sharing.reconcile import wiring
 from gpu_sharing.reconcile.adoption import adopt_entries, launch_to_entry
@@ -132,8 +133,9 @@ class Reconciler:
                                        memory_bytes_per_rank=ln.memory_bytes_per_rank))
         return tuple(sorted(out, key=lambda r: r.instance_id))
 
-    def make_plan(self) -> tuple[Plan, tuple[Unplaceable, ...]]:
-        inventory = self.backend.inventory()
+    def make_plan(self, inventory: Inventory | None = None) -> tuple[Plan, tuple[Unplaceable, ...]]:
+        """Observe (unless given an inventory) and plan; nothing is changed."""
+        inventory = inventory if inventory is not None else self.backend.inventory()
         config_dir = Path(self.config_path).resolve().parent if self.config_path else None
         demands, policy, problems = wiring.build_demands(self.config, config_dir=config_dir,
                                                          measured_path=self.measured_path)
@@ -146,7 +148,7 @@ class Reconciler:
             t0 = self.clock()
             try:
                 inventory = self.backend.inventory()
-                plan, problems = self.make_plan()
+                plan, problems = self.make_plan(inventory)
             except (BackendError, GpuSharingError) as e:
                 report = ReconcileReport(plan=None, apply=None, errors=(str(e),), duration_s=self.clock() - t0)
                 self.last_report = report
