@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -39,7 +40,6 @@ def build_demands(config: Config, *, config_dir: Path | None, measured_path: Pat
         raise OperationError("gpu_sharing.reconcile.demands has no build_demands(config, ...) function")
     kwargs: dict[str, Any] = {}
     try:
-        import inspect
         params = inspect.signature(fn).parameters
         if "config_dir" in params:
             kwargs["config_dir"] = config_dir

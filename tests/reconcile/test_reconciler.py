@@ -163,3 +163,23 @@ def test_adopt_leaves_unidentifiable_pids_alone(tmp_path, wired):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_running_instances_skips_dead_and_foreign_entries(tmp_path):
+    import subprocess
+    from gpu_sharing.runtime.state_file import StateEntry, write_state
+    argv = (sys.executable, "-c", "import time; time.sleep(60)", "ours")
+    ours = subprocess.Popen(list(argv), start_new_session=True)
+    try:
+        def e(iid, pid, argv, gpu=0):
+            return StateEntry(instance_id=iid, model="a", replica=0, fingerprint="f", served_names=("a",),
+                              partitions=(f"{gpu}.1",), hip_indices=(1,), memory_bytes_per_rank=7, tp=1, pid=pid,
+                              pgid=pid, port=21190, url="http://127.0.0.1:21190", argv=argv, started_at=0.0,
+                              state="READY")
+        write_state(tmp_path, [e("live-0", ours.pid, argv), e("foreign-0", ours.pid, ("other",)),
+                               e("dead-0", None, argv), e("gone-gpu-0", ours.pid, argv, gpu=9)])
+        got = observe.running_instances(config(), RecordingBackend({0: C.CPX}).inventory(), tmp_path)
+        assert [(r.instance_id, str(r.partitions[0]), r.memory_bytes_per_rank) for r in got] == [("live-0", "0.1", 7)]
+    finally:
+        ours.kill()
+        ours.wait()

@@ -16,6 +16,8 @@ from gpu_sharing.errors import UserError
 from gpu_sharing.planner.types import ActionKind, Plan
 from gpu_sharing.runtime.instance_state import InstanceState
 
+SUMMARY_INTERVAL_S = 5.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="apply the config once: repartition, start/stop instances, wait until READY")
@@ -70,11 +72,19 @@ def run(args: argparse.Namespace) -> int:
         _confirm(args)
     report = rec.apply_plan(plan)
     seen: dict[str, InstanceState] = {}
+    summary_at = [rec.clock() + SUMMARY_INTERVAL_S]
 
     def live_lines() -> None:
         if args.json:
             return
-        for st in rec.statuses():
+        statuses = rec.statuses()
+        if rec.clock() >= summary_at[0]:  # a heartbeat while instances are still starting
+            summary_at[0] = rec.clock() + SUMMARY_INTERVAL_S
+            counts: dict[str, int] = {}
+            for st in statuses:
+                counts[st.state.value] = counts.get(st.state.value, 0) + 1
+            print("  waiting: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())), file=sys.stderr, flush=True)
+        for st in statuses:
             if seen.get(st.instance_id) != st.state:
                 seen[st.instance_id] = st.state
                 elapsed = f"{max(0.0, rec.supervisor.wall_clock() - st.started_at):.1f}s" if st.started_at else "-"
