@@ -183,3 +183,24 @@ def test_running_instances_skips_dead_and_foreign_entries(tmp_path):
     finally:
         ours.kill()
         ours.wait()
+
+
+def test_measured_size_recorded_from_backend_process_list(tmp_path, wired, monkeypatch):
+    from gpu_sharing.hardware.inventory import GpuProcess
+    recorded = []
+    monkeypatch.setattr(wiring, "record_measured",
+                        lambda path, model, tp, per_rank: recorded.append((path.name, model.name, tp, per_rank)))
+    backend = RecordingBackend({0: C.CPX})
+    cfg = Config.model_validate({"version": "v1", "models": [{"name": "b", "source": "org/b"}],
+                                 "vllm": {"port_range": [21300, 21399], "stop_grace_s": 2}})
+
+    def health(url):  # READY only once the backend lists the process's VRAM, like a loaded vLLM
+        st = rec.statuses()[0]
+        backend.processes[0] = (GpuProcess(st.pid, "python", 6 << 30), GpuProcess(999999, "stranger", 1 << 30))
+        return True
+    rec = Reconciler(cfg, backend, state_dir=tmp_path / "state", health_checker=health)
+    try:
+        assert rec.reconcile_once().ok and rec.wait_settled(10)
+        assert recorded == [("measured_sizes.json", "b", 1, 6 << 30)]
+    finally:
+        rec.stop_all(timeout_s=5)
