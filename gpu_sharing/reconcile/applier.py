@@ -221,6 +221,9 @@ class Applier:
             state = self.supervisor.state_of(iid)
             if state is not None and state not in (InstanceState.STOPPED, InstanceState.FAILED):
                 continue  # already supervised (e.g. adopted): never start a duplicate
+            for old in self.supervisor.launches():  # a FAILED/STOPPED record is replaced: free its port
+                if old.instance_id == iid:
+                    self.ports.release(old.port)
             port = None
             try:
                 parts = [inventory.partition(ref) for ref in placement.partitions]

@@ -11,6 +11,7 @@ track of a running instance.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -207,10 +208,11 @@ class Reconciler:
         if not force and version == self._saved_version:
             return
         entries = []
+        launches = {ln.instance_id: ln for ln in self.supervisor.launches()}
         for st in self.supervisor.statuses():
-            if st.state == InstanceState.STOPPED:
-                continue
-            launch = next(ln for ln in self.supervisor.launches() if ln.instance_id == st.instance_id)
+            launch = launches.get(st.instance_id)
+            if st.state == InstanceState.STOPPED or launch is None:
+                continue  # (launch None: forgotten by another thread in between)
             handle = self.supervisor.handle_of(st.instance_id)
             entries.append(launch_to_entry(launch, st, handle))
         write_state(self.state_dir, entries)
@@ -245,7 +247,7 @@ class Reconciler:
                 for i in left:
                     h = self.supervisor.handle_of(i)
                     if h is not None:
-                        h.signal_group(9)
+                        h.signal_group(signal.SIGKILL)
                 if self.clock() >= deadline + 5.0:
                     break
             self.sleep(0.05)
