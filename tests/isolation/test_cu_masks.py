@@ -129,3 +129,25 @@ def test_every_mask_parses_is_nonempty_disjoint_and_spread(case):
     for iid, req in requests.items():
         if isinstance(req, float):
             assert len(sets[iid]) <= req * cu_count + 1e-6
+
+
+@pytest.mark.parametrize("model", ["MI300X", "MI325X", "MI350X", "MI300A"])
+def test_every_catalog_partition_shape_takes_a_half_half_split(model):
+    from gpu_sharing.hardware.catalog import get_spec
+
+    spec = get_spec(model)
+    for mode in spec.compute_modes():
+        cus, xccs = spec.cus_per_partition(mode), spec.xccs_per_partition(mode)
+        sets = assign_cu_sets(cu_count=cus, xcc_count=xccs, requests={"a": 0.5, "b": 0.5})
+        assert not sets["a"] & sets["b"]
+        for s in sets.values():
+            spread = xcc_spread(s, xccs)
+            assert max(spread) - min(spread) <= 1 and sum(spread) == cus // 2
+
+
+def test_mi300x_dpx_partition_has_four_xccs_in_the_catalog():
+    from gpu_sharing.hardware.catalog import get_spec
+    from gpu_sharing.hardware.modes import ComputePartitionMode
+
+    spec = get_spec("MI300X")
+    assert (spec.cus_per_partition(ComputePartitionMode.DPX), spec.xccs_per_partition(ComputePartitionMode.DPX)) == (152, 4)
