@@ -15,7 +15,8 @@ API for the other layers:
   ``.preexec_for(limits, gpu.numa_node)`` (spawner preexec hook, direct launcher),
   ``.wrap_argv(instance_id=, argv=, env=, limits=, partitions=, numa_node=)`` (systemd-run),
   ``.vram_budget(...)``.
-* ``VramMonitor().check(budgets, inventory) -> VramReport`` (violations with action, foreign processes).
+* ``VramMonitor().check(budgets, inventory) -> VramReport`` (violations with action, foreign processes);
+  ``VramWatch(inventory=, budgets=, act=).run_once()`` keeps the counters metrics export.
 * ``unit_name_for(instance_id)``, ``systemd_run_argv(...)``, ``describe_limits(...)``.
 """
 
@@ -29,10 +30,11 @@ from gpu_sharing.isolation.vram_monitor import (
     VramMonitor,
     VramReport,
     VramViolation,
+    VramWatch,
 )
 
 __all__ = [
     "ComputeLimits", "ResourceIsolator", "describe_limits", "assign_cu_masks", "assign_cu_sets",
     "resolve_cu_counts", "systemd_run_argv", "unit_name_for", "VramMonitor", "VramBudget", "VramReport",
-    "VramViolation", "ForeignProcess", "MemoryAction",
+    "VramViolation", "VramWatch", "ForeignProcess", "MemoryAction",
 ]

@@ -15,7 +15,7 @@ on its schedule with a fresh Inventory and acts on the result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -109,6 +109,40 @@ class VramMonitor:
                     f"{_gib(over)} over its budget of {_gib(b.budget_bytes_per_rank)} per rank "
                     f"(tolerance {b.tolerance_fraction:.0%}); policy: {b.policy.value}"))
         return VramReport(tuple(violations), tuple(sorted(foreign, key=lambda f: (f.partition, f.pid))), used)
+
+
+class VramWatch:
+    """The thin runner: observe, decide, count, hand violations to the daemon's policy callback.
+
+    Counters are what the metrics layer exports:
+    ``gpu_sharing_vram_violations_total{instance,action}`` <- ``violations_total``,
+    ``gpu_sharing_foreign_processes`` <- ``len(last.foreign)``.
+    The callback (restart/stop through the supervisor, or just a log line for
+    warn) is the daemon's; an exception in it is recorded, not raised, so one
+    bad instance does not stop monitoring of the others.
+    """
+
+    def __init__(self, *, inventory: Callable[[], Inventory], budgets: Callable[[], Iterable[VramBudget]],
+                 act: Callable[[VramViolation], None], monitor: VramMonitor | None = None):
+        self._inventory = inventory
+        self._budgets = budgets
+        self._act = act
+        self.monitor = monitor or VramMonitor()
+        self.violations_total: dict[tuple[str, str], int] = {}
+        self.last: VramReport | None = None
+        self.errors: list[str] = []
+
+    def run_once(self) -> VramReport:
+        report = self.monitor.check(list(self._budgets()), self._inventory())
+        for v in report.violations:
+            key = (v.instance_id, v.action.value)
+            self.violations_total[key] = self.violations_total.get(key, 0) + 1
+            try:
+                self._act(v)
+            except Exception as e:  # keep monitoring; the daemon logs self.errors
+                self.errors.append(f"{v.instance_id}: {v.action.value} failed: {e!r}")
+        self.last = report
+        return report
 
 
 def _gib(n: int) -> str:

@@ -117,3 +117,26 @@ def test_cli_masks_json_and_impossible_exit_2(capsys):
     assert cli.main(["isolation", "masks", "--cus", "38", "--xccs", "1", "--share", "a"]) == 2
     assert cli.main(["isolation", "masks", "--cus", "38", "--xccs", "1", "--share", "a=auto", "--share", "b=10"]) == 0
     assert "0:0-27" in capsys.readouterr().out
+
+
+def test_watch_counts_violations_and_survives_a_failing_action():
+    from gpu_sharing.isolation import VramWatch
+
+    state = {"used": 5 * GiB}
+    budgets = [VramBudget("a", 4 * GiB, frozenset({1}), (PartitionRef(0, 0),), MemoryAction.STOP, 0.0)]
+    acted: list[str] = []
+
+    def act(v):
+        acted.append(v.instance_id)
+        raise RuntimeError("supervisor busy")
+
+    watch = VramWatch(inventory=lambda: inventory(part(0, [GpuProcess(1, "vllm", state["used"]),
+                                                           GpuProcess(9, "foreign", GiB)])),
+                      budgets=lambda: budgets, act=act)
+    watch.run_once()
+    watch.run_once()
+    assert watch.violations_total == {("a", "stop"): 2} and acted == ["a", "a"]
+    assert len(watch.errors) == 2 and "supervisor busy" in watch.errors[0]
+    assert [f.pid for f in watch.last.foreign] == [9]
+    state["used"] = 3 * GiB
+    assert watch.run_once().violations == () and watch.violations_total == {("a", "stop"): 2}
