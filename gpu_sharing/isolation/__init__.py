@@ -17,10 +17,10 @@ API for the other layers:
   ``.vram_budget(...)``.
 * ``VramMonitor().check(budgets, inventory) -> VramReport`` (violations with action, foreign processes);
   ``VramWatch(inventory=, budgets=, act=).run_once()`` keeps the counters metrics export.
-* ``unit_name_for(instance_id)``, ``systemd_run_argv(...)``, ``describe_limits(...)``.
+* ``unit_name_for(instance_id)``, ``systemd_run_argv(...)`` (``--pipe``: supervise the systemd-run pid), ``systemctl_stop_argv(unit)``, ``describe_limits(...)``.
 """
 
-from gpu_sharing.isolation.confinement import systemd_run_argv, unit_name_for
+from gpu_sharing.isolation.confinement import systemctl_stop_argv, systemd_run_argv, unit_name_for
 from gpu_sharing.isolation.cu_masks import assign_cu_masks, assign_cu_sets, resolve_cu_counts
 from gpu_sharing.isolation.limits import ComputeLimits, ResourceIsolator, describe_limits
 from gpu_sharing.isolation.vram_monitor import (
@@ -35,6 +35,6 @@ from gpu_sharing.isolation.vram_monitor import (
 
 __all__ = [
     "ComputeLimits", "ResourceIsolator", "describe_limits", "assign_cu_masks", "assign_cu_sets",
-    "resolve_cu_counts", "systemd_run_argv", "unit_name_for", "VramMonitor", "VramBudget", "VramReport",
+    "resolve_cu_counts", "systemd_run_argv", "systemctl_stop_argv", "unit_name_for", "VramMonitor", "VramBudget", "VramReport",
     "VramViolation", "VramWatch", "ForeignProcess", "MemoryAction",
 ]

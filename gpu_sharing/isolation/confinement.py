@@ -129,8 +129,14 @@ def unit_name_for(instance_id: str) -> str:
 
 def systemd_run_argv(*, unit_name: str, argv: Sequence[str], env: Mapping[str, str], device_nodes: Sequence[str],
                      cpus: Sequence[int] | None, memory_max_bytes: int | None, user: str | None,
-                     working_dir: str | None = None) -> list[str]:
+                     working_dir: str | None = None, attach: bool = True) -> list[str]:
     """argv for ``systemd-run`` starting ``argv`` as a confined transient service.
+
+    ``attach`` adds ``--pipe`` (implies ``--wait``): systemd-run stays alive as
+    long as the service and passes its stdout/stderr through, so the spawner
+    supervises the systemd-run pid and logs exactly as for a direct launch.
+    The unit does not inherit the daemon's environment: pass everything the
+    instance needs in ``env``.  Stop it with :func:`systemctl_stop_argv`.
 
     ``device_nodes`` are paths (``/dev/dri/renderD128``); /dev/kfd is always
     allowed (ROCm needs it).  Option names per ``systemd-run --help`` and
@@ -141,7 +147,7 @@ def systemd_run_argv(*, unit_name: str, argv: Sequence[str], env: Mapping[str, s
         raise UserError("systemd-run: empty command")
     if not unit_name.endswith(".service"):
         raise UserError(f"systemd-run: unit name {unit_name!r} must end in .service")
-    cmd = ["systemd-run", f"--unit={unit_name}", "--collect", "--quiet",
+    cmd = ["systemd-run", f"--unit={unit_name}", "--collect", "--quiet", *(["--pipe"] if attach else []),
            "--property=Type=exec", "--property=KillMode=control-group",
            "--property=DevicePolicy=closed"]
     for node in [*device_nodes, "/dev/kfd"]:
@@ -163,6 +169,11 @@ def systemd_run_argv(*, unit_name: str, argv: Sequence[str], env: Mapping[str, s
             raise UserError(f"systemd-run: bad environment variable name {key!r}")
         cmd.append(f"--setenv={key}={env[key]}")
     return [*cmd, "--", *argv]
+
+
+def systemctl_stop_argv(unit_name: str) -> list[str]:
+    """Stop a transient instance unit (also used after adoption, when no systemd-run pid is ours)."""
+    return ["systemctl", "stop", "--no-block", unit_name]
 
 
 def _fmt(cpus: Iterable[int]) -> str:

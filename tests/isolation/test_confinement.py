@@ -98,7 +98,7 @@ def test_systemd_run_argv_field_by_field():
     sep = argv.index("--")
     opts, cmd = argv[:sep], argv[sep + 1:]
     assert opts[0] == "systemd-run" and cmd == ["vllm", "serve", "m"]
-    assert "--unit=gpu-sharing-a.service" in opts and "--collect" in opts
+    assert "--unit=gpu-sharing-a.service" in opts and "--collect" in opts and "--pipe" in opts
     assert "--property=DevicePolicy=closed" in opts
     assert [o for o in opts if o.startswith("--property=DeviceAllow=")] == [
         "--property=DeviceAllow=/dev/dri/renderD131 rw", "--property=DeviceAllow=/dev/kfd rw"]
@@ -112,6 +112,9 @@ def test_systemd_run_argv_omits_unset_limits_and_rejects_bad_input():
     argv = systemd_run_argv(unit_name="gpu-sharing-a.service", argv=["x"], env={}, device_nodes=[],
                             cpus=None, memory_max_bytes=None, user=None)
     assert not any(o.startswith(("--property=AllowedCPUs", "--property=MemoryMax", "--property=User")) for o in argv)
+    detached = systemd_run_argv(unit_name="gpu-sharing-a.service", argv=["x"], env={}, device_nodes=[],
+                                cpus=None, memory_max_bytes=None, user=None, attach=False)
+    assert "--pipe" not in detached
     with pytest.raises(UserError, match="must be a /dev path"):
         systemd_run_argv(unit_name="gpu-sharing-a.service", argv=["x"], env={}, device_nodes=["renderD128"],
                          cpus=None, memory_max_bytes=None, user=None)
@@ -139,5 +142,4 @@ def test_real_transient_unit_runs():
     unit = unit_name_for(f"test-{uuid.uuid4().hex[:8]}")
     argv = systemd_run_argv(unit_name=unit, argv=["/bin/true"], env={"X": "1"}, device_nodes=[],
                             cpus=sorted(os.sched_getaffinity(0))[:1], memory_max_bytes=256 * 2**20, user=None)
-    argv.insert(1, "--wait")
     assert subprocess.run(argv, capture_output=True, text=True, timeout=60).returncode == 0
