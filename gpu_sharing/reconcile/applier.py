@@ -33,8 +33,8 @@ from gpu_sharing.runtime.supervisor import InstanceLaunch, Supervisor
 VRAM_RELEASE_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.05
 
-LaunchBuilder = Callable[[Placement, Sequence[LogicalPartition], int, "str | None"], InstanceLaunch]
-"""(placement, partitions in the new inventory, port, cu_mask) -> InstanceLaunch."""
+LaunchBuilder = Callable[[Placement, Sequence[LogicalPartition], int, "str | None", Inventory], InstanceLaunch]
+"""(placement, partitions in the new inventory, port, cu_mask, new inventory) -> InstanceLaunch."""
 Progress = Callable[[str], None]
 
 
@@ -228,7 +228,7 @@ class Applier:
             try:
                 parts = [inventory.partition(ref) for ref in placement.partitions]
                 port = self.ports.allocate()
-                launch = self.build_launch(placement, parts, port, masks.get(iid))
+                launch = self.build_launch(placement, parts, port, masks.get(iid), inventory)
                 self.supervisor.add(launch)
             except (KeyError, GpuSharingError, ValueError) as e:
                 if port is not None:

@@ -16,12 +16,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gpu_sharing.config.schema import Config, ModelSettings
+from gpu_sharing.config.schema import ComputeLimitsSettings, Config, ModelSettings
 from gpu_sharing.errors import OperationError
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import ModelDemand, Placement, Plan, PlannerPolicy, Unplaceable
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
+RESTART_RELEVANT_VLLM_KEYS = {"command", "host", "memory_flag", "vllm_args", "env"}
 DemandResult = tuple[Sequence[ModelDemand], PlannerPolicy, Sequence[Unplaceable]]
 
 
@@ -82,21 +83,22 @@ def record_measured(path: Path, model: ModelSettings, tp: int, bytes_per_rank: i
 
 
 def model_fingerprint(model: ModelSettings, config: Config) -> str:
-    """Everything that needs a restart when changed: the model's settings and the shared vLLM settings."""
+    """Everything that needs a restart when changed: the model's settings and the vLLM settings that reach
+    its command line or environment (supervision knobs such as timeouts or backoff do not)."""
     blob = json.dumps({"model": model.model_dump(mode="json"),
-                       "vllm": config.vllm.model_dump(mode="json", exclude={"log_max_bytes", "log_backups"})},
+                       "vllm": config.vllm.model_dump(mode="json", include=RESTART_RELEVANT_VLLM_KEYS)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def cu_masks_for(plan: Plan, inventory: Inventory, config: Config) -> dict[str, str]:
-    """HSA_CU_MASK per new instance on partitions shared by several instances with a compute share."""
-    try:
-        iso = importlib.import_module("gpu_sharing.isolation")
-        assign = getattr(iso, "assign_cu_masks", None) or importlib.import_module(
-            "gpu_sharing.isolation.cu_masks").assign_cu_masks
-    except (ImportError, AttributeError):
-        return {}
+    """HSA_CU_MASK per new instance on partitions shared by several instances (gpu_sharing.isolation).
+
+    Masks are computed over every placement on the partition (running ones
+    included) so the new instance gets CUs disjoint from its neighbours' share.
+    """
+    iso = _module("gpu_sharing.isolation", "isolation")
+    isolator = iso.ResourceIsolator(launcher=config.node.launcher)
     models = {m.name: m for m in config.models}
     by_partition: dict[Any, list[Placement]] = {}
     for p in plan.placements:
@@ -104,31 +106,34 @@ def cu_masks_for(plan: Plan, inventory: Inventory, config: Config) -> dict[str, 
             by_partition.setdefault(ref, []).append(p)
     starting = {p.instance_id for p in plan.to_start}
     masks: dict[str, str] = {}
-    for ref, group in by_partition.items():
+    for ref, group in sorted(by_partition.items()):
         if len(group) < 2 or not any(p.instance_id in starting for p in group):
             continue
-        shares = {p.instance_id: _share(p, models.get(p.model)) for p in group}
-        if all(v is None for v in shares.values()):
-            continue
-        part = inventory.partition(ref)
-        for iid, mask in assign(cu_count=part.cu_count, xcc_count=part.xcc_count, requests=shares).items():
+        members = {p.instance_id: _limits(iso, p, models.get(p.model)) for p in group}
+        tp = {p.instance_id: p.tp for p in group}
+        for iid, mask in isolator.cu_masks(inventory.partition(ref), members, tp).items():
             if iid in starting and iid not in masks:
                 masks[iid] = mask
     return masks
 
 
-def _share(p: Placement, model: ModelSettings | None) -> float | int | None:
-    if model is not None and model.limits.cu_count is not None:
-        return model.limits.cu_count
-    return p.compute_share if p.compute_share is not None else (model.limits.compute_share if model else None)
+def _limits(iso: Any, p: Placement, model: ModelSettings | None) -> Any:
+    settings = model.limits if model is not None else ComputeLimitsSettings()
+    if p.compute_share is not None and settings.compute_share is None and settings.cu_count is None:
+        settings = settings.model_copy(update={"compute_share": p.compute_share})
+    return iso.ComputeLimits.from_settings(settings)
 
 
 def make_launch_builder(config_fn: Callable[[], Config], fingerprints: Callable[[str], str],
-                        preexec_for: Callable[[ModelSettings, Sequence[LogicalPartition]], Any] | None = None,
-                        ) -> Callable[[Placement, Sequence[LogicalPartition], int, "str | None"], InstanceLaunch]:
-    """(placement, partitions, port, cu_mask) -> InstanceLaunch via runtime.launch_spec.build_launch_spec."""
+                        ) -> Callable[[Placement, Sequence[LogicalPartition], int, "str | None", Inventory], InstanceLaunch]:
+    """(placement, partitions, port, cu_mask, inventory) -> InstanceLaunch.
+
+    argv/env from runtime.launch_spec.build_launch_spec; confinement from
+    gpu_sharing.isolation: a preexec hook (CPU pinning to the GPU's NUMA node,
+    user drop) for the direct launcher, or a systemd-run wrapper around argv.
+    """
     def build(placement: Placement, partitions: Sequence[LogicalPartition], port: int,
-              cu_mask: str | None) -> InstanceLaunch:
+              cu_mask: str | None, inventory: Inventory) -> InstanceLaunch:
         config = config_fn()
         model = next((m for m in config.models if m.name == placement.model), None)
         if model is None:
@@ -137,11 +142,26 @@ def make_launch_builder(config_fn: Callable[[], Config], fingerprints: Callable[
         spec = spec_mod.build_launch_spec(
             instance_id=placement.instance_id, model=model, vllm=config.vllm, partitions=list(partitions),
             tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask)
+        argv, preexec = _confine(config, model, placement, spec, partitions, inventory)
         return InstanceLaunch(
             instance_id=placement.instance_id, model=placement.model, replica=placement.replica,
             fingerprint=fingerprints(placement.model), served_names=tuple(spec.served_names),
             partitions=tuple(str(ref) for ref in placement.partitions),
             hip_indices=tuple(p.hip_index for p in partitions), memory_bytes_per_rank=placement.memory_bytes_per_rank,
-            tp=placement.tp, argv=tuple(spec.argv), env=tuple(sorted(dict(spec.env).items())), port=port,
-            url=spec.url, preexec_fn=preexec_for(model, partitions) if preexec_for else None)
+            tp=placement.tp, argv=tuple(argv), env=tuple(sorted(dict(spec.env).items())), port=port,
+            url=spec.url, preexec_fn=preexec)
     return build
+
+
+def _confine(config: Config, model: ModelSettings, placement: Placement, spec: Any,
+             partitions: Sequence[LogicalPartition], inventory: Inventory) -> tuple[list[str], Any]:
+    iso = _module("gpu_sharing.isolation", "isolation")
+    isolator = iso.ResourceIsolator(launcher=config.node.launcher)
+    limits = iso.ComputeLimits.from_settings(model.limits)
+    try:
+        numa_node = inventory.gpu(placement.gpu).numa_node
+    except KeyError:
+        numa_node = None
+    argv = isolator.wrap_argv(instance_id=placement.instance_id, argv=list(spec.argv), env=dict(spec.env),
+                              limits=limits, partitions=list(partitions), numa_node=numa_node)
+    return argv, isolator.preexec_for(limits, numa_node)

@@ -74,7 +74,7 @@ def target(g: int, mode: C, memory_changes: bool = False) -> GpuTarget:
     return GpuTarget(gpu=g, compute_mode=mode, memory_mode=M.NPS1, compute_changes=True, memory_changes=memory_changes)
 
 
-def build_launch(p, parts, port, cu_mask) -> InstanceLaunch:
+def build_launch(p, parts, port, cu_mask, inventory=None) -> InstanceLaunch:
     return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica, fingerprint="fp",
                           served_names=(p.model,), partitions=tuple(str(r) for r in p.partitions),
                           hip_indices=tuple(x.hip_index for x in parts), memory_bytes_per_rank=p.memory_bytes_per_rank,

@@ -42,8 +42,8 @@ def fake_planner(inventory, demands, current, policy):
     return make_plan(to_start=[p for p in wanted if p.instance_id not in keep], to_stop=to_stop, unchanged=keep)
 
 
-def fake_launch_builder(config_fn, fingerprints, preexec_for=None):
-    def build(p, parts, port, cu_mask):
+def fake_launch_builder(config_fn, fingerprints):
+    def build(p, parts, port, cu_mask, inventory):
         return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica,
                               fingerprint=fingerprints(p.model), served_names=(p.model,),
                               partitions=tuple(str(r) for r in p.partitions), hip_indices=tuple(x.hip_index for x in parts),

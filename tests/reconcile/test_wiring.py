@@ -1,0 +1,48 @@
+"""CU masks for instances sharing a partition, through gpu_sharing.isolation; config diff fingerprints."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpu_sharing.config.schema import Config
+from gpu_sharing.errors import UserError
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.reconcile import wiring
+
+from reconcile_fakes import RecordingBackend, make_plan, placement
+
+
+def cfg(share_a=0.5, share_b=0.5):
+    return Config.model_validate({"version": "v1", "models": [
+        {"name": "a", "source": "org/a", "limits": {"compute_share": share_a}},
+        {"name": "b", "source": "org/b", "limits": {"compute_share": share_b}},
+        {"name": "c", "source": "org/c"}]})
+
+
+def test_new_instance_gets_mask_disjoint_from_running_neighbour():
+    inv = RecordingBackend({0: C.QPX}).inventory()  # 76 CUs, 2 XCCs per partition
+    running, new, alone = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),)), placement("c-0", ((0, 2),))
+    plan = make_plan(to_start=(new, alone))
+    plan = plan.__class__(**{**plan.__dict__, "placements": (running, new, alone)})
+    masks = wiring.cu_masks_for(plan, inv, cfg())
+    assert set(masks) == {"b-0"}  # only the new one; an instance alone on its partition gets none
+    gpu_part, cus = masks["b-0"].split(":")
+    assert gpu_part == "0"
+    count = sum(int(r.split("-")[1]) - int(r.split("-")[0]) + 1 if "-" in r else 1 for r in cus.split(","))
+    assert count == 38
+
+
+def test_impossible_shares_raise_user_error():
+    inv = RecordingBackend({0: C.QPX}).inventory()
+    a, b = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),))
+    plan = make_plan(to_start=(a, b))
+    with pytest.raises(UserError, match="0.1"):
+        wiring.cu_masks_for(plan, inv, cfg(0.8, 0.8))
+
+
+def test_fingerprint_changes_only_with_restart_relevant_settings():
+    base = cfg()
+    other = Config.model_validate({**base.model_dump(mode="json"), "vllm": {"log_backups": 9, "max_restarts": 9}})
+    assert wiring.model_fingerprint(base.models[0], base) == wiring.model_fingerprint(other.models[0], other)
+    changed = Config.model_validate({**base.model_dump(mode="json"), "vllm": {"vllm_args": {"block-size": 32}}})
+    assert wiring.model_fingerprint(base.models[0], base) != wiring.model_fingerprint(changed.models[0], changed)
