@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,6 +23,7 @@ from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import ModelDemand, Placement, Plan, PlannerPolicy, Unplaceable
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
+SYS_NODE_DIR = "/sys/devices/system/node"
 RESTART_RELEVANT_VLLM_KEYS = {"command", "host", "memory_flag", "vllm_args", "env"}
 DemandResult = tuple[Sequence[ModelDemand], PlannerPolicy, Sequence[Unplaceable]]
 
@@ -159,9 +161,11 @@ def _confine(config: Config, model: ModelSettings, placement: Placement, spec: A
     isolator = iso.ResourceIsolator(launcher=config.node.launcher)
     limits = iso.ComputeLimits.from_settings(model.limits)
     try:
-        numa_node = inventory.gpu(placement.gpu).numa_node
+        numa_node: int | None = inventory.gpu(placement.gpu).numa_node
     except KeyError:
         numa_node = None
+    if numa_node is not None and not os.path.isdir(os.path.join(SYS_NODE_DIR, f"node{numa_node}")):
+        numa_node = None  # the host has no such NUMA node (a simulated GPU, or NUMA off): no CPU pinning
     argv = isolator.wrap_argv(instance_id=placement.instance_id, argv=list(spec.argv), env=dict(spec.env),
                               limits=limits, partitions=list(partitions), numa_node=numa_node)
     return argv, isolator.preexec_for(limits, numa_node)
