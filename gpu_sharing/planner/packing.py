@@ -1,0 +1,209 @@
+"""Packing replicas into the partitions of a fixed set of GPU modes (pure, deterministic).
+
+Three phases, so that what runs is disturbed only when it must be:
+1. keep: running instances whose fingerprint still matches and whose GPU keeps its
+   mode are reserved where they are;
+2. place: remaining replicas, highest priority first (then largest first), go to the
+   tightest partitions that fit (best fit), preferring GPUs that hold no replica of the
+   same model (failure domains) and the smallest tensor-parallel degree;
+3. evict: a replica that still does not fit may displace lower-priority instances
+   (lowest priority first); the displaced ones are re-placed elsewhere when possible.
+A partition is never over-committed: per-rank bytes plus the headroom fit its VRAM, and
+compute shares on one partition sum to at most 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from gpu_sharing.hardware.catalog import GpuModelSpec
+from gpu_sharing.hardware.inventory import Inventory, PartitionRef
+from gpu_sharing.hardware.modes import ComputePartitionMode
+from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, RunningInstance
+
+
+@dataclass
+class Slot:
+    ref: PartitionRef
+    hive: int
+    capacity_bytes: int
+    total_bytes: int
+    used_bytes: int = 0
+    share_used: float = 0.0
+    occupants: list[str] = field(default_factory=list)
+
+    def fits(self, nbytes: int, share: float | None) -> bool:
+        return self.used_bytes + nbytes <= self.capacity_bytes and self.share_used + (share or 0.0) <= 1.0 + 1e-9
+
+
+@dataclass(frozen=True)
+class Item:
+    instance_id: str
+    model: str
+    replica: int
+    weight: int
+    demand: ModelDemand
+
+
+@dataclass
+class Assignment:
+    item: Item
+    tp: int
+    refs: tuple[PartitionRef, ...]
+    bytes_per_rank: int
+
+
+@dataclass
+class Packing:
+    assignments: dict[str, Assignment]
+    unplaced: list[Item]
+    evicted_by: dict[str, str]
+    slots: dict[PartitionRef, Slot]
+
+    def objective(self, disruption: int) -> tuple[int, int, int, int]:
+        weight = sum(a.item.weight for a in self.assignments.values())
+        used = sum(1 for s in self.slots.values() if s.occupants)
+        return (weight, len(self.assignments), -disruption, -used)
+
+
+def build_slots(inventory: Inventory, modes: dict[int, ComputePartitionMode], specs: dict[int, GpuModelSpec],
+                policy: PlannerPolicy) -> dict[PartitionRef, Slot]:
+    slots: dict[PartitionRef, Slot] = {}
+    for gpu in inventory.gpus:
+        spec = specs[gpu.index]
+        mode = modes[gpu.index]
+        if mode == gpu.compute_mode and gpu.partitions:
+            totals = [(p.index, p.vram_total_bytes) for p in gpu.partitions]
+        else:
+            totals = [(k, spec.vram_per_partition_bytes(mode)) for k in range(spec.partitions(mode))]
+        for k, total in totals:
+            ref = PartitionRef(gpu.index, k)
+            slots[ref] = Slot(ref, gpu.hive_id, int(total * (1.0 - policy.headroom_fraction)), total)
+    return slots
+
+
+def items_for(demands: Sequence[ModelDemand]) -> list[Item]:
+    out = []
+    for d in demands:
+        for r in range(d.replicas):
+            out.append(Item(d.instance_id(r), d.name, r, d.priority + 1, d))
+    return out
+
+
+def _order_key(item: Item) -> tuple:
+    smallest = min(item.demand.bytes_per_rank_by_tp.values()) if item.demand.bytes_per_rank_by_tp else 0
+    return (-item.weight, -smallest, item.model, item.replica)
+
+
+def _occupy(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
+    for ref in a.refs:
+        s = slots[ref]
+        s.used_bytes += a.bytes_per_rank
+        s.share_used += a.item.demand.compute_share or 0.0
+        s.occupants.append(a.item.instance_id)
+
+
+def _release(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
+    for ref in a.refs:
+        s = slots[ref]
+        s.used_bytes -= a.bytes_per_rank
+        s.share_used -= a.item.demand.compute_share or 0.0
+        s.occupants.remove(a.item.instance_id)
+
+
+def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, set[int]],
+            policy: PlannerPolicy) -> Assignment | None:
+    d = item.demand
+    allowed = set(d.allowed_gpus) if d.allowed_gpus is not None else None
+    siblings = placed_gpus.get(item.model, set())
+    for tp in sorted(d.bytes_per_rank_by_tp):
+        need = d.bytes_per_rank_by_tp[tp]
+        cands = [s for s in slots.values() if (allowed is None or s.ref.gpu in allowed)
+                 and s.total_bytes >= d.min_partition_bytes and s.fits(need, d.compute_share)]
+        if len(cands) < tp:
+            continue
+        by_gpu: dict[int, list[Slot]] = {}
+        for s in cands:
+            by_gpu.setdefault(s.ref.gpu, []).append(s)
+        options: list[tuple[tuple, tuple[PartitionRef, ...]]] = []
+        for gpu, group in by_gpu.items():
+            if len(group) >= tp:
+                chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
+                slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
+                spread = 1 if (policy.spread_replicas and gpu in siblings) else 0
+                options.append(((0, spread, slack, gpu), tuple(s.ref for s in chosen)))
+        if not options and tp > 1:  # span GPUs of one hive
+            by_hive: dict[int, list[Slot]] = {}
+            for s in cands:
+                by_hive.setdefault(s.hive, []).append(s)
+            for hive, group in sorted(by_hive.items()):
+                if len(group) >= tp:
+                    chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
+                    slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
+                    options.append(((1, 0, slack, hive), tuple(sorted(s.ref for s in chosen))))
+        if options:
+            options.sort()
+            return Assignment(item, tp, options[0][1], need)
+    return None
+
+
+def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, RunningInstance],
+         policy: PlannerPolicy) -> Packing:
+    """Place ``items``; ``keep`` maps instance ids to running instances that may stay put."""
+    assignments: dict[str, Assignment] = {}
+    placed_gpus: dict[str, set[int]] = {}
+    by_id = {i.instance_id: i for i in items}
+
+    def note(a: Assignment) -> None:
+        assignments[a.item.instance_id] = a
+        placed_gpus.setdefault(a.item.model, set()).update(r.gpu for r in a.refs)
+
+    for iid, run in sorted(keep.items()):  # phase 1: keep
+        item = by_id.get(iid)
+        if item is None or not all(r in slots for r in run.partitions):
+            continue
+        a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
+        if all(slots[r].fits(a.bytes_per_rank, item.demand.compute_share) for r in a.refs):
+            _occupy(slots, a)
+            note(a)
+    queue = sorted((i for i in items if i.instance_id not in assignments), key=_order_key)
+    unplaced: list[Item] = []
+    evicted_by: dict[str, str] = {}
+    for item in queue:  # phase 2: place
+        a = _choose(slots, item, placed_gpus, policy)
+        if a:
+            _occupy(slots, a)
+            note(a)
+        else:
+            unplaced.append(item)
+    still: list[Item] = []
+    for item in sorted(unplaced, key=_order_key):  # phase 3: evict lower priority
+        victims = sorted((a for a in assignments.values() if a.item.weight < item.weight),
+                         key=lambda a: (a.item.weight, -a.bytes_per_rank, a.item.instance_id))
+        removed: list[Assignment] = []
+        placed = None
+        for v in victims:
+            _release(slots, v)
+            removed.append(v)
+            placed = _choose(slots, item, placed_gpus, policy)
+            if placed:
+                break
+        if placed is None:
+            for v in removed:
+                _occupy(slots, v)
+            still.append(item)
+            continue
+        _occupy(slots, placed)
+        for v in removed:
+            del assignments[v.item.instance_id]
+        note(placed)
+        for v in removed:  # re-place the displaced where they still fit
+            again = _choose(slots, v.item, placed_gpus, policy)
+            if again:
+                _occupy(slots, again)
+                note(again)
+            else:
+                evicted_by[v.item.instance_id] = item.instance_id
+                still.append(v.item)
+    return Packing(assignments, still, evicted_by, slots)
