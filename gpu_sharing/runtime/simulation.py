@@ -1,0 +1,20 @@
+"""Under --simulate, instances run the fake vLLM server instead of ``vllm serve``.
+
+Only the module name is referenced (runtime must not import the simulator): the
+fake takes the same argv as ``vllm serve`` and finds the simulated node through
+$GPU_SHARING_SIM_STATE.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from gpu_sharing.config.schema import VllmSettings
+
+FAKE_VLLM_MODULE = "simulator.vllm_server"
+
+
+def simulated_vllm_settings(vllm: VllmSettings, *, sim_state_dir: Path, startup_time_s: float) -> VllmSettings:
+    env = {**vllm.env, "GPU_SHARING_SIM_STATE": str(sim_state_dir), "GPU_SHARING_FAKE_STARTUP_S": str(startup_time_s)}
+    return vllm.model_copy(update={"command": [sys.executable, "-m", FAKE_VLLM_MODULE, "serve"], "env": env})

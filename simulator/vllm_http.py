@@ -1,0 +1,189 @@
+"""HTTP routes of the fake vLLM server, with vLLM 0.33's JSON shapes, SSE framing and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+routes = web.RouteTableDef()
+FINGERPRINT = "vllm-0.33.0-5ad0c0de"
+
+
+def _error(status: int, message: str, typ: str, param: str | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": typ, "param": param, "code": status}}, status=status)
+
+
+def _words(text: str, n: int) -> list[str]:
+    """Deterministic 'generation': the prompt's words echoed back, cycled to n tokens."""
+    base = [w for w in text.split() if w] or ["ok"]
+    return [" " + base[i % len(base)] for i in range(n)]
+
+
+async def _body(request: web.Request, required: str) -> tuple[dict | None, web.Response | None]:
+    if request.content_type != "application/json":
+        return None, _error(400, "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+                            "Bad Request")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
+                            "Bad Request", "body")
+    if not isinstance(body, dict) or required not in body:
+        return None, _error(400, f"1 validation error:\n  {{'type': 'missing', 'loc': 'body.{required}', 'msg': "
+                            f"'Field required', 'input': '<dict of {len(body) if isinstance(body, dict) else 0} items>'}}",
+                            "Bad Request", f"body.{required}")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        return None, _error(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
+                            "BadRequestError", "stream_options")
+    return body, None
+
+
+def _check_model(fake, body: dict) -> web.Response | None:
+    model = body.get("model")
+    if model and model not in fake.names:
+        return _error(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(fake.names)}.",
+                      "NotFoundError", "model")
+    return None
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+@routes.route("*", "/ping")
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+@routes.get("/version")
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": "0.33.0"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    resp = web.Response(body=request.app["fake"].metrics.exposition())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+@routes.get("/v1/models")
+async def models(request: web.Request) -> web.Response:
+    fake = request.app["fake"]
+    now = int(time.time())
+    cards = [{"id": n, "object": "model", "created": now, "owned_by": "vllm", "root": fake.args.model, "parent": None,
+              "max_model_len": fake.max_model_len,
+              "permission": [{"id": f"modelperm-{secrets.token_hex(8)}", "object": "model_permission", "created": now,
+                              "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                              "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                              "organization": "*", "group": None, "is_blocking": False}]} for n in fake.names]
+    return web.json_response({"object": "list", "data": cards})
+
+
+@routes.post("/v1/completions")
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=False)
+
+
+@routes.post("/v1/chat/completions")
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _generate(request, chat=True)
+
+
+async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
+    fake = request.app["fake"]
+    body, err = await _body(request, "messages" if chat else "prompt")
+    if err:
+        return err
+    err = _check_model(fake, body)
+    if err:
+        return err
+    if chat:
+        msgs = body["messages"] if isinstance(body["messages"], list) else []
+        text = " ".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
+    else:
+        text = body["prompt"] if isinstance(body["prompt"], str) else " ".join(map(str, body["prompt"]))
+        if not text:
+            return _error(400, "Prompt cannot be empty. (parameter=prompt)", "BadRequestError", "prompt")
+    prompt_tokens = max(1, len(text.split()))
+    max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or (8 if chat else 16))
+    if prompt_tokens >= fake.max_model_len:
+        return _error(400, f"This model's maximum context length is {fake.max_model_len} tokens.", "BadRequestError",
+                      "input_tokens")
+    tokens = _words(text, max_tokens)
+    fake.count_request()
+    rid = request.headers.get("X-Request-Id") or body.get("request_id") or secrets.token_hex(8)
+    rid = ("chatcmpl-" if chat else "cmpl-") + rid
+    created, start = int(time.time()), time.monotonic()
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(tokens), "completion_tokens": len(tokens)}
+    fake.metrics.running.labels(**fake.metrics.labels).inc()
+    try:
+        if body.get("stream"):
+            return await _stream(request, fake, chat, rid, created, tokens, usage, body, start)
+        content = "".join(tokens)
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": content, "refusal": None, "annotations": None,
+                                              "audio": None, "function_call": None, "reasoning": None},
+                      "logprobs": None, "finish_reason": "length", "stop_reason": None, "token_ids": None,
+                      "routed_experts": None, "weight_versions": None}
+        else:
+            choice = {"index": 0, "text": content, "logprobs": None, "finish_reason": "length", "stop_reason": None,
+                      "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None,
+                      "weight_versions": None}
+        out = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+               "model": fake.names[0], "choices": [choice], "service_tier": None, "system_fingerprint": FINGERPRINT,
+               "usage": {**usage, "prompt_tokens_details": None, "completion_tokens_details": None},
+               "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+        if chat:
+            out.update({"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None})
+        elapsed = time.monotonic() - start
+        fake.metrics.observe(prompt_tokens, len(tokens), elapsed, elapsed, "length")
+        return web.json_response(out)
+    finally:
+        fake.metrics.running.labels(**fake.metrics.labels).dec()
+
+
+async def _stream(request, fake, chat, rid, created, tokens, usage, body, start) -> web.StreamResponse:
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await resp.prepare(request)
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+    async def send(payload) -> None:
+        await resp.write(f"data: {json.dumps(payload) if not isinstance(payload, str) else payload}\n\n".encode())
+
+    if chat:
+        await send({"id": rid, "object": obj, "created": created, "model": fake.names[0],
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                 "finish_reason": None}], "prompt_token_ids": None, "prompt_text": None})
+    first_at = None
+    for i, tok in enumerate(tokens):
+        if fake.delay_per_token_s:
+            await asyncio.sleep(fake.delay_per_token_s)
+        last = i == len(tokens) - 1
+        if chat:
+            choice = {"index": 0, "delta": {"content": tok}, "logprobs": None, "finish_reason": "length" if last else None,
+                      "token_ids": None}
+        else:
+            choice = {"index": 0, "text": tok, "logprobs": None, "finish_reason": "length" if last else None,
+                      "stop_reason": None, "prompt_token_ids": None, "token_ids": None, "weight_versions": None}
+        chunk = {"id": rid, "object": obj, "created": created, "model": fake.names[0], "choices": [choice]}
+        if last and not include_usage:
+            chunk["system_fingerprint"] = FINGERPRINT
+        chunk["kv_transfer_params"] = None
+        await send(chunk)
+        first_at = first_at or time.monotonic()
+    if include_usage:
+        await send({"id": rid, "object": obj, "created": created, "model": fake.names[0], "choices": [],
+                    "usage": usage, "system_fingerprint": FINGERPRINT})
+    await send("[DONE]")
+    await resp.write_eof()
+    now = time.monotonic()
+    fake.metrics.observe(usage["prompt_tokens"], len(tokens), (first_at or now) - start, now - start, "length")
+    return resp
