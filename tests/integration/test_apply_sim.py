@@ -115,6 +115,9 @@ def test_apply_70b_and_sixteen_8b_on_simulated_mi300x(tmp_path, capsys):
             print(f"\n[apply_sim] 17 instances READY in {wall_s:.2f}s wall "
                   f"(fake startup 0.2 s each; modes {[f'{t.compute_mode.value}' for t in report.plan.gpus]})")
         first = pids(rec)
+        assert not rec._measure.errors and len(rec._measure.recorded) == 17
+        measured = json.loads((sim / "daemon" / "measured_sizes.json").read_text())
+        assert measured, "measured sizes recorded once READY"
         rec.detach()
 
         # apply again (a new process would do the same): zero actions, same pids
