@@ -95,6 +95,8 @@ class Reconciler:
         self._reconcile_lock = threading.Lock()
         self._saved_version = -1
         self.last_plan: Plan | None = None
+        self.active: dict[str, bool] | None = None
+        """Schedule windows: model name -> window open (closed = 0 replicas); None = all open."""
         self.last_report: ReconcileReport | None = None
 
     # ---- config ---------------------------------------------------------------------------------
@@ -139,7 +141,8 @@ class Reconciler:
         inventory = inventory if inventory is not None else self.backend.inventory()
         config_dir = Path(self.config_path).resolve().parent if self.config_path else None
         demands, policy, problems = wiring.build_demands(self.config, config_dir=config_dir,
-                                                         measured_path=self.measured_path)
+                                                         measured_path=self.measured_path, active=self.active,
+                                                         gpu_indices=[g.index for g in inventory.gpus])
         self._fingerprints = {d.name: d.fingerprint for d in demands}
         plan = wiring.run_planner(inventory, demands, self.current_instances(), policy)
         return plan, tuple(problems)

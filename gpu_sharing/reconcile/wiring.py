@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
 import os
 from pathlib import Path
@@ -35,31 +34,14 @@ def _module(name: str, what: str) -> Any:
         raise OperationError(f"{what} is not available ({name}: {e})") from None
 
 
-def build_demands(config: Config, *, config_dir: Path | None, measured_path: Path | None) -> DemandResult:
-    """gpu_sharing.reconcile.demands -> (demands, policy, unplaceable); tolerant of its return shape."""
-    mod = _module("gpu_sharing.reconcile.demands", "demand building")
-    fn = next((getattr(mod, n) for n in ("build_demands", "demands_from_config", "build") if hasattr(mod, n)), None)
-    if fn is None:
-        raise OperationError("gpu_sharing.reconcile.demands has no build_demands(config, ...) function")
-    kwargs: dict[str, Any] = {}
-    try:
-        params = inspect.signature(fn).parameters
-        if "config_dir" in params:
-            kwargs["config_dir"] = config_dir
-        if "measured" in params and measured_path is not None:
-            kwargs["measured"] = load_measured(measured_path)
-        if "measured_path" in params:
-            kwargs["measured_path"] = measured_path
-    except (TypeError, ValueError):
-        pass
-    result = fn(config, **kwargs)
-    if isinstance(result, tuple):
-        demands, policy = result[0], result[1]
-        problems = result[2] if len(result) > 2 else ()
-    else:
-        demands, policy = result.demands, result.policy
-        problems = getattr(result, "unplaceable", None) or getattr(result, "problems", ()) or ()
-    return tuple(demands), policy, tuple(p for p in problems if isinstance(p, Unplaceable))
+def build_demands(config: Config, *, config_dir: Path | None, measured_path: Path | None,
+                  active: dict[str, bool] | None = None, gpu_indices: Sequence[int] = ()) -> DemandResult:
+    """gpu_sharing.reconcile.demands -> (demands, policy, unplaceable)."""
+    from gpu_sharing.reconcile import demands as demands_mod
+
+    measured = load_measured(measured_path) if measured_path is not None else None
+    return demands_mod.build_demands(config, config_dir=config_dir, measured=measured, active=active,
+                                     gpu_indices=gpu_indices)
 
 
 def run_planner(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[Any],
@@ -84,10 +66,14 @@ def record_measured(path: Path, model: ModelSettings, tp: int, bytes_per_rank: i
     store.save(path)
 
 
+NOT_RESTART_RELEVANT_MODEL_KEYS = {"replicas", "priority", "enabled", "schedule", "gpus"}
+"""Changing these moves or adds replicas; it never restarts the ones that keep running."""
+
+
 def model_fingerprint(model: ModelSettings, config: Config) -> str:
     """Everything that needs a restart when changed: the model's settings and the vLLM settings that reach
     its command line or environment (supervision knobs such as timeouts or backoff do not)."""
-    blob = json.dumps({"model": model.model_dump(mode="json"),
+    blob = json.dumps({"model": model.model_dump(mode="json", exclude=NOT_RESTART_RELEVANT_MODEL_KEYS),
                        "vllm": config.vllm.model_dump(mode="json", include=RESTART_RELEVANT_VLLM_KEYS)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

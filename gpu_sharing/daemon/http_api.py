@@ -1,0 +1,77 @@
+"""The daemon's HTTP API (aiohttp): /status, /metrics, /healthz, POST /admin/reload, and the /v1 router.
+
+Binds 127.0.0.1 unless configured. State-changing endpoints need ``Authorization:
+Bearer <token>`` with the token from api.token_file (constant-time compare); with no
+token file they are allowed only when the API listens on loopback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import asdict
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gpu_sharing.config.schema import ApiSettings
+from gpu_sharing.daemon.router import Router
+
+
+def read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"api.token_file {path} is empty")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry, router: Router,
+             reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
+    def authorized(request: web.Request) -> bool:
+        if token is None:
+            return is_loopback(api.host)
+        got = request.headers.get("Authorization", "")
+        scheme, _, value = got.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    async def get_status(request: web.Request) -> web.Response:
+        return web.json_response(status())
+
+    async def get_metrics(request: web.Request) -> web.Response:
+        resp = web.Response(body=generate_latest(registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def admin_reload(request: web.Request) -> web.Response:
+        if not authorized(request):
+            return web.json_response({"error": "Unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        result = await reload()
+        return web.json_response(result, status=200 if result.get("ok") else 422)
+
+    app = web.Application(client_max_size=api.max_body_bytes)
+    app.router.add_get("/status", get_status)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/admin/reload", admin_reload)
+    app.router.add_get("/v1/models", router.models)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, router.proxy)
+    return app
+
+
+def snapshot_to_json(snap) -> dict:
+    return asdict(snap)
