@@ -1,0 +1,75 @@
+"""``gpu-sharing plan``: what would change, like ``terraform plan``, without touching anything.
+
+``+`` start, ``-`` stop, ``~`` repartition, ``=`` unchanged, then unplaceable replicas with
+reasons and the solver line. ``--detailed-exitcode``: 0 no change, 2 changes, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from gpu_sharing.cli import common
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, state_dir
+from gpu_sharing.planner import plan as make_plan
+from gpu_sharing.reconcile.demands import build_demands
+from gpu_sharing.reconcile.observe import running_instances
+from gpu_sharing.reconcile.wiring import load_measured
+
+SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="show what apply would change (exit 0; --detailed-exitcode: 2 = changes)")
+    common.add_config_flag(p)
+    common.add_simulate_flags(p)
+    common.add_json_flag(p)
+    add_runtime_flags(p)
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no change, 2 changes pending, 1 error")
+    p.set_defaults(func=run)
+
+
+def plan_json(plan) -> dict:
+    return {
+        "gpus": [{"gpu": t.gpu, "compute_partition": t.compute_mode.value, "memory_partition": t.memory_mode.value,
+                  "compute_changes": t.compute_changes, "memory_changes": t.memory_changes} for t in plan.gpus],
+        "placements": [{"instance": p.instance_id, "model": p.model, "replica": p.replica, "gpu": p.gpu,
+                        "partitions": [str(r) for r in p.partitions], "memory_bytes_per_rank": p.memory_bytes_per_rank,
+                        "tp": p.tp, "memory_fraction": round(p.memory_fraction, 4)} for p in plan.placements],
+        "unplaceable": [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in plan.unplaceable],
+        "actions": [{"kind": a.kind.value, "target": a.target, "detail": a.detail} for a in plan.actions],
+        "solver": common.to_jsonable(plan.solver),
+        "needs_driver_reload": plan.needs_driver_reload,
+        "has_changes": plan.has_changes,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    path, cfg = common.load(args)
+    backend = make_backend(args, cfg)
+    inventory = backend.inventory()
+    sdir = state_dir(args, cfg)
+    current = running_instances(cfg, inventory, sdir)
+    demands, policy, problems = build_demands(cfg, config_dir=Path(path).resolve().parent,
+                                              measured=load_measured(sdir / "measured_sizes.json"),
+                                              gpu_indices=[g.index for g in inventory.gpus])
+    plan = make_plan(inventory, demands, current, policy)
+    out = plan_json(plan)
+    out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
+    if args.json:
+        common.print_json(out)
+    else:
+        for a in plan.actions:
+            print(f"{SYMBOL[a.kind.value]} {a.kind.value:<11} {a.target:<28} {a.detail}".rstrip())
+        if not plan.actions:
+            print("No instances in the plan.")
+        for u in out["unplaceable"]:
+            print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
+        s = plan.solver
+        starts, stops, reparts = len(plan.to_start), len(plan.to_stop), len(plan.to_repartition)
+        print(f"\nPlan: {starts} to start, {stops} to stop, {reparts} to repartition, {len(plan.unchanged)} unchanged, "
+              f"{len(out['unplaceable'])} unplaceable.")
+        print(f"Solver: {s.name}, objective {s.objective:g} of bound {s.bound:g} (gap {s.gap:.1%}); {s.status}")
+    if args.detailed_exitcode:
+        return 2 if plan.has_changes else 0
+    return 0

@@ -1,0 +1,95 @@
+"""``gpu-sharing simulator init|show|set-fault|clear-faults|reset``: manage the simulated node."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+from gpu_sharing.cli import common
+from gpu_sharing.cli.commands._runtime_common import sim_state_dir
+from gpu_sharing.errors import UserError
+from gpu_sharing.hardware.catalog import CATALOG
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulator", help="create and inspect the simulated GPU node")
+    ps = p.add_subparsers(dest="sim_command", metavar="init|show|set-fault|clear-faults|reset")
+    ps.required = True
+    init = ps.add_parser("init", help="create a simulated node (replaces an existing one)")
+    init.add_argument("--gpu-model", default="MI300X", choices=list(CATALOG))
+    init.add_argument("--gpus", type=int, default=8)
+    init.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
+    init.add_argument("--compute", type=str.upper)
+    init.add_argument("--memory", type=str.upper)
+    init.add_argument("--reload-time-s", type=float, default=2.0)
+    init.add_argument("--non-root", action="store_true", help="simulate a user without root (NO_PERM on changes)")
+    init.set_defaults(func=run_init)
+    show = ps.add_parser("show", help="print the node state")
+    show.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
+    common.add_json_flag(show)
+    show.set_defaults(func=run_show)
+    fault = ps.add_parser("set-fault", help="inject a failure into the next amd-smi operations")
+    fault.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
+    fault.add_argument("op", choices=["set_compute", "set_memory", "reload", "list", "process"])
+    fault.add_argument("code", choices=["BUSY", "NO_PERM", "TIMEOUT", "GARBAGE", "RESTART_FAILED", "NOT_SUPPORTED"])
+    fault.add_argument("--count", type=int, default=1, help="how many calls fail (-1 = all)")
+    fault.set_defaults(func=run_fault)
+    clear = ps.add_parser("clear-faults", help="remove injected failures")
+    clear.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
+    clear.set_defaults(func=lambda a: _node(a).clear_faults() or 0)
+    reset = ps.add_parser("reset", help="delete the simulated node state")
+    reset.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
+    reset.set_defaults(func=run_reset)
+
+
+def _node(args):
+    from simulator.node import SimNode
+
+    try:
+        return SimNode.open(sim_state_dir(args))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from simulator.node import SimError, SimNode
+
+    d = sim_state_dir(args)
+    try:
+        node = SimNode.create(d, args.gpu_model, args.gpus, compute_mode=args.compute, memory_mode=args.memory,
+                              reload_time_s=args.reload_time_s)
+    except (SimError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if args.non_root:
+        node.set_root(False)
+    st = node.state()
+    print(f"simulated node in {d}: {args.gpus} x {st['gpu_model']} "
+          f"{st['gpus'][0]['compute_mode']}+{st['gpus'][0]['memory_mode']}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    node = _node(args)
+    st = node.state()
+    if args.json:
+        common.print_json({"state_dir": str(node.state_dir), **st, "partitions": node.partitions(st)})
+        return 0
+    print(f"{len(st['gpus'])} x {st['gpu_model']} in {node.state_dir} (root: {st['root']}, generation {st['generation']})")
+    for g in st["gpus"]:
+        print(f"  GPU {g['index']}: {g['compute_mode']}+{g['memory_mode']}"
+              + (f" (pending {g['pending_memory_mode']})" if g.get("pending_memory_mode") else ""))
+    print(f"  processes: {len(st['processes'])}; faults: {st['faults'] or 'none'}")
+    return 0
+
+
+def run_fault(args: argparse.Namespace) -> int:
+    _node(args).set_fault(args.op, args.code, args.count)
+    return 0
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    d = sim_state_dir(args)
+    if (d / "node.json").exists():
+        shutil.rmtree(d)
+        print(f"removed {d}")
+    return 0
