@@ -1,0 +1,143 @@
+"""Planner behaviour: operator scenarios (table-driven), least disruption, properties (hypothesis)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+from builders import GIB, demand, gpu, node
+from hypothesis import given, settings, strategies as st
+
+from gpu_sharing.hardware.catalog import get_spec
+from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.planner import plan
+from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy, RunningInstance
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+
+POLICY = PlannerPolicy()
+
+
+def running_from(p, demands) -> list[RunningInstance]:
+    fp = {d.name: d.fingerprint for d in demands}
+    return [RunningInstance(x.instance_id, x.model, x.replica, fp[x.model], x.partitions, x.memory_bytes_per_rank)
+            for x in p.placements]
+
+
+def converged(inv: Inventory, p) -> Inventory:
+    """The inventory after applying p's modes (no processes)."""
+    return Inventory(tuple(gpu(t.gpu, inv.gpu(t.gpu).model, t.compute_mode.value, t.memory_mode.value)
+                           for t in p.gpus))
+
+
+def check_invariants(inv: Inventory, p, policy=POLICY) -> None:
+    targets = {t.gpu: t for t in p.gpus}
+    used = defaultdict(int)
+    shares = defaultdict(float)
+    for t in p.gpus:
+        spec = get_spec(inv.gpu(t.gpu).model)
+        assert spec.is_valid(t.compute_mode, t.memory_mode)
+    for pl in p.placements:
+        assert len(pl.partitions) == pl.tp == len(set(pl.partitions))
+        assert len({inv.gpu(r.gpu).hive_id for r in pl.partitions}) == 1
+        for r in pl.partitions:
+            used[r] += pl.memory_bytes_per_rank
+            shares[r] += pl.compute_share or 0
+    for r, b in used.items():
+        spec = get_spec(inv.gpu(r.gpu).model)
+        cap = spec.vram_per_partition_bytes(targets[r.gpu].compute_mode)
+        assert b <= cap * (1 - policy.headroom_fraction) + 1
+        assert r.index < spec.partitions(targets[r.gpu].compute_mode)
+        assert shares[r] <= 1 + 1e-9
+    for u in p.unplaceable:
+        assert u.reason.strip()
+
+
+CASES = {
+    "70b-plus-sixteen-8b": (node(8), [demand("llama-70b", 141, 1, 10), demand("llama-8b", 16, 16, 5)], 17),
+    "405b-fp8-spans-node": (node(8), [demand("llama-405b-fp8", 405, 1, 10, tps=(8,), heads=128)], 1),
+    "mixed-mi300x-mi325x": (Inventory((gpu(0), gpu(1, "MI325X"))), [demand("big", 200, 1, 5), demand("s", 16, 6, 1)], 7),
+    "pinned-cpx": (node(2), [demand("llama-8b", 16, 16, 5), demand("qwen-7b", 15, 4, 1, tps=(1,))], 16),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_operator_scenarios(case):
+    inv, demands, expected_placed = CASES[case]
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(g.index, C.CPX) for g in inv.gpus)) if case == "pinned-cpx" else POLICY
+    p = plan(inv, demands, [], policy)
+    check_invariants(inv, p, policy)
+    assert len(p.placements) == expected_placed
+    if case == "405b-fp8-spans-node":
+        assert p.placements[0].tp == 8 and len({r.gpu for r in p.placements[0].partitions}) == 8
+    if case == "mixed-mi300x-mi325x":
+        big = next(x for x in p.placements if x.model == "big")
+        assert big.gpu == 1  # only the 256 GiB MI325X holds 200 GiB in one partition
+    if case == "pinned-cpx":
+        assert all(t.compute_mode == C.CPX for t in p.gpus)
+        assert len(p.unplaceable) == 4 and all("higher-priority" in u.reason for u in p.unplaceable)
+
+
+def test_priority_eviction_stops_lower_priority_running_instance():
+    inv = node(1)
+    low = demand("low", 150, 1, 1)
+    first = plan(inv, [low], [], POLICY)
+    running = running_from(first, [low])
+    high = demand("high", 150, 1, 9)
+    second = plan(converged(inv, first), [low, high], running, POLICY)
+    assert [x.model for x in second.placements] == ["high"]
+    assert second.to_stop == ("low-0",)
+    assert "displaced by higher-priority high-0" in second.unplaceable[0].reason
+
+
+def test_converged_state_has_zero_actions_except_unchanged():
+    inv = node(8)
+    demands = [demand("llama-70b", 141, 1, 10), demand("llama-8b", 16, 16, 5)]
+    first = plan(inv, demands, [], POLICY)
+    again = plan(converged(inv, first), demands, running_from(first, demands), POLICY)
+    assert not again.has_changes
+    assert {a.kind.value for a in again.actions} == {"unchanged"}
+
+
+def test_adding_a_model_never_moves_others_when_room_exists():
+    inv = node(8)
+    demands = [demand("a", 16, 4, 1), demand("b", 30, 2, 1)]
+    first = plan(inv, demands, [], POLICY)
+    running = running_from(first, demands)
+    second = plan(converged(inv, first), demands + [demand("new", 10, 1, 0)], running, POLICY)
+    assert second.to_stop == ()
+    assert [x.model for x in second.to_start] == ["new"]
+    assert set(second.unchanged) == {r.instance_id for r in running}
+
+
+def test_changed_fingerprint_restarts_only_that_model():
+    inv = node(2)
+    demands = [demand("a", 16, 2, 1), demand("b", 16, 2, 1)]
+    first = plan(inv, demands, [], POLICY)
+    changed = [demands[0], demand("b", 16, 2, 1, fingerprint="f2")]
+    second = plan(converged(inv, first), changed, running_from(first, demands), POLICY)
+    assert set(second.to_stop) == {"b-0", "b-1"} and {x.model for x in second.to_start} == {"b"}
+
+
+def test_unplaceable_reason_names_need_and_largest_partition():
+    p = plan(node(1), [demand("huge", 600, 1, 1, tps=(1,))], [], POLICY)
+    reason = p.unplaceable[0].reason
+    assert "needs" in reason and "largest partition possible" in reason and "GiB" in reason
+
+
+def test_deterministic():
+    inv = node(4)
+    demands = [demand(f"m{i}", 8 + 7 * i, 2, i % 3) for i in range(6)]
+    assert plan(inv, demands, [], POLICY) == plan(inv, demands, [], POLICY)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_gpus=st.integers(1, 4), sizes=st.lists(st.tuples(st.integers(2, 200), st.integers(0, 4), st.integers(0, 5)),
+                                                min_size=1, max_size=8),
+       pinned=st.sampled_from([None, "CPX", "QPX", "DPX"]))
+def test_properties(n_gpus, sizes, pinned):
+    inv = node(n_gpus)
+    demands = [demand(f"m{i}", gb, reps, prio) for i, (gb, reps, prio) in enumerate(sizes)]
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(n_gpus))) if pinned else POLICY
+    p = plan(inv, demands, [], policy)
+    check_invariants(inv, p, policy)
+    assert len(p.placements) + len(p.unplaceable) == sum(d.replicas for d in demands)
