@@ -30,7 +30,10 @@ from gpu_sharing.sizing.types import ModelSize
 MANAGED_FLAGS = frozenset({
     "host", "port", "served-model-name", "tensor-parallel-size", "max-model-len", "max-num-seqs",
     "gpu-memory-utilization", "kv-cache-memory-bytes", "dtype", "quantization", "kv-cache-dtype",
+    "max-num-batched-tokens", "enforce-eager", "revision", "trust-remote-code", "enable-lora", "max-loras",
+    "max-lora-rank", "lora-modules", "speculative-config",
 })
+"""Flags that come from the model's own keys; setting them in vllm_args would duplicate or contradict them."""
 MANAGED_ENV = frozenset({"HIP_VISIBLE_DEVICES", "HSA_CU_MASK"})
 
 
