@@ -109,7 +109,8 @@ def test_memory_change_refused_while_any_gpu_process_exists(backend):
 def _used_names(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-            and isinstance(n.value, ast.Attribute) and n.value.attr == "smi"}
+            and ((isinstance(n.value, ast.Attribute) and n.value.attr == "smi")
+                 or (isinstance(n.value, ast.Name) and n.value.id == "smi"))}
 
 
 def test_every_amdsmi_name_the_backend_uses_exists_in_the_real_package():
