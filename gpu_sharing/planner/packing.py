@@ -96,6 +96,15 @@ def _order_key(item: Item) -> tuple:
     return (-item.weight, -smallest, item.model, item.replica)
 
 
+def _size_key(item: Item) -> tuple:
+    """First-fit-decreasing order: largest first, priority breaks ties."""
+    smallest = min(item.demand.bytes_per_rank_by_tp.values()) if item.demand.bytes_per_rank_by_tp else 0
+    return (-smallest, -item.weight, item.model, item.replica)
+
+
+ORDERS = {"priority": _order_key, "size": _size_key}
+
+
 def _occupy(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
     for ref in a.refs:
         s = slots[ref]
@@ -149,7 +158,7 @@ def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, 
 
 
 def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, RunningInstance],
-         policy: PlannerPolicy) -> Packing:
+         policy: PlannerPolicy, order: str = "priority") -> Packing:
     """Place ``items``; ``keep`` maps instance ids to running instances that may stay put."""
     assignments: dict[str, Assignment] = {}
     placed_gpus: dict[str, set[int]] = {}
@@ -167,7 +176,7 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
         if all(slots[r].fits(a.bytes_per_rank, item.demand.compute_share) for r in a.refs):
             _occupy(slots, a)
             note(a)
-    queue = sorted((i for i in items if i.instance_id not in assignments), key=_order_key)
+    queue = sorted((i for i in items if i.instance_id not in assignments), key=ORDERS[order])
     unplaced: list[Item] = []
     evicted_by: dict[str, str] = {}
     for item in queue:  # phase 2: place

@@ -56,16 +56,19 @@ def _candidates(inventory, policy, specs, memory) -> dict[int, list[ComputeParti
 
 
 def _evaluate(inventory, demands, current, policy, specs, modes) -> tuple[Packing, int]:
-    slots = build_slots(inventory, modes, specs, policy)
     fp = {d.name: d.fingerprint for d in demands}
     keep = {r.instance_id: r for r in current
             if fp.get(r.model) == r.fingerprint
             and all(modes[ref.gpu] == inventory.gpu(ref.gpu).compute_mode for ref in r.partitions)}
-    packing = pack(slots, items_for(demands), keep, policy)
-    disruption = sum(1 for r in current if r.instance_id not in packing.assignments
-                     or tuple(packing.assignments[r.instance_id].refs) != tuple(r.partitions))
-    disruption += sum(3 for g in inventory.gpus if modes[g.index] != g.compute_mode)
-    return packing, disruption
+    best: tuple[Packing, int] | None = None
+    for order in ("priority", "size"):  # priority-first greedy, and first-fit decreasing; keep the better
+        packing = pack(build_slots(inventory, modes, specs, policy), items_for(demands), keep, policy, order)
+        disruption = sum(1 for r in current if r.instance_id not in packing.assignments
+                         or tuple(packing.assignments[r.instance_id].refs) != tuple(r.partitions))
+        disruption += sum(3 for g in inventory.gpus if modes[g.index] != g.compute_mode)
+        if best is None or packing.objective(disruption) > best[0].objective(best[1]):
+            best = (packing, disruption)
+    return best
 
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],

@@ -56,7 +56,7 @@ CASES = {
     "70b-plus-sixteen-8b": (node(8), [demand("llama-70b", 141, 1, 10), demand("llama-8b", 16, 16, 5)], 17),
     "405b-fp8-spans-node": (node(8), [demand("llama-405b-fp8", 405, 1, 10, tps=(8,), heads=128)], 1),
     "mixed-mi300x-mi325x": (Inventory((gpu(0), gpu(1, "MI325X"))), [demand("big", 200, 1, 5), demand("s", 16, 6, 1)], 7),
-    "pinned-cpx": (node(2), [demand("llama-8b", 16, 16, 5), demand("qwen-7b", 15, 4, 1, tps=(1,))], 16),
+    "pinned-cpx": (node(2), [demand("llama-8b", 16, 16, 5, tps=(1,)), demand("qwen-7b", 15, 4, 1, tps=(1,))], 16),
 }
 
 
