@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, state_dir
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, sim_state_dir, state_dir
 from gpu_sharing.planner import plan as make_plan
 from gpu_sharing.reconcile.demands import build_demands
 from gpu_sharing.reconcile.observe import running_instances
@@ -46,6 +46,11 @@ def plan_json(plan) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
+    if args.simulate:  # the same effective settings the reconciler launched with, so fingerprints compare equal
+        from gpu_sharing.runtime.simulation import simulated_vllm_settings
+
+        cfg = cfg.model_copy(update={"vllm": simulated_vllm_settings(
+            cfg.vllm, sim_state_dir=sim_state_dir(args), startup_time_s=cfg.node.simulator.startup_time_s)})
     backend = make_backend(args, cfg)
     inventory = backend.inventory()
     sdir = state_dir(args, cfg)
