@@ -136,6 +136,44 @@ class Daemon:
             self.event("reconcile-error", err)
         self._refresh_snapshot()
 
+    def _vram_sync(self) -> None:
+        """VRAM monitor: over-budget instances get their memory_policy; foreign processes are reported only."""
+        inventory = self.reconciler.backend.inventory()
+        self._inventory = inventory
+        report = self._vram_watch(inventory).run_once()
+        for v in report.violations:
+            self.counters.vram_violations[(v.instance_id, v.action.value)] = \
+                self.counters.vram_violations.get((v.instance_id, v.action.value), 0) + 1
+        self.counters.foreign_processes = len(report.foreign)
+        for f in report.foreign:
+            self.event("foreign-process", f"pid {f.pid} ({f.name}) on managed partition {f.partition}: reported, not killed")
+        self._refresh_snapshot()
+
+    def _vram_watch(self, inventory):
+        from gpu_sharing.hardware.inventory import PartitionRef
+        from gpu_sharing.isolation import MemoryAction, VramBudget, VramWatch
+
+        models = {m.name: m for m in self.config.models}
+
+        def budgets():
+            for s in self.reconciler.statuses():
+                m = models.get(s.model)
+                if s.state.value in ("STOPPED", "FAILED") or s.pid is None or m is None:
+                    continue  # every live instance of ours has a budget, so none of them counts as foreign
+                yield VramBudget(s.instance_id, m.limits.memory_bytes or s.memory_budget_bytes, frozenset({s.pid}),
+                                 tuple(PartitionRef(*map(int, p.split("."))) for p in s.partitions),
+                                 MemoryAction(m.limits.memory_policy.value), m.limits.memory_tolerance_fraction)
+
+        def act(v) -> None:
+            self.event("vram-over-budget", v.message)
+            if v.action.value in ("restart", "stop"):
+                self.reconciler.stop_instances([v.instance_id], self.config.vllm.stop_grace_s + 5)
+                if v.action.value == "stop":
+                    self.reconciler.held[v.instance_id] = v.message
+                self._reconcile_sync()
+
+        return VramWatch(inventory=lambda: inventory, budgets=budgets, act=act)
+
     def _tick_sync(self) -> None:
         self.reconciler.tick()
         self._refresh_snapshot()
@@ -149,6 +187,12 @@ class Daemon:
             await self._in_worker(self._reconcile_sync)
         finally:
             self._reconcile_pending = False
+
+    async def vram_check(self) -> None:
+        try:
+            await self._in_worker(self._vram_sync)
+        except Exception as e:  # noqa: BLE001 - a failed observation must not stop the daemon
+            self.event("vram-check-error", str(e))
 
     async def tick(self) -> None:
         await self._in_worker(self._tick_sync)
@@ -207,6 +251,8 @@ class Daemon:
                           max_instances=1, coalesce=True)
         scheduler.add_job(self.tick, "interval", seconds=self.tick_interval_s, id="tick", max_instances=1, coalesce=True)
         scheduler.add_job(self.watch, "interval", seconds=self.watch_interval_s, id="watch", max_instances=1, coalesce=True)
+        scheduler.add_job(self.vram_check, "interval", seconds=self.config.reconcile.vram_check_interval_s, id="vram",
+                          max_instances=1, coalesce=True)
         wd = Notifier.watchdog_interval_s()
         if wd:
             scheduler.add_job(self.notifier.watchdog, "interval", seconds=wd, id="watchdog")

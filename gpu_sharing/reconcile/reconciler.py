@@ -11,6 +11,8 @@ track of a running instance.
 
 from __future__ import annotations
 
+import dataclasses
+
 import signal
 import threading
 import time
@@ -96,6 +98,8 @@ class Reconciler:
         self._saved_version = -1
         self.last_plan: Plan | None = None
         self.active: dict[str, bool] | None = None
+        self.held: dict[str, str] = {}
+        """instance id -> why it is held stopped (memory_policy: stop); cleared by update_config."""
         """Schedule windows: model name -> window open (closed = 0 replicas); None = all open."""
         self.last_report: ReconcileReport | None = None
 
@@ -121,6 +125,7 @@ class Reconciler:
             unchanged=tuple(sorted(n for n in set(old_fp) & set(new_fp) if old_fp[n] == new_fp[n])))
         self.config = new
         self.supervisor.vllm = new.vllm
+        self.held.clear()
         return diff
 
     # ---- observe -> plan -> apply ----------------------------------------------------------------
@@ -153,6 +158,9 @@ class Reconciler:
             try:
                 inventory = self.backend.inventory()
                 plan, problems = self.make_plan(inventory)
+                if self.held:  # instances stopped by policy (VRAM over budget) stay stopped until a reload
+                    plan = dataclasses.replace(plan, to_start=tuple(p for p in plan.to_start
+                                                                     if p.instance_id not in self.held))
             except (BackendError, GpuSharingError) as e:
                 report = ReconcileReport(plan=None, apply=None, errors=(str(e),), duration_s=self.clock() - t0)
                 self.last_report = report
