@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,6 +149,12 @@ def test_daemon_end_to_end(tmp_path: Path):
         first = wait_for(lambda: all_ready(api, 2), 15, "2 READY instances")
         for name in ("qwen-a", "qwen-b"):
             assert chat(api, name)["model"] == name
+        promtool = shutil.which("promtool")
+        if promtool:  # Prometheus' linter on a real scrape (skipped silently here; test_collector reports the skip)
+            scrape = urllib.request.urlopen(api + "/metrics", timeout=5).read()
+            assert b"gpu_sharing_router_requests_total" in scrape
+            r = subprocess.run([promtool, "check", "metrics"], input=scrape, capture_output=True, timeout=30)
+            assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), (r.stdout + r.stderr).decode()
 
         # add a model: the file watch reloads; only the new one starts
         models.append(model("qwen-c"))

@@ -1,11 +1,19 @@
 """DaemonCollector values read back from a fresh CollectorRegistry (get_sample_value).
 
+Also `promtool check metrics` (Prometheus' own linter) on the exposition, skipped when
+promtool is missing (Debian: apt-get install prometheus); the daemon-level check on a
+real scrape is in tests/daemon/test_daemon_integration.py.
+
 The collector turns a snapshot plus counters into metric families at scrape time; these
 tests change the inputs and check that the exported samples follow.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gpu_sharing.metrics.collector import DaemonCollector
@@ -82,3 +90,16 @@ def test_exposition_names_have_prefix():
     text = generate_latest(make(sample_snapshot(), DaemonCounters(reconcile_durations_s=[0.01]))).decode()
     names = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")}
     assert names and all(n.startswith("gpu_sharing_") for n in names)
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
+def test_collector_output_passes_promtool():
+    counters = DaemonCounters(reconcile_durations_s=[0.01, 0.2], router_durations_s=[0.002],
+                              router_requests={("qwen", "200"): 3}, vram_violations={("qwen-0", "restart"): 1})
+    counters.reload_total["error"] = 1
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(make(sample_snapshot(), counters)),
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout + r.stderr).decode()
