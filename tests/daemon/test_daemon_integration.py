@@ -149,6 +149,17 @@ def test_daemon_end_to_end(tmp_path: Path):
         first = wait_for(lambda: all_ready(api, 2), 15, "2 READY instances")
         for name in ("qwen-a", "qwen-b"):
             assert chat(api, name)["model"] == name
+        status = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "--api", api, "--json"],
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert {i["instance_id"]: i["pid"] for i in json.loads(status.stdout)["instances"]} == \
+            {k: v["pid"] for k, v in first.items()}
+        table = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "-c", str(cfg)],
+                               capture_output=True, text=True, timeout=30)
+        assert table.returncode == 0, table.stderr
+        for iid, inst in first.items():
+            assert iid in table.stdout and str(inst["pid"]) in table.stdout and "READY" in table.stdout
+        assert "MI300X" in table.stdout and "Last reconcile" in table.stdout
         promtool = shutil.which("promtool")
         if promtool:  # Prometheus' linter on a real scrape (skipped silently here; test_collector reports the skip)
             scrape = urllib.request.urlopen(api + "/metrics", timeout=5).read()
@@ -211,6 +222,9 @@ def test_daemon_end_to_end(tmp_path: Path):
         assert proc.wait(timeout=20) == 0
         assert notify.seen("STOPPING=1", before)
         assert not (pids & fake_vllm_pids()), "fake vLLM processes left after SIGTERM with on_exit: stop"
+        down = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "--api", api],
+                              capture_output=True, text=True, timeout=30)
+        assert down.returncode == 1 and "cannot reach" in down.stderr and api in down.stderr
     except BaseException:
         sys.stderr.write(log.read_text()[-6000:] if log.exists() else "")
         raise
