@@ -1,0 +1,61 @@
+"""``gpu-sharing kserve export``: the node plan as KServe manifests.
+
+Writes one ServingRuntime (ROCm vLLM image, safe from KServe's CPU-image
+rewrite) and one InferenceService per placed model, to stdout as multi-doc
+YAML or to ``--out DIR`` as one file per object.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from gpu_sharing.cli import common
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, state_dir
+from gpu_sharing.errors import UserError
+from gpu_sharing.planner import plan as make_plan
+from gpu_sharing.reconcile.demands import build_demands
+from gpu_sharing.reconcile.kserve_export import ExportOptions, ResourceNaming, build_manifests, serialize
+from gpu_sharing.reconcile.observe import running_instances
+from gpu_sharing.reconcile.wiring import load_measured
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kserve", help="KServe integration")
+    ksub = p.add_subparsers(dest="kserve_cmd", required=True)
+    e = ksub.add_parser("export", help="write a ServingRuntime + InferenceServices for the planned models")
+    common.add_config_flag(e)
+    common.add_simulate_flags(e)
+    add_runtime_flags(e)
+    e.add_argument("--out", metavar="DIR", help="write one YAML file per object here (default: stdout)")
+    e.add_argument("--resource-naming", choices=[n.value for n in ResourceNaming], default="single",
+                   help="AMD device plugin resource naming: amd.com/gpu (single) or amd.com/<cpx>_<nps> (mixed)")
+    e.add_argument("--namespace", help="metadata.namespace for every object")
+    e.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path, cfg = common.load(args)
+    backend = make_backend(args, cfg)
+    inventory = backend.inventory()
+    sdir = state_dir(args, cfg)
+    demands, policy, _problems = build_demands(cfg, config_dir=Path(path).resolve().parent,
+                                               measured=load_measured(sdir / "measured_sizes.json"),
+                                               gpu_indices=[g.index for g in inventory.gpus])
+    plan = make_plan(inventory, demands, running_instances(cfg, inventory, sdir), policy)
+    options = ExportOptions(naming=ResourceNaming(args.resource_naming), namespace=args.namespace)
+    objects = serialize(build_manifests(cfg, plan, options))
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        for obj in objects:
+            name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+            (out / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+            print(out / name)
+    else:
+        print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+    return 0
