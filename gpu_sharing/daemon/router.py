@@ -96,24 +96,44 @@ class Router:
         return await self._forward(request, raw, model, inst, started)
 
     async def _forward(self, request, raw: bytes, model: str, inst, started: float) -> web.StreamResponse:
-        iid = inst.instance_id
-        self.outstanding[iid] = self.outstanding.get(iid, 0) + 1
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "authorization"}
-        code = 502
-        try:
-            async with self.session.post(inst.url + request.path, data=raw, headers=headers) as up:
-                code = up.status
-                resp = web.StreamResponse(status=up.status, headers={k: v for k, v in up.headers.items()
-                                                                     if k.lower() not in HOP_HEADERS})
-                await resp.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await resp.write(chunk)
-                await resp.write_eof()
-                return resp
-        except aiohttp.ClientConnectionError as e:
-            self.suspect_until[iid] = time.monotonic() + SUSPECT_S
-            return openai_error(502, f"instance {iid} of `{model}` did not answer ({e.__class__.__name__})",
-                                "BadGatewayError", None)
-        finally:
-            self.outstanding[iid] -= 1
-            self._count(model, code, started)
+        tried: set[str] = set()
+        while True:
+            iid = inst.instance_id
+            tried.add(iid)
+            self.outstanding[iid] = self.outstanding.get(iid, 0) + 1
+            code: int | None = 502
+            try:
+                try:
+                    up = await self.session.post(inst.url + request.path, data=raw, headers=headers)
+                except aiohttp.ClientConnectionError:
+                    # Not answering (stopping, crashed, restarting): try another READY replica, else 503.
+                    self.suspect_until[iid] = time.monotonic() + SUSPECT_S
+                    snap = self.snapshot()
+                    others = [i for i in snap.instances if model in i.served_names and i.state == "READY"
+                              and i.instance_id not in tried]
+                    if others:
+                        inst = min(others, key=lambda i: (self.outstanding.get(i.instance_id, 0), i.instance_id))
+                        code = None  # retried elsewhere: counted once, when it ends
+                        continue
+                    code = 503
+                    return openai_error(503, f"The model `{model}` is restarting or not answering; retry later.",
+                                        "ServiceUnavailableError", "model",
+                                        headers={"Retry-After": str(self.retry_after_s)})
+                async with up:
+                    code = up.status
+                    resp = web.StreamResponse(status=up.status, headers={k: v for k, v in up.headers.items()
+                                                                         if k.lower() not in HOP_HEADERS})
+                    await resp.prepare(request)
+                    async for chunk in up.content.iter_any():
+                        await resp.write(chunk)
+                    await resp.write_eof()
+                    return resp
+            except aiohttp.ClientError as e:  # the instance died mid-response
+                self.suspect_until[iid] = time.monotonic() + SUSPECT_S
+                return openai_error(502, f"instance {iid} of `{model}` failed mid-response ({e.__class__.__name__})",
+                                    "BadGatewayError", None)
+            finally:
+                self.outstanding[iid] -= 1
+                if code is not None:
+                    self._count(model, code, started)
