@@ -131,6 +131,8 @@ def check_disk_budget(target_dir: Path, needed_bytes: int, budget_bytes: int | N
         raise DiskBudgetError(f"staging needs {needed_bytes} bytes, the staging budget is {budget_bytes} bytes")
 
 
+_WANTED_SUFFIXES = (".json", ".safetensors", ".model", ".txt", ".tiktoken")
+
 Downloader = Callable[[ModelSettings, Callable[[int, int | None], None]], Path]
 
 
@@ -143,9 +145,18 @@ def hub_downloader(cache_dir: str | None = None) -> Downloader:
             raise OperationError(f"{model.source}: not a local path and huggingface_hub is not installed; "
                                  "pip install 'gpu-sharing[hub]'") from e
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        total: int | None = None
+        if not offline:  # size first, so the disk budget refuses before any byte is written
+            from huggingface_hub import HfApi
+
+            info = HfApi().model_info(model.source, revision=model.revision, files_metadata=True)
+            total = sum(s.size or 0 for s in (info.siblings or []) if s.rfilename.endswith(_WANTED_SUFFIXES))
+            report(0, total)
         local = snapshot_download(model.source, revision=model.revision, cache_dir=cache_dir,
                                   local_files_only=offline,
-                                  allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"])
+                                  allow_patterns=[f"*{suffix}" for suffix in _WANTED_SUFFIXES])
+        if total is not None:
+            report(total, total)
         return Path(local)
     return download
 
