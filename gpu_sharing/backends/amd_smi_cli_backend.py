@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import spec_from_market_name
-from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu
+from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, describe_processes
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
 DEFAULT_RELOAD = (("modprobe", "-r", "amdgpu"), ("modprobe", "amdgpu"))
@@ -134,14 +134,9 @@ class AmdSmiCliBackend:
 
     def _busy(self, gpu: int) -> str:
         try:
-            g = self.inventory().gpu(gpu)
+            return describe_processes(self.inventory().gpu(gpu))
         except (BackendError, KeyError):
             return ""
-        procs = [(p.id, x) for p in g.partitions for x in p.processes]
-        if not procs:
-            return ""
-        return f"{len(procs)} process{'es' if len(procs) != 1 else ''} on partition " + \
-            ", ".join(sorted({pid for pid, _ in procs})) + " (" + ", ".join(f"pid {x.pid} {x.name}" for _, x in procs[:3]) + ")"
 
     def reload_driver(self, progress: ProgressFn | None = None) -> None:
         op = "reloading the amdgpu driver"

@@ -16,7 +16,7 @@ from typing import Any
 
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import spec_from_market_name
-from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu
+from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, describe_processes
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
 _CODE = {30: BackendErrorCode.BUSY, 10: BackendErrorCode.NO_PERM, 55: BackendErrorCode.SETTING_UNAVAILABLE,
@@ -111,17 +111,10 @@ class AmdSmiBackend:
 
     def _busy_detail(self, gpu: int) -> str:
         try:
-            g = self.inventory().gpu(gpu)
+            return describe_processes(self.inventory().gpu(gpu))
         except (BackendError, KeyError):
             return ""
-        procs = [(p.id, x) for p in g.partitions for x in p.processes]
-        if not procs:
-            return ""
-        where = ", ".join(sorted({pid for pid, _ in procs}))
-        return f"{len(procs)} process{'es' if len(procs) != 1 else ''} on partition {where} (" + \
-            ", ".join(f"pid {x.pid} {x.name}" for _, x in procs[:3]) + ")"
 
-    # ------------------------------------------------------------------ change
     def set_compute_mode(self, gpu: int, mode: ComputePartitionMode) -> None:
         mode = ComputePartitionMode(mode)
         op = f"setting compute partition {mode.value}"

@@ -95,3 +95,16 @@ class Inventory:
 
     def hive(self, hive_id: int) -> tuple[PhysicalGpu, ...]:
         return tuple(g for g in self.gpus if g.hive_id == hive_id)
+
+
+def describe_processes(gpu: PhysicalGpu) -> str:
+    """``2 processes on partition 3.1 (pid 4411 vllm, pid 4412 vllm)``, or "" when the GPU is idle.
+
+    Backends use it to turn a bare BUSY from amd-smi into a message an operator can act on.
+    """
+    procs = [(p.id, x) for p in gpu.partitions for x in p.processes]
+    if not procs:
+        return ""
+    where = ", ".join(sorted({pid for pid, _ in procs}))
+    names = ", ".join(f"pid {x.pid} {x.name}" for _, x in procs[:3])
+    return f"{len(procs)} process{'es' if len(procs) != 1 else ''} on partition {where} ({names})"
