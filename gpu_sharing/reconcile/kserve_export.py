@@ -16,6 +16,12 @@ GPU visibility env is dropped because the AMD device plugin assigns devices.
 Objects are plain dicts in the CRDs' camelCase shape (no nulls), so the
 kserve SDK is not needed to produce them; ``serialize`` round-trips through
 the SDK's ``ApiClient().sanitize_for_serialization`` when it is installed.
+Checked with kserve 0.21.0 + kubernetes 37.0.1: kserve's serializer passes
+these dicts through unchanged and emits camelCase for SDK objects, whereas
+``kubernetes.client.ApiClient().sanitize_for_serialization`` on SDK objects
+emits snake_case keys and nulls (``api_version``, ``annotations: null``), so
+it must not be used.  Building via the SDK's V1beta1ModelSpec also emits
+``name: ''`` (its container-name default), one more reason for plain dicts.
 """
 
 from __future__ import annotations
