@@ -101,3 +101,17 @@ def group_identical(models: Iterable[ModelSettings]) -> list[InstanceGroup]:
             )
         )
     return groups
+
+
+def merged_config(config):
+    """The config with identical entries folded: one model per group, the others' names as aliases.
+
+    The launch spec then emits ``--served-model-name a b`` and the router maps both names to the
+    one process; nothing downstream needs to know about groups.
+    """
+    groups = group_identical([m for m in config.models if m.enabled])
+    if all(not g.is_shared for g in groups):
+        return config
+    disabled = [m for m in config.models if not m.enabled]
+    models = [g.settings().model_copy(update={"aliases": list(g.served_names[1:])}) for g in groups]
+    return config.model_copy(update={"models": models + disabled})

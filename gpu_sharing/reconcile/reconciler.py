@@ -105,7 +105,11 @@ class Reconciler:
 
     # ---- config ---------------------------------------------------------------------------------
     def _effective(self, config: Config) -> Config:
-        """Under --simulate the vLLM command becomes the fake server (same argv as vllm serve)."""
+        """Identical entries share one process (dedupe); under --simulate the vLLM command becomes the
+        fake server (same argv as vllm serve)."""
+        from gpu_sharing.reconcile.dedupe import merged_config
+
+        config = merged_config(config)
         if not self.simulate:
             return config
         sim = wiring._module("gpu_sharing.runtime.simulation", "the simulated vLLM settings")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gpu_sharing.config.schema import ModelSettings
 from gpu_sharing.reconcile.dedupe import group_identical
 
@@ -49,3 +51,58 @@ def test_replicas_and_priority_take_the_max_not_the_sum():
 def test_groups_keep_first_member_order():
     groups = group_identical([_model("x", max_model_len=1024), _model("y"), _model("z", max_model_len=1024)])
     assert [g.member_names for g in groups] == [("x", "z"), ("y",)]
+
+
+@pytest.mark.integration
+def test_two_names_one_process_both_answered_through_the_router(tmp_path):
+    """Acceptance: two identical entries -> one fake vLLM serving both names; the router answers both."""
+    import asyncio
+    import json as _json
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gpu_sharing.backends.simulated import SimulatedBackend
+    from gpu_sharing.config.loader import parse_config_text
+    from gpu_sharing.daemon.http_api import make_app
+    from gpu_sharing.daemon.service import Daemon
+    from gpu_sharing.reconcile.reconciler import Reconciler
+    from simulator.node import SimNode
+
+    qwen = ("{model_type: qwen2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, "
+            "num_attention_heads: 14, num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true}")
+    cfg = parse_config_text(f"""
+version: v1
+node: {{simulator: {{startup_time_s: 0.1}}}}
+models:
+  - {{name: chat-a, source: org/same, config_json: {qwen}, max_model_len: 2048}}
+  - {{name: chat-b, source: org/same, config_json: {qwen}, max_model_len: 2048}}
+vllm: {{port_range: [25300, 25320], stop_grace_s: 5}}
+""", "t.yaml")
+    SimNode.create(tmp_path / "sim", "MI300X", 1)
+    rec = Reconciler(cfg, SimulatedBackend(SimNode.open(tmp_path / "sim")), state_dir=tmp_path / "state",
+                     simulate=True, sim_state_dir=tmp_path / "sim")
+    daemon = Daemon(cfg, str(tmp_path / "t.yaml"), rec)
+    try:
+        daemon._reconcile_sync()
+        assert rec.wait_settled(timeout_s=20)
+        daemon._refresh_snapshot()
+        statuses = rec.statuses()
+        assert len(statuses) == 1 and set(statuses[0].served_names) == {"chat-a", "chat-b"}
+
+        async def ask() -> list[str]:
+            await daemon.router.start()
+            app = make_app(cfg.api, status=daemon.status_json, registry=daemon.registry, router=daemon.router,
+                           reload=daemon.reload, token=None)
+            async with TestClient(TestServer(app)) as client:
+                out = []
+                for name in ("chat-a", "chat-b"):
+                    r = await client.post("/v1/chat/completions", json={"model": name, "messages": [
+                        {"role": "user", "content": "hi"}]})
+                    assert r.status == 200
+                    out.append(_json.loads(await r.text())["model"])
+            await daemon.router.close()
+            return out
+
+        assert asyncio.run(ask()) == ["chat-a", "chat-a"]  # vLLM answers with its first served name
+    finally:
+        rec.stop_all(timeout_s=10)

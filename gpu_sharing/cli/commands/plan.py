@@ -46,6 +46,9 @@ def plan_json(plan) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
+    from gpu_sharing.reconcile.dedupe import merged_config
+
+    cfg = merged_config(cfg)  # identical entries share one instance, as the reconciler runs them
     if args.simulate:  # the same effective settings the reconciler launched with, so fingerprints compare equal
         from gpu_sharing.runtime.simulation import simulated_vllm_settings
 
