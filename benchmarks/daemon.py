@@ -46,9 +46,9 @@ def free_port() -> int:
 
 
 def write_config(path: Path, n_instances: int, api_port: int) -> None:
-    replicas = 4
+    replicas = 4  # distinct max_model_len per model: identical entries would share one vLLM (reconcile/dedupe.py)
     models = [{"name": f"qwen-{m:02d}", "source": "Qwen/Qwen2.5-0.5B-Instruct", "config_json": QWEN_05B,
-               "replicas": replicas, "max_model_len": 2048, "max_num_seqs": 4, "dtype": "bfloat16"}
+               "replicas": replicas, "max_model_len": 2048 + 16 * m, "max_num_seqs": 4, "dtype": "bfloat16"}
               for m in range(n_instances // replicas)]
     cfg = {"version": "v1",
            "node": {"backend": "simulated", "simulator": {"gpu_model": "MI300X", "gpus": 8, "startup_time_s": 0}},

@@ -140,7 +140,8 @@ def test_daemon_end_to_end(tmp_path: Path):
     api = f"http://127.0.0.1:{api_port}"
     cfg, sim, log = tmp_path / "gpu-sharing.yaml", tmp_path / "sim", tmp_path / "daemon.log"
     notify = Notify(tmp_path / "notify.sock")
-    models = [model("qwen-a"), model("qwen-b")]
+    # distinct context lengths: identical entries would be folded into one shared vLLM (reconcile/dedupe.py)
+    models = [model("qwen-a", 2048), model("qwen-b", 1536)]
     write_config(cfg, models, api_port, port_base)
     proc = start_daemon(cfg, sim, api_port, tmp_path / "notify.sock", log)
     procs = [proc]
@@ -168,7 +169,7 @@ def test_daemon_end_to_end(tmp_path: Path):
             assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), (r.stdout + r.stderr).decode()
 
         # add a model: the file watch reloads; only the new one starts
-        models.append(model("qwen-c"))
+        models.append(model("qwen-c", 1792))
         write_config(cfg, models, api_port, port_base)
         grown = wait_for(lambda: all_ready(api, 3), 15, "3 READY instances after adding qwen-c")
         for iid, inst in first.items():
