@@ -49,7 +49,8 @@ LLAMA_70B = {**LLAMA_8B, "hidden_size": 8192, "intermediate_size": 28672, "num_h
 def write_config(path: Path, extra_models: list[dict] | None = None) -> Path:
     models = [{"name": "llama-70b", "source": "meta-llama/Llama-3.1-70B-Instruct", "config_json": LLAMA_70B,
                "max_model_len": 4096, "max_num_seqs": 8, "dtype": "bfloat16"}]
-    models += [{"name": f"llama-8b-{i:02d}", "source": "meta-llama/Llama-3.1-8B-Instruct", "config_json": LLAMA_8B,
+    # Sixteen different 8B fine-tunes (distinct sources), so dedupe keeps them as sixteen instances.
+    models += [{"name": f"llama-8b-{i:02d}", "source": f"org/llama-3.1-8b-ft{i:02d}", "config_json": LLAMA_8B,
                 "max_model_len": 4096, "max_num_seqs": 8, "dtype": "bfloat16"} for i in range(16)]
     models += extra_models or []
     cfg = {"version": "v1", "node": {"backend": "simulated", "simulator": {"startup_time_s": 0.2}},
@@ -136,7 +137,7 @@ def test_apply_70b_and_sixteen_8b_on_simulated_mi300x(tmp_path, capsys):
         assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in first.items() if k != victim}
 
         # a forced over-committed placement: only that instance fails, with vLLM's error text
-        extra = {"name": "extra-8b", "source": "meta-llama/Llama-3.1-8B-Instruct", "config_json": LLAMA_8B,
+        extra = {"name": "extra-8b", "source": "org/llama-3.1-8b-extra", "config_json": LLAMA_8B,
                  "max_model_len": 4096, "max_num_seqs": 8, "replicas": 0}
         rec.update_config(load_config(write_config(tmp_path / "gs.yaml", [extra])))
         victim_status = next(s for s in rec.statuses() if s.instance_id == victim)
