@@ -81,7 +81,9 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     best, disruption = _evaluate(inventory, demands, current, policy, specs, modes)
     best_obj = best.objective(disruption)
     evaluations = 1
-    for _ in range(MAX_ROUNDS):
+    everything = sum(d.priority + 1 for d in demands for _ in range(d.replicas))
+    rounds = 0 if (best_obj[0] == everything and disruption == 0) else MAX_ROUNDS  # nothing a mode change can improve
+    for _ in range(rounds):
         improved = False
         for g in sorted(inventory.gpus, key=lambda g: g.index):
             for mode in candidates[g.index]:
