@@ -99,6 +99,7 @@ class Reconciler:
         self.last_plan: Plan | None = None
         self.active: dict[str, bool] | None = None
         self.held: dict[str, str] = {}
+        self._demand_cache: tuple | None = None
         """instance id -> why it is held stopped (memory_policy: stop); cleared by update_config."""
         """Schedule windows: model name -> window open (closed = 0 replicas); None = all open."""
         self.last_report: ReconcileReport | None = None
@@ -130,6 +131,7 @@ class Reconciler:
         self.config = new
         self.supervisor.vllm = new.vllm
         self.held.clear()
+        self._demand_cache = None
         return diff
 
     # ---- observe -> plan -> apply ----------------------------------------------------------------
@@ -149,9 +151,19 @@ class Reconciler:
         """Observe (unless given an inventory) and plan; nothing is changed."""
         inventory = inventory if inventory is not None else self.backend.inventory()
         config_dir = Path(self.config_path).resolve().parent if self.config_path else None
-        demands, policy, problems = wiring.build_demands(self.config, config_dir=config_dir,
-                                                         measured_path=self.measured_path, active=self.active,
-                                                         gpu_indices=[g.index for g in inventory.gpus])
+        try:
+            measured_mtime = self.measured_path.stat().st_mtime_ns if self.measured_path else None
+        except OSError:
+            measured_mtime = None
+        key = (id(self.config), measured_mtime, tuple(sorted((self.active or {}).items())),
+               tuple(g.index for g in inventory.gpus))
+        if self._demand_cache is None or self._demand_cache[0] != key:
+            # Sizing every model for every tp is the costliest part of a converged pass; it only changes
+            # with the config, the measured sizes or the schedule windows.
+            self._demand_cache = (key, wiring.build_demands(self.config, config_dir=config_dir,
+                                                            measured_path=self.measured_path, active=self.active,
+                                                            gpu_indices=[g.index for g in inventory.gpus]))
+        demands, policy, problems = self._demand_cache[1]
         self._fingerprints = {d.name: d.fingerprint for d in demands}
         plan = wiring.run_planner(inventory, demands, self.current_instances(), policy)
         return plan, tuple(problems)
