@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gpu_sharing.errors import UserError
+from gpu_sharing.isolation.cu_masks import format_cu_list
 
 SYS_NODE_DIR = "/sys/devices/system/node"
 UNIT_PREFIX = "gpu-sharing-"
@@ -177,17 +178,8 @@ def systemctl_stop_argv(unit_name: str) -> list[str]:
 
 
 def _fmt(cpus: Iterable[int]) -> str:
-    """CPU ids as a kernel/systemd cpu list: 0-3,8."""
-    ordered = sorted(set(cpus))
-    parts: list[str] = []
-    i = 0
-    while i < len(ordered):
-        j = i
-        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
-            j += 1
-        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
-        i = j + 1
-    return ",".join(parts)
+    """CPU ids as a kernel/systemd cpu list: 0-3,8 (the same range syntax as CU lists)."""
+    return format_cu_list(frozenset(cpus))
 
 
 format_cpulist = _fmt
