@@ -246,6 +246,11 @@ class SimNode:
         with self._edit() as state:
             state["faults"] = {}
 
+    def peek_fault(self, op: str) -> str | None:
+        """The injected fault for ``op`` without consuming it."""
+        f = self._read()["faults"].get(op)
+        return f["code"] if f else None
+
     def take_fault(self, op: str) -> str | None:
         """Consume one injected fault for ``op`` (count -1 = forever); returns its code."""
         with self._edit() as state:

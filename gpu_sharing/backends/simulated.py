@@ -16,7 +16,7 @@ from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartiti
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from simulator.node import SimError, SimNode
 
-_CODES = {c.value: c for c in BackendErrorCode}
+_CODES = {c.value: c for c in BackendErrorCode} | {"RESTART_FAILED": BackendErrorCode.RESTART_FAILED}
 
 
 def _to_backend_error(e: SimError, operation: str, gpu: int | None) -> BackendError:
