@@ -77,9 +77,21 @@ def test_failure_reason_prefers_error_lines(tmp_path: Path):
     assert "Free memory on device" in logs.failure_reason(p)
 
 
+def _three_free_ports() -> int:
+    """A base port whose next two ports are free too (other processes on the machine use ephemeral ports)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + 2 <= 65535 and all(port_is_free("127.0.0.1", p) for p in (base, base + 1, base + 2)):
+            return base
+    raise AssertionError("no three consecutive free ports found")
+
+
 def test_port_allocator_skips_bound_and_assigned():
+    base = _three_free_ports()
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.1", base))
         s.listen()
         bound = s.getsockname()[1]
         assert not port_is_free("127.0.0.1", bound)
