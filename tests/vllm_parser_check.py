@@ -6,7 +6,9 @@ not a test dependency):
     python3 -m venv /tmp/vllm-venv
     /tmp/vllm-venv/bin/pip install torch==2.13.0            # the CPU build on disk here
     /tmp/vllm-venv/bin/pip install --no-deps vllm==0.33.0    # its certifi pin is newer than the registry
-    /tmp/vllm-venv/bin/pip install <the modules its parser imports>   # see the ImportError it prints
+    /tmp/vllm-venv/bin/pip install <the modules its parser imports>   # repeat for each ImportError it prints
+    /tmp/vllm-venv/bin/pip uninstall -y torchvision torchaudio torchcodec  # CUDA builds pulled in by those
+                                                                           # modules break `import torch` here
     VLLM_TARGET_DEVICE=cpu /tmp/vllm-venv/bin/python tests/vllm_parser_check.py argvs.json
 
 argvs.json is a JSON list of argv lists as gpu-sharing builds them (``vllm serve MODEL --flag ...``).
@@ -23,7 +25,7 @@ import sys
 
 def main(path: str) -> int:
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
-    from vllm.entrypoints.openai.cli_args import make_arg_parser  # noqa: PLC0415
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser  # noqa: PLC0415
     from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: PLC0415
 
     argvs = json.load(open(path))
@@ -32,9 +34,7 @@ def main(path: str) -> int:
         while args and args[0] != "serve":
             args.pop(0)
         args = args[1:]
-        parser = FlexibleArgumentParser()
-        parser.add_argument("model_tag", nargs="?")
-        parser = make_arg_parser(parser)
+        parser = make_arg_parser(FlexibleArgumentParser())  # adds the positional model_tag itself
         try:
             ns = parser.parse_args(args)
         except SystemExit:
