@@ -257,6 +257,11 @@ class VllmSettings(Strict):
     memory_flag: MemoryFlag = MemoryFlag.UTILIZATION
     vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], None]] = {}
     env: dict[str, str] = {}
+    stage_weights: bool = False
+    """Download (huggingface_hub) and verify weights before starting an instance (state STAGING);
+    off: vLLM fetches them itself at start."""
+    staging_budget_bytes: ByteSize | None = None
+    """Disk budget for staged weights; default: the free space of the cache's disk."""
     log_dir: str | None = None
     """Per-instance logs; default: <state_dir>/logs."""
     log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)

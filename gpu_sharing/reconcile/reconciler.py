@@ -26,6 +26,7 @@ from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
 from gpu_sharing.reconcile import wiring
+from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.reconcile.adoption import adopt_entries, launch_to_entry
 from gpu_sharing.reconcile.applier import ApplyFailure, Applier, ApplyReport, Progress
 from gpu_sharing.reconcile.measure import MeasuredRecorder
@@ -90,8 +91,10 @@ class Reconciler:
         self.measured_path = self.state_dir / "measured_sizes.json"
         log_dir = Path(self.config.vllm.log_dir) if self.config.vllm.log_dir else self.state_dir / "logs"
         self._measure = MeasuredRecorder(self)
+        self.staging = StagingGate(lambda: self.config)
         self.supervisor = Supervisor(self.config.vllm, log_dir=log_dir, clock=clock, spawner=spawner,
-                                     health_checker=self.health, on_ready=self._measure.on_ready)
+                                     health_checker=self.health, on_ready=self._measure.on_ready,
+                                     stage_gate=self.staging)
         self.ports = PortAllocator(tuple(self.config.vllm.port_range), self.config.vllm.host)
         self._fingerprints: dict[str, str] = {}
         self._reconcile_lock = threading.Lock()
@@ -132,6 +135,7 @@ class Reconciler:
         self.supervisor.vllm = new.vllm
         self.held.clear()
         self._demand_cache = None
+        self.staging.reset()  # a failed staging is retried after a reload
         return diff
 
     # ---- observe -> plan -> apply ----------------------------------------------------------------

@@ -101,8 +101,11 @@ class Supervisor:
     def __init__(self, vllm: VllmSettings, *, log_dir: Path, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, spawner: Spawner | None = None,
                  health_checker: HealthChecker | None = None,
-                 on_ready: Callable[[InstanceStatus], None] | None = None):
+                 on_ready: Callable[[InstanceStatus], None] | None = None,
+                 stage_gate: Callable[[InstanceLaunch], bool] | None = None):
         self.vllm = vllm
+        self.stage_gate = stage_gate
+        """STAGING -> STARTING only when this says the instance's weights are on local disk."""
         self.log_dir = Path(log_dir)
         self.clock = clock
         self.wall_clock = wall_clock
@@ -223,6 +226,8 @@ class Supervisor:
         if st == S.STAGING:
             if self._neighbour_starting(rec) or not self._old_process_gone(rec):
                 return False
+            if self.stage_gate is not None and not self.stage_gate(rec.launch):
+                return False  # weights still staging: never start on a partial download
             self._spawn(rec, now)  # STAGING -> STARTING (or BACKOFF on spawn error)
         elif st == S.STARTING:
             return self._step_starting(rec, now)
