@@ -1,0 +1,79 @@
+"""SIGKILL `gpu-sharing apply` after each step; the next apply converges: no duplicate, no orphan, no leaked VRAM."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.node import SimNode
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+QWEN = ("{model_type: qwen2, hidden_size: 896, intermediate_size: 4864, num_hidden_layers: 24, num_attention_heads: 14, "
+        "num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true}")
+STEPS = ["repartitioning GPU 1", "starting b-0", "starting a-1", "a-0 .* READY"]
+
+
+def config(tmp_path: Path, port: int) -> Path:
+    p = tmp_path / "k.yaml"
+    p.write_text(f"""version: v1
+node: {{simulator: {{startup_time_s: 0.3}}}}
+gpus:
+  - {{devices: [0], compute_partition: SPX}}
+  - {{devices: [1], compute_partition: CPX}}
+models:
+  - {{name: a, source: org/a, config_json: {QWEN}, max_model_len: 2048, gpus: [1], replicas: 3}}
+  - {{name: b, source: org/b, config_json: {QWEN}, max_model_len: 1024, gpus: [0]}}
+vllm: {{port_range: [{port}, {port + 20}], stop_grace_s: 3}}
+""")
+    return p
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gpu_sharing.cli.main", *args]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_kill_apply_at_step_then_converge(tmp_path, step):
+    import re
+
+    sim = tmp_path / "sim"
+    SimNode.create(sim, "MI300X", 2, reload_time_s=0)
+    cfg = config(tmp_path, 25800 + STEPS.index(step) * 25)
+    common = ["--simulate", "--sim-state", str(sim), "-c", str(cfg)]
+    proc = subprocess.Popen(cli("apply", *common, "--yes"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline, seen = time.monotonic() + 30, []
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            line = proc.stderr.readline() if ready else ""
+            seen.append(line)
+            if re.search(step, line):
+                os.kill(proc.pid, signal.SIGKILL)  # right after this step
+                break
+            assert proc.poll() is None or line, f"apply ended before {step!r}: {seen[-5:]}"
+        else:
+            raise AssertionError(f"step {step!r} never printed; last lines {seen[-5:]}")
+        proc.wait(timeout=10)
+        again = subprocess.run(cli("apply", *common, "--yes"), capture_output=True, text=True, timeout=90)
+        assert again.returncode == 0, again.stderr[-2000:]
+        state = json.loads((sim / "daemon" / "instances.json").read_text())["instances"]
+        ids = [e["instance_id"] for e in state]
+        assert sorted(ids) == ["a-0", "a-1", "a-2", "b-0"]  # no duplicate instance
+        pids = {e["pid"] for e in state}
+        node_pids = {p["pid"] for p in SimNode.open(sim).processes()}
+        assert node_pids == pids  # no orphan holding VRAM, nothing leaked
+        assert len({e["port"] for e in state}) == 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(cli("stop", "--all", *common), capture_output=True, timeout=60)
+    assert SimNode.open(sim).processes() == []
