@@ -15,11 +15,12 @@ compute shares on one partition sum to at most 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gpu_sharing.hardware.catalog import GpuModelSpec
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
 from gpu_sharing.hardware.modes import ComputePartitionMode
+from gpu_sharing.planner.problem import smallest_fitting_tp
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, RunningInstance
 
 
@@ -121,15 +122,29 @@ def _release(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s.occupants.remove(a.item.instance_id)
 
 
+@dataclass(frozen=True)
+class SpanRules:
+    """Where a model must span GPUs (problem.py rules 2 and 3), for the greedy to obey."""
+
+    spanning: frozenset[tuple[str, int]] = frozenset()
+    """(model, gpu) pairs where the model cannot sit on one GPU and spans GPUs instead."""
+    coarse_partitions: Mapping[int, int] = field(default_factory=dict)
+    """gpu -> partitions of its coarsest allowed layout (where spanning ranks may go)."""
+
+
 def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, set[int]],
-            policy: PlannerPolicy) -> Assignment | None:
+            policy: PlannerPolicy, rules: SpanRules) -> Assignment | None:
     d = item.demand
     allowed = set(d.allowed_gpus) if d.allowed_gpus is not None else None
     siblings = placed_gpus.get(item.model, set())
+    per_gpu_count: dict[int, int] = {}
+    for ref in slots:
+        per_gpu_count[ref.gpu] = per_gpu_count.get(ref.gpu, 0) + 1
     for tp in sorted(d.bytes_per_rank_by_tp):
         need = d.bytes_per_rank_by_tp[tp]
         cands = [s for s in slots.values() if (allowed is None or s.ref.gpu in allowed)
-                 and s.total_bytes >= d.min_partition_bytes and s.fits(need, d.compute_share)]
+                 and s.total_bytes >= d.min_partition_bytes and s.fits(need, d.compute_share)
+                 and smallest_fitting_tp(d, s.capacity_bytes) == tp]
         if len(cands) < tp:
             continue
         by_gpu: dict[int, list[Slot]] = {}
@@ -137,15 +152,17 @@ def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, 
             by_gpu.setdefault(s.ref.gpu, []).append(s)
         options: list[tuple[tuple, tuple[PartitionRef, ...]]] = []
         for gpu, group in by_gpu.items():
-            if len(group) >= tp:
+            if (item.model, gpu) not in rules.spanning and len(group) >= tp:
                 chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
                 slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
                 spread = 1 if (policy.spread_replicas and gpu in siblings) else 0
                 options.append(((0, spread, slack, gpu), tuple(s.ref for s in chosen)))
-        if not options and tp > 1:  # span GPUs of one hive
+        if not options and tp > 1:  # one rank per GPU, on GPUs in their coarsest layout, one hive
             by_hive: dict[int, list[Slot]] = {}
-            for s in cands:
-                by_hive.setdefault(s.hive, []).append(s)
+            for gpu, group in sorted(by_gpu.items()):
+                if (item.model, gpu) in rules.spanning and per_gpu_count[gpu] == rules.coarse_partitions.get(gpu):
+                    best = min(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))
+                    by_hive.setdefault(best.hive, []).append(best)
             for hive, group in sorted(by_hive.items()):
                 if len(group) >= tp:
                     chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
@@ -158,7 +175,7 @@ def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, 
 
 
 def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, RunningInstance],
-         policy: PlannerPolicy, order: str = "priority") -> Packing:
+         policy: PlannerPolicy, order: str = "priority", rules: SpanRules = SpanRules()) -> Packing:
     """Place ``items``; ``keep`` maps instance ids to running instances that may stay put."""
     assignments: dict[str, Assignment] = {}
     placed_gpus: dict[str, set[int]] = {}
@@ -180,7 +197,7 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
     unplaced: list[Item] = []
     evicted_by: dict[str, str] = {}
     for item in queue:  # phase 2: place
-        a = _choose(slots, item, placed_gpus, policy)
+        a = _choose(slots, item, placed_gpus, policy, rules)
         if a:
             _occupy(slots, a)
             note(a)
@@ -195,7 +212,7 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
         for v in victims:
             _release(slots, v)
             removed.append(v)
-            placed = _choose(slots, item, placed_gpus, policy)
+            placed = _choose(slots, item, placed_gpus, policy, rules)
             if placed:
                 break
         if placed is None:
@@ -208,7 +225,7 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
             del assignments[v.item.instance_id]
         note(placed)
         for v in removed:  # re-place the displaced where they still fit
-            again = _choose(slots, v.item, placed_gpus, policy)
+            again = _choose(slots, v.item, placed_gpus, policy, rules)
             if again:
                 _occupy(slots, again)
                 note(again)

@@ -1,11 +1,16 @@
 """plan(): choose partition modes and placements together (pure, deterministic).
 
-Search: start from the current modes (least disruption), pack (packing.py), then
-improve by local search over each GPU's allowed compute modes (pinned modes are
-fixed; memory modes change only with allow_driver_reload and hive-wide). A mode
-change is accepted only when it improves the lexicographic objective:
-placed priority, placed count, less disruption, fewer partitions used.
-Same input, same plan: every iteration order is sorted.
+Two solvers, one answer:
+1. greedy: start from the current modes (least disruption), pack (packing.py: keep what
+   runs, best fit, priority eviction; priority-first and first-fit-decreasing orders), then
+   local search over each GPU's allowed compute modes. Fast, and it keeps running instances
+   where they are. When it places every replica it is optimal and nothing else runs.
+2. exact (exact.py, OR-Tools CP-SAT over aggregated counts), hinted with the greedy plan:
+   phase 1 proves the most placed priority; when that beats the greedy plan, phase 2 finds
+   the least disruptive plan with that priority and decode.py names its instances.
+The Plan's SolverInfo says which produced it, the objective (placed priority), the proven
+bound and the gap. Same input, same plan: orders are sorted and CP-SAT runs one worker
+under a deterministic time limit.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ from typing import Sequence
 from gpu_sharing.hardware.catalog import GpuModelSpec, get_spec
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
-from gpu_sharing.planner.packing import Packing, build_slots, items_for, pack
+from gpu_sharing.planner.decode import solution_from_packing, to_packing
+from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
+from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.packing import Packing, SpanRules, build_slots, items_for, pack
+from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
 from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
                                        RunningInstance, SolverInfo, Unplaceable)
 
 MAX_ROUNDS = 4
+PROOF_SHARE = 0.7
+"""Share of the time budget for proving the placed priority; the rest minimises disruption."""
 
 
 def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
@@ -55,14 +66,12 @@ def _candidates(inventory, policy, specs, memory) -> dict[int, list[ComputeParti
     return out
 
 
-def _evaluate(inventory, demands, current, policy, specs, modes) -> tuple[Packing, int]:
-    fp = {d.name: d.fingerprint for d in demands}
-    keep = {r.instance_id: r for r in current
-            if fp.get(r.model) == r.fingerprint
+def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable_ids) -> tuple[Packing, int]:
+    keep = {r.instance_id: r for r in current if r.instance_id in keepable_ids
             and all(modes[ref.gpu] == inventory.gpu(ref.gpu).compute_mode for ref in r.partitions)}
     best: tuple[Packing, int] | None = None
     for order in ("priority", "size"):  # priority-first greedy, and first-fit decreasing; keep the better
-        packing = pack(build_slots(inventory, modes, specs, policy), items_for(demands), keep, policy, order)
+        packing = pack(build_slots(inventory, modes, specs, policy), items_for(demands), keep, policy, order, rules)
         disruption = sum(1 for r in current if r.instance_id not in packing.assignments
                          or tuple(packing.assignments[r.instance_id].refs) != tuple(r.partitions))
         disruption += sum(3 for g in inventory.gpus if modes[g.index] != g.compute_mode)
@@ -71,18 +80,18 @@ def _evaluate(inventory, demands, current, policy, specs, modes) -> tuple[Packin
     return best
 
 
-def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
-         policy: PlannerPolicy) -> Plan:
-    specs = _specs(inventory)
-    memory = _memory_targets(inventory, policy, specs)
+def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem):
+    """Local search over compute modes around the current ones (see the module docstring)."""
     candidates = _candidates(inventory, policy, specs, memory)
+    rules = SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
+                      {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
+    keepable_ids = set(keepable(prob, current))
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
-    best, disruption = _evaluate(inventory, demands, current, policy, specs, modes)
+    best, disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable_ids)
     best_obj = best.objective(disruption)
     evaluations = 1
-    everything = sum(d.priority + 1 for d in demands for _ in range(d.replicas))
-    rounds = 0 if (best_obj[0] == everything and disruption == 0) else MAX_ROUNDS  # nothing a mode change can improve
+    rounds = 0 if (best_obj[0] == total_weight(demands) and disruption == 0) else MAX_ROUNDS
     for _ in range(rounds):
         improved = False
         for g in sorted(inventory.gpus, key=lambda g: g.index):
@@ -90,16 +99,60 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                 if mode == modes[g.index]:
                     continue
                 trial = {**modes, g.index: mode}
-                packing, dis = _evaluate(inventory, demands, current, policy, specs, trial)
+                packing, dis = _evaluate(inventory, demands, current, policy, specs, trial, rules, keepable_ids)
                 evaluations += 1
                 if packing.objective(dis) > best_obj:
                     modes, best, best_obj, improved = trial, packing, packing.objective(dis), True
         if not improved:
             break
-    return _to_plan(inventory, demands, current, policy, specs, modes, memory, best, best_obj, evaluations)
+    return modes, best, best_obj[0], evaluations
 
 
-def _to_plan(inventory, demands, current, policy, specs, modes, memory, packing: Packing, obj, evaluations) -> Plan:
+def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
+         policy: PlannerPolicy) -> Plan:
+    specs = _specs(inventory)
+    memory = _memory_targets(inventory, policy, specs)
+    prob = build_problem(inventory, demands, policy)
+    modes, best, greedy_placed, evaluations = _greedy(inventory, demands, current, policy, specs, memory, prob)
+    everything = total_weight(demands)
+    note = f"greedy: {evaluations} layouts evaluated"
+    if greedy_placed >= everything:
+        info = SolverInfo("greedy", float(greedy_placed), float(everything), 0.0,
+                          status=f"optimal: every replica placed ({note})")
+        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+    restricted, allowed = restrict(prob)
+    hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
+    first = solve_placed_priority(restricted, hint, policy.time_budget_s * PROOF_SHARE)
+    proven = first.status == "OPTIMAL"
+    if first.solution is None or first.objective <= greedy_placed:
+        bound = max(first.bound, greedy_placed) if first.solution is not None else everything
+        verdict = "cp-sat proved it optimal" if proven else f"cp-sat {first.status.lower()}, best bound {bound}"
+        info = SolverInfo("greedy", float(greedy_placed), float(bound), _gap(greedy_placed, bound),
+                          first.wall_time_s, f"{note}; {verdict}")
+        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+    found = to_full(allowed, first.solution)
+    near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
+            for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
+    second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
+                                    policy.time_budget_s * (1 - PROOF_SHARE))
+    solution = to_full(near, second.solution) if second.solution is not None else found
+    chosen = {g.gpu: g.layouts[solution.layout[g.gpu]] for g in prob.gpus}
+    modes = {g: lay.compute for g, lay in chosen.items()}
+    memory = {g: lay.memory for g, lay in chosen.items()}
+    packing = to_packing(prob, solution, demands, current)
+    info = SolverInfo("cp-sat", float(first.objective), float(first.bound), _gap(first.objective, first.bound),
+                      first.wall_time_s + second.wall_time_s,
+                      f"placed priority {first.status.lower()} (greedy reached {greedy_placed}); "
+                      f"least-disruption phase {second.status.lower()}")
+    return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+
+
+def _gap(objective: int, bound: int) -> float:
+    return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
+
+
+def _to_plan(inventory, demands, current, policy, modes, memory, packing: Packing, info: SolverInfo) -> Plan:
+    specs = _specs(inventory)
     targets = tuple(GpuTarget(g.index, modes[g.index], memory[g.index],
                               compute_changes=modes[g.index] != g.compute_mode,
                               memory_changes=memory[g.index] != g.memory_mode) for g in inventory.gpus)
@@ -132,12 +185,9 @@ def _to_plan(inventory, demands, current, policy, specs, modes, memory, packing:
         + [Action(ActionKind.START, p.instance_id, f"on {','.join(str(r) for r in p.partitions)} tp={p.tp} "
                   f"{p.memory_bytes_per_rank / 2**30:.1f} GiB/rank") for p in to_start]
         + [Action(ActionKind.UNCHANGED, iid) for iid in unchanged])
-    bound = sum(d.priority + 1 for d in demands for _ in range(d.replicas))
-    gap = 0.0 if bound == 0 else max(0.0, (bound - obj[0]) / bound)
     return Plan(gpus=targets, placements=placements, to_start=tuple(to_start), to_stop=to_stop,
                 to_repartition=to_repartition, unchanged=tuple(unchanged), unplaceable=unplaceable, actions=actions,
-                solver=SolverInfo("greedy-local-search", float(obj[0]), float(bound), gap,
-                                  status=f"{evaluations} layouts evaluated; bound = all replicas placed"),
+                solver=info,
                 needs_driver_reload=any(t.memory_changes for t in targets))
 
 

@@ -1,0 +1,243 @@
+"""The placement problem in numbers, shared by the exact solver and the decoder (pure).
+
+Turns an Inventory, demands and a policy into what a solver needs: per GPU the layouts
+it may take (valid compute+memory pairs, with every partition's total and usable bytes),
+and per model the placement classes (model, tp) with bytes per rank and compute share.
+Why a separate step: the CP-SAT model, the hint built from the greedy plan and the decoder
+must agree on one numbering of options, slots and classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+from gpu_sharing.hardware.catalog import get_spec
+from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M
+from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
+
+SHARE_UNITS = 1000
+"""Compute shares are counted in thousandths so that CP-SAT sums integers."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One (compute, memory) pair a GPU may take, with each partition's bytes."""
+
+    compute: C
+    memory: M
+    total_bytes: tuple[int, ...]
+    """Total VRAM of each partition in this layout."""
+    capacity_bytes: tuple[int, ...]
+    """Usable bytes of each partition after the configured headroom."""
+
+    @property
+    def partitions(self) -> int:
+        return len(self.total_bytes)
+
+
+@dataclass(frozen=True)
+class GpuChoices:
+    gpu: int
+    hive: int
+    model: str
+    layouts: tuple[Layout, ...]
+    """Index 0 is the current layout when it is allowed (least disruption first)."""
+    current: int | None
+    """Index of the current layout in ``layouts``, or None when policy forbids it."""
+
+    @property
+    def slots(self) -> int:
+        return max(lay.partitions for lay in self.layouts)
+
+
+@dataclass(frozen=True)
+class PlacementClass:
+    """Replicas of one model at one tensor-parallel degree: interchangeable for the solver."""
+
+    demand_index: int
+    demand: ModelDemand
+    tp: int
+    bytes_per_rank: int
+    share_units: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Placement rules (why: each keeps a plan cheap to run and the exact search small):
+    1. tp is the smallest degree whose rank fits the partition (smallest_fitting_tp);
+    2. a model that one GPU can hold in some layout keeps all its ranks on one GPU;
+    3. a model no single GPU can hold spans GPUs with one rank per GPU, each GPU in its
+       coarsest layout (fewest partitions), all on one XGMI hive.
+    """
+
+    gpus: tuple[GpuChoices, ...]
+    classes: tuple[PlacementClass, ...]
+    demands: tuple[ModelDemand, ...]
+    local_layouts: dict[tuple[int, int], dict[int, int]] = field(default_factory=dict, compare=False)
+    """(gpu, demand index) -> {layout index: tp} where one GPU in that layout holds an instance."""
+    spanning: frozenset[tuple[int, int]] = frozenset()
+    """(gpu, demand index) where no allowed layout of the GPU holds the model alone (rule 3)."""
+
+    def spans(self, g: GpuChoices, demand_index: int) -> bool:
+        """True when ``g`` can take ranks of this model only as part of a multi-GPU instance."""
+        return (g.gpu, demand_index) in self.spanning
+
+    def scope(self, g: GpuChoices, c: PlacementClass) -> tuple[str, int]:
+        """Where one instance's ranks live: ("gpu", index) for local models, ("hive", id) for spanning ones."""
+        return ("hive", g.hive) if self.spans(g, c.demand_index) else ("gpu", g.gpu)
+
+    def admits(self, g: GpuChoices, slot: int, c: PlacementClass) -> tuple[int, ...]:
+        """Layout indices of ``g`` under which ``slot`` can hold a rank of ``c``."""
+        d = c.demand
+        if d.allowed_gpus is not None and g.gpu not in d.allowed_gpus:
+            return ()
+        if c.share_units > SHARE_UNITS:
+            return ()
+        local = self.local_layouts.get((g.gpu, c.demand_index))
+        if local:
+            candidates = [o for o, tp in local.items() if tp == c.tp]
+        else:
+            candidates = [coarsest(g)]
+        return tuple(o for o in sorted(candidates) if _slot_fits(g.layouts[o], slot, c))
+
+    def rank_bound(self, g: GpuChoices, slot: int, c: PlacementClass, layouts: tuple[int, ...]) -> int:
+        """Most ranks of ``c`` one slot can hold (memory, shares, replicas)."""
+        most = max(g.layouts[i].capacity_bytes[slot] // max(1, c.bytes_per_rank) for i in layouts)
+        if c.share_units:
+            most = min(most, SHARE_UNITS // c.share_units)
+        return min(most, c.demand.replicas)
+
+
+def _slot_fits(lay: Layout, slot: int, c: PlacementClass) -> bool:
+    return (slot < lay.partitions and lay.capacity_bytes[slot] >= c.bytes_per_rank
+            and lay.total_bytes[slot] >= c.demand.min_partition_bytes
+            and smallest_fitting_tp(c.demand, lay.capacity_bytes[slot]) == c.tp)
+
+
+def coarsest(g: GpuChoices) -> int:
+    """The layout with the fewest partitions (the current one on a tie)."""
+    return min(range(len(g.layouts)), key=lambda o: (g.layouts[o].partitions, o))
+
+
+def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
+    if d.allowed_gpus is not None and g.gpu not in d.allowed_gpus:
+        return {}
+    out = {}
+    for o, lay in enumerate(g.layouts):
+        for tp in sorted(d.bytes_per_rank_by_tp):
+            need = d.bytes_per_rank_by_tp[tp]
+            fitting = [k for k in range(lay.partitions) if lay.capacity_bytes[k] >= need
+                       and lay.total_bytes[k] >= d.min_partition_bytes
+                       and smallest_fitting_tp(d, lay.capacity_bytes[k]) == tp]
+            if len(fitting) >= tp:
+                out[o] = tp
+                break
+    return out
+
+
+def smallest_fitting_tp(d: ModelDemand, capacity_bytes: int) -> int | None:
+    """The tensor-parallel degree an instance of ``d`` takes on partitions of this size.
+
+    Tensor parallelism only where a model needs more than one partition: each extra rank
+    costs another runtime overhead and all-reduce traffic, so a model that fits a partition
+    runs there with tp=1 and a larger degree is used only when smaller ones do not fit.
+    """
+    for tp in sorted(d.bytes_per_rank_by_tp):
+        if d.bytes_per_rank_by_tp[tp] <= capacity_bytes:
+            return tp
+    return None
+
+
+def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices, ...]:
+    """Every GPU's allowed layouts: pinned modes are kept, NPS changes only with a driver reload."""
+    pinned_c = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
+    pinned_m = {p.gpu: p.memory_mode for p in policy.gpus if p.memory_mode is not None}
+    out = []
+    for g in sorted(inventory.gpus, key=lambda g: g.index):
+        spec = get_spec(g.model)
+        computes = [pinned_c[g.index]] if g.index in pinned_c else spec.compute_modes()
+        if spec.memory_mode_fixed or not policy.allow_driver_reload:
+            memories = [g.memory_mode]
+        elif g.index in pinned_m:
+            memories = [pinned_m[g.index]]
+        else:
+            memories = spec.memory_modes()
+        pairs = [(c, m) for c in computes for m in memories if spec.is_valid(c, m)]
+        if not pairs:  # the config asks for an invalid pair: keep what is there (validation reports it)
+            pairs = [(g.compute_mode, g.memory_mode)]
+        pairs.sort(key=lambda p: (p != (g.compute_mode, g.memory_mode), p[1] != g.memory_mode,
+                                  spec.partitions(p[0]), p[1].count))
+        layouts = []
+        for c, m in pairs:
+            if (c, m) == (g.compute_mode, g.memory_mode) and g.partitions:
+                totals = tuple(p.vram_total_bytes for p in sorted(g.partitions, key=lambda p: p.index))
+            else:
+                totals = (spec.vram_per_partition_bytes(c),) * spec.partitions(c)
+            caps = tuple(int(t * (1.0 - policy.headroom_fraction)) for t in totals)
+            layouts.append(Layout(c, m, totals, caps))
+        current = 0 if pairs[0] == (g.compute_mode, g.memory_mode) else None
+        out.append(GpuChoices(g.index, g.hive_id, spec.name, tuple(layouts), current))
+    return tuple(out)
+
+
+def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: PlannerPolicy) -> Problem:
+    classes = []
+    for i, d in enumerate(demands):
+        if d.replicas <= 0:
+            continue
+        share = int(math.ceil((d.compute_share or 0.0) * SHARE_UNITS - 1e-9))
+        for tp in sorted(d.bytes_per_rank_by_tp):
+            classes.append(PlacementClass(i, d, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
+    gpus = layouts_for(inventory, policy)
+    local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
+    return Problem(gpus, tuple(classes), tuple(demands), local, frozenset(k for k, v in local.items() if not v))
+
+
+def narrow(prob: Problem, allowed: dict[int, tuple[int, ...]]) -> Problem:
+    """The same problem with some GPUs limited to some of their layouts (indices renumbered
+    in the order given). Which models span stays as in the full problem."""
+    gpus, local = [], {}
+    for g in prob.gpus:
+        keep = allowed.get(g.gpu, tuple(range(len(g.layouts))))
+        index = {o: i for i, o in enumerate(keep)}
+        gpus.append(replace(g, layouts=tuple(g.layouts[o] for o in keep), current=index.get(g.current)))
+        for di in range(len(prob.demands)):
+            layouts = prob.local_layouts.get((g.gpu, di), {})
+            local[g.gpu, di] = {index[o]: tp for o, tp in layouts.items() if o in index}
+    return replace(prob, gpus=tuple(gpus), local_layouts=local)
+
+
+def total_weight(demands: Sequence[ModelDemand]) -> int:
+    """Placed priority if every replica were placed: the trivial upper bound."""
+    return sum((d.priority + 1) * d.replicas for d in demands)
+
+
+def surrogate_bound(prob: Problem) -> int:
+    """Most placed priority if the whole node were one bin (a 0-1 knapsack, solved exactly).
+
+    Every plan's instances fit in the sum of all partitions, and an instance takes at least
+    its smallest tp x bytes-per-rank, so this bounds the optimum. It is often tight; when a
+    plan reaches it, that plan is proven optimal without search. Dynamic programming over
+    placed priority (at most 64 replicas x 10), minimising bytes.
+    """
+    capacity = sum(max(sum(lay.capacity_bytes) for lay in g.layouts) for g in prob.gpus)
+    smallest: dict[int, int] = {}
+    for c in prob.classes:
+        if any(prob.admits(g, k, c) for g in prob.gpus for k in range(g.slots)):
+            size = c.tp * c.bytes_per_rank
+            smallest[c.demand_index] = min(size, smallest.get(c.demand_index, size))
+    top = sum(prob.demands[i].replicas * (prob.demands[i].priority + 1) for i in smallest)
+    inf = capacity + 1
+    least = [0] + [inf] * top
+    for i, size in sorted(smallest.items()):
+        w = prob.demands[i].priority + 1
+        for _ in range(prob.demands[i].replicas):
+            for total in range(top, w - 1, -1):
+                cand = least[total - w] + size
+                if cand < least[total]:
+                    least[total] = cand
+    return max(t for t in range(top + 1) if least[t] <= capacity)
