@@ -53,6 +53,7 @@ class SolveResult:
     bound: int
     wall_time_s: float
     solution: Solution | None
+    solver: str = "cp-sat"
 
 
 @dataclass

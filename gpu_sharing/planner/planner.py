@@ -22,16 +22,19 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
-from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.exact import SolveResult, keepable, solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.mip import solve_by_configurations
 from gpu_sharing.planner.packing import Packing, SpanRules, build_slots, items_for, pack
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
 from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
                                        RunningInstance, SolverInfo, Unplaceable)
 
-MAX_ROUNDS = 4
-PROOF_SHARE = 0.7
-"""Share of the time budget for proving the placed priority; the rest minimises disruption."""
+CPSAT_SHARE = 0.15
+SCIP_SHARE = 0.45
+DISRUPTION_SHARE = 0.1
+"""Shares of the time budget: CP-SAT (proves most cases in milliseconds), then SCIP for an
+unproven knapsack, then the least-disruption phase (a good plan, not a proof, is enough there)."""
 
 
 def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
@@ -81,31 +84,15 @@ def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable
 
 
 def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem):
-    """Local search over compute modes around the current ones (see the module docstring)."""
+    """Pack at the current modes (valid ones; pinned modes win): what runs stays, nothing is
+    repartitioned. Good enough whenever it places every replica, and a start for CP-SAT."""
     candidates = _candidates(inventory, policy, specs, memory)
     rules = SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
                       {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
-    keepable_ids = set(keepable(prob, current))
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
-    best, disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable_ids)
-    best_obj = best.objective(disruption)
-    evaluations = 1
-    rounds = 0 if (best_obj[0] == total_weight(demands) and disruption == 0) else MAX_ROUNDS
-    for _ in range(rounds):
-        improved = False
-        for g in sorted(inventory.gpus, key=lambda g: g.index):
-            for mode in candidates[g.index]:
-                if mode == modes[g.index]:
-                    continue
-                trial = {**modes, g.index: mode}
-                packing, dis = _evaluate(inventory, demands, current, policy, specs, trial, rules, keepable_ids)
-                evaluations += 1
-                if packing.objective(dis) > best_obj:
-                    modes, best, best_obj, improved = trial, packing, packing.objective(dis), True
-        if not improved:
-            break
-    return modes, best, best_obj[0], evaluations
+    best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, set(keepable(prob, current)))
+    return modes, best, sum(a.item.weight for a in best.assignments.values())
 
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
@@ -113,38 +100,66 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
-    modes, best, greedy_placed, evaluations = _greedy(inventory, demands, current, policy, specs, memory, prob)
+    modes, best, greedy_placed = _greedy(inventory, demands, current, policy, specs, memory, prob)
     everything = total_weight(demands)
-    note = f"greedy: {evaluations} layouts evaluated"
+    note = "greedy at the current modes"
     if greedy_placed >= everything:
         info = SolverInfo("greedy", float(greedy_placed), float(everything), 0.0,
                           status=f"optimal: every replica placed ({note})")
         return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
-    first = solve_placed_priority(restricted, hint, policy.time_budget_s * PROOF_SHARE)
+    first = _prove(restricted, hint, policy.time_budget_s)
     proven = first.status == "OPTIMAL"
     if first.solution is None or first.objective <= greedy_placed:
         bound = max(first.bound, greedy_placed) if first.solution is not None else everything
-        verdict = "cp-sat proved it optimal" if proven else f"cp-sat {first.status.lower()}, best bound {bound}"
+        verdict = f"{first.solver} proved it optimal" if proven else f"{first.solver} {first.status.lower()}, best bound {bound}"
         info = SolverInfo("greedy", float(greedy_placed), float(bound), _gap(greedy_placed, bound),
                           first.wall_time_s, f"{note}; {verdict}")
         return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
     found = to_full(allowed, first.solution)
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
-    second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
-                                    policy.time_budget_s * (1 - PROOF_SHARE))
-    solution = to_full(near, second.solution) if second.solution is not None else found
+    solution, phase2 = found, "skipped: no mode to choose and nothing running to keep"
+    if current or any(len(v) > 1 for v in near.values()):
+        second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
+                                        policy.time_budget_s * DISRUPTION_SHARE)
+        if second.solution is not None:
+            solution = to_full(near, second.solution)
+        phase2 = f"{second.status.lower()} in {second.wall_time_s * 1000:.0f} ms"
     chosen = {g.gpu: g.layouts[solution.layout[g.gpu]] for g in prob.gpus}
     modes = {g: lay.compute for g, lay in chosen.items()}
     memory = {g: lay.memory for g, lay in chosen.items()}
     packing = to_packing(prob, solution, demands, current)
-    info = SolverInfo("cp-sat", float(first.objective), float(first.bound), _gap(first.objective, first.bound),
-                      first.wall_time_s + second.wall_time_s,
-                      f"placed priority {first.status.lower()} (greedy reached {greedy_placed}); "
-                      f"least-disruption phase {second.status.lower()}")
+    info = SolverInfo(first.solver, float(first.objective), float(first.bound), _gap(first.objective, first.bound),
+                      first.wall_time_s,
+                      f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
+                      f"least-disruption phase {phase2}")
     return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+
+
+def _prove(prob: Problem, hint, time_budget_s: float) -> SolveResult:
+    """Phase 1: the placed-priority optimum with a proof. CP-SAT first where every GPU is one
+    partition (it proves those in milliseconds), the configuration model first where GPUs
+    have several partitions (CP-SAT's counts model is weak there); the other one gets a turn
+    when the first leaves a gap."""
+    single = all(g.slots == 1 for g in prob.gpus)
+    first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE) if single else None
+    if first is not None and first.status == "OPTIMAL":
+        return first
+    known = first.objective if first is not None and first.solution is not None else 0
+    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known)
+    if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
+        return alt
+    if first is None:
+        first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE)
+    if alt is None or alt.solution is None:
+        return first
+    bound = min(alt.bound, first.bound) if first.solution is not None else alt.bound
+    best = alt if first.solution is None or alt.objective >= first.objective else first
+    status = "OPTIMAL" if best.objective >= bound else "FEASIBLE"
+    return SolveResult(status, best.objective, max(bound, best.objective), first.wall_time_s + alt.wall_time_s,
+                       best.solution, best.solver)
 
 
 def _gap(objective: int, bound: int) -> float:

@@ -125,7 +125,7 @@ class Action:
 @dataclass(frozen=True)
 class SolverInfo:
     name: str
-    """cp-sat, greedy-ffd, or trivial."""
+    """greedy (its plan proven optimal or within the gap), cp-sat, or scip-configurations."""
     objective: float
     bound: float
     gap: float
