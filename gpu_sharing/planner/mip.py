@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ortools.linear_solver import pywraplp
 
 from gpu_sharing.planner.exact import Scope, Solution, SolveResult
-from gpu_sharing.planner.problem import SHARE_UNITS, Problem, surrogate_bound
+from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem, surrogate_bound
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,27 @@ def _fillings(groups: list[_Group], admissible: tuple[int, ...], capacity: int,
     return out if rec(0, capacity, SHARE_UNITS) else None
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """GPUs modelled together: identical GPUs that only take tp=1 local ranks are one unit
+    with a count (no symmetric copies for SCIP to branch over); any other GPU is alone."""
+
+    gpus: tuple[int, ...]
+    choices: GpuChoices
+    """The first member's choices (all members have the same layouts)."""
+
+
+def _units(prob: Problem, groups: list[_Group], admissible) -> list[_Unit]:
+    keyed: dict[tuple, list] = {}
+    for g in prob.gpus:
+        adm = tuple(tuple(sorted(admissible.get((g.gpu, o, k), []))) for o, lay in enumerate(g.layouts)
+                    for k in range(lay.partitions))
+        simple = all(groups[j].tp == 1 and not groups[j].spans for a in adm for j in a)
+        keyed.setdefault((g.hive, g.layouts, adm) if simple else ("alone", g.gpu), []).append(g)
+    return [_Unit(tuple(g.gpu for g in members), members[0]) for _k, members in sorted(
+        keyed.items(), key=lambda kv: kv[1][0].gpu)]
+
+
 def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 0,
                             max_fillings: int = 20000) -> SolveResult | None:
     """Most placed priority with a proof, or None (SCIP missing, too many fillings, or a case
@@ -90,13 +111,15 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
     if s is None:
         return None
     groups, admissible = _groups(prob)
+    units = _units(prob, groups, admissible)
     z: dict[tuple[int, int], object] = {}
     y: dict[tuple[int, int, tuple], list[tuple[tuple[int, ...], pywraplp.Variable]]] = {}
     cover: dict[tuple[int, int], list] = {}
     cache: dict[tuple, list[tuple[int, ...]] | None] = {}
-    for g in prob.gpus:
+    for ui, u in enumerate(units):
+        g, m = u.choices, len(u.gpus)
         for o, lay in enumerate(g.layouts):
-            z[g.gpu, o] = s.IntVar(0, 1, "") if len(g.layouts) > 1 else 1
+            z[ui, o] = s.IntVar(0, m, "") if len(g.layouts) > 1 else m
             types: dict[tuple, int] = {}
             for k in range(lay.partitions):
                 key = (lay.capacity_bytes[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
@@ -107,30 +130,29 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
                 fillings = cache[capacity, adm]
                 if fillings is None:
                     return None
-                xs = [(f, s.IntVar(0, count, "")) for f in fillings]
-                y[g.gpu, o, (capacity, adm)] = xs
-                s.Add(sum(x for _f, x in xs) == count * z[g.gpu, o])
+                xs = [(f, s.IntVar(0, count * m, "")) for f in fillings]
+                y[ui, o, (capacity, adm)] = xs
+                s.Add(sum(x for _f, x in xs) == count * z[ui, o])
                 for f, x in xs:
                     for j, a in zip(adm, f):
                         if a:
-                            cover.setdefault((g.gpu, j), []).append(a * x)
+                            cover.setdefault((ui, j), []).append(a * x)
         if len(g.layouts) > 1:
-            s.Add(sum(z[g.gpu, o] for o in range(len(g.layouts))) == 1)
-    _same_memory_per_hive(s, prob, z)
-    instances: dict[tuple[int, Scope], pywraplp.Variable] = {}
+            s.Add(sum(z[ui, o] for o in range(len(g.layouts))) == m)
+    _same_memory_per_hive(s, units, z)
+    instances: dict[tuple[int, tuple], pywraplp.Variable] = {}
     per_gpu_ranks: dict[tuple[int, int], pywraplp.Variable] = {}
-    hive_of = {g.gpu: g.hive for g in prob.gpus}
-    for (gpu, j), terms in sorted(cover.items(), key=lambda kv: kv[0]):
-        t = groups[j]
+    for (ui, j), terms in sorted(cover.items(), key=lambda kv: kv[0]):
+        t, u = groups[j], units[ui]
         if not t.spans:
-            n = instances.setdefault((j, ("gpu", gpu)), s.IntVar(0, t.ranks // t.tp, ""))
+            n = instances.setdefault((j, ("unit", ui)), s.IntVar(0, t.ranks // t.tp, ""))
             s.Add(t.tp * n <= sum(terms))
-        else:
-            h = hive_of[gpu]
-            n = instances.setdefault((j, ("hive", h)), s.IntVar(0, t.ranks // t.tp, ""))
-            r = per_gpu_ranks[gpu, j] = s.IntVar(0, t.ranks // t.tp, "")
+        else:  # units with spanning groups hold one GPU
+            n = instances.setdefault((j, ("hive", u.choices.hive)), s.IntVar(0, t.ranks // t.tp, ""))
+            r = per_gpu_ranks[u.gpus[0], j] = s.IntVar(0, t.ranks // t.tp, "")
             s.Add(r <= sum(terms))
             s.Add(r <= n)
+    hive_of = {g.gpu: g.hive for g in prob.gpus}
     for (j, scope), n in instances.items():
         if scope[0] == "hive":
             s.Add(sum(r for (gpu, jj), r in per_gpu_ranks.items() if jj == j and hive_of[gpu] == scope[1])
@@ -153,7 +175,8 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
         return SolveResult("INFEASIBLE", 0, 0, s.wall_time() / 1000, None, "scip-configurations")
     if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         return SolveResult("UNKNOWN", 0, 0, s.wall_time() / 1000, None, "scip-configurations")
-    sol = _decode(prob, admissible, z, y, instances, per_gpu_ranks, {ci: _int(v) for ci, v in placed.items()}, groups)
+    sol = _decode(prob, units, admissible, z, y, instances, per_gpu_ranks, {ci: _int(v) for ci, v in placed.items()},
+                  groups)
     objective = sum(prob.classes[ci].weight * n for (ci, _sc), n in sol.instances.items())
     bound = int(s.Objective().BestBound() + 1e-6)
     return SolveResult("OPTIMAL" if bound <= objective else "FEASIBLE", objective, max(bound, objective),
@@ -164,44 +187,56 @@ def _int(v) -> int:
     return v if isinstance(v, int) else int(round(v.solution_value()))
 
 
-def _same_memory_per_hive(s, prob: Problem, z) -> None:
-    for h in sorted({g.hive for g in prob.gpus}):
-        members = [g for g in prob.gpus if g.hive == h]
-        modes = sorted({lay.memory for g in members for lay in g.layouts}, key=lambda m: m.value)
+def _same_memory_per_hive(s, units: list[_Unit], z) -> None:
+    """NPS is hive-wide: one memory mode per hive, taken by every GPU of every unit in it."""
+    for h in sorted({u.choices.hive for u in units}):
+        members = [(ui, u) for ui, u in enumerate(units) if u.choices.hive == h]
+        modes = sorted({lay.memory for _ui, u in members for lay in u.choices.layouts}, key=lambda m: m.value)
         if len(modes) < 2:
             continue
-        for mode in modes:
-            ind = [sum(z[g.gpu, o] for o, lay in enumerate(g.layouts) if lay.memory == mode) for g in members]
-            for a, b in zip(ind, ind[1:]):
-                s.Add(a == b)
+        pick = {mode: s.IntVar(0, 1, "") for mode in modes}
+        s.Add(sum(pick.values()) == 1)
+        for ui, u in members:
+            for mode in modes:
+                s.Add(sum(z[ui, o] for o, lay in enumerate(u.choices.layouts) if lay.memory == mode)
+                      == len(u.gpus) * pick[mode])
 
 
-def _decode(prob: Problem, admissible, z, y, instances, per_gpu_ranks, placed: dict[int, int], groups) -> Solution:
-    """Fillings to partitions, ranks to instances, instances to models (highest priority first)."""
-    layout = {g.gpu: next(o for o in range(len(g.layouts)) if _int(z[g.gpu, o])) for g in prob.gpus}
+def _decode(prob: Problem, units: list[_Unit], admissible, z, y, instances, per_gpu_ranks, placed: dict[int, int],
+            groups) -> Solution:
+    """Layouts and fillings to GPUs and partitions, ranks to instances, instances to models
+    (highest priority first)."""
+    layout: dict[int, int] = {}
     slot_ranks: dict[tuple[int, int], list[int]] = {}  # (gpu, group) -> slot index per rank
-    for g in prob.gpus:
-        o = layout[g.gpu]
-        lay = g.layouts[o]
-        free = {}
-        for k in range(lay.partitions):
-            free.setdefault((lay.capacity_bytes[k], tuple(sorted(admissible.get((g.gpu, o, k), [])))), []).append(k)
-        for (gg, oo, key), xs in sorted(y.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-            if gg != g.gpu or oo != o:
-                continue
-            slots = iter(free[key])
-            for f, x in xs:
-                for _ in range(_int(x)):
-                    k = next(slots)
-                    for j, a in zip(key[1], f):
-                        slot_ranks.setdefault((g.gpu, j), []).extend([k] * a)
-    made: dict[int, list[tuple[Scope, tuple[tuple[int, int], ...]]]] = {}
+    for ui, u in enumerate(units):
+        g = u.choices
+        members = iter(u.gpus)
+        for o in range(len(g.layouts)):
+            for _ in range(_int(z[ui, o])):
+                layout[next(members)] = o
+        for o, lay in enumerate(g.layouts):
+            free: dict[tuple, list[tuple[int, int]]] = {}
+            for gpu in (x for x in u.gpus if layout[x] == o):
+                for k in range(lay.partitions):
+                    key = (lay.capacity_bytes[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
+                    free.setdefault(key, []).append((gpu, k))
+            for key, slots in sorted(free.items()):
+                it = iter(slots)
+                for f, x in y.get((ui, o, key), []):
+                    for _ in range(_int(x)):
+                        gpu, k = next(it)
+                        for j, a in zip(key[1], f):
+                            slot_ranks.setdefault((gpu, j), []).extend([k] * a)
+    made: dict[int, list[tuple[tuple, tuple[tuple[int, int], ...]]]] = {}
     for (j, scope), n in sorted(instances.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         count, t = _int(n), groups[j]
-        if scope[0] == "gpu":
-            ranks = sorted(slot_ranks.get((scope[1], j), []))
-            for i in range(count):
-                made.setdefault(j, []).append((scope, tuple((scope[1], k) for k in ranks[i * t.tp:(i + 1) * t.tp])))
+        if scope[0] == "unit":
+            for gpu in units[scope[1]].gpus:
+                ranks = sorted(slot_ranks.get((gpu, j), []))
+                while count and len(ranks) >= t.tp:
+                    chunk, ranks = ranks[: t.tp], ranks[t.tp:]
+                    made.setdefault(j, []).append((("gpu", gpu), tuple((gpu, k) for k in chunk)))
+                    count -= 1
         else:
             left = {gpu: _int(r) for (gpu, jj), r in per_gpu_ranks.items() if jj == j and _int(r)}
             pools = {gpu: sorted(slot_ranks.get((gpu, j), [])) for gpu in left}
@@ -225,4 +260,3 @@ def _decode(prob: Problem, admissible, z, y, instances, per_gpu_ranks, placed: d
                 for gpu, k in refs:
                     ranks_out[gpu, k, ci] = ranks_out.get((gpu, k, ci), 0) + 1
     return Solution(layout, ranks_out, inst_out)
-

@@ -30,8 +30,9 @@ from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
                                        RunningInstance, SolverInfo, Unplaceable)
 
-CPSAT_SHARE = 0.15
-SCIP_SHARE = 0.45
+CPSAT_SHARE = 0.05
+CPSAT_FIRST = False
+SCIP_SHARE = 0.5
 DISRUPTION_SHARE = 0.1
 """Shares of the time budget: CP-SAT (proves most cases in milliseconds), then SCIP for an
 unproven knapsack, then the least-disruption phase (a good plan, not a proof, is enough there)."""
@@ -109,7 +110,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
-    first = _prove(restricted, hint, policy.time_budget_s)
+    first = _prove(restricted, hint, policy.time_budget_s, greedy_placed)
     proven = first.status == "OPTIMAL"
     if first.solution is None or first.objective <= greedy_placed:
         bound = max(first.bound, greedy_placed) if first.solution is not None else everything
@@ -120,8 +121,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     found = to_full(allowed, first.solution)
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
-    solution, phase2 = found, "skipped: no mode to choose and nothing running to keep"
-    if current or any(len(v) > 1 for v in near.values()):
+    solution, phase2 = found, "skipped: nothing runs, so no instance is disturbed"
+    if current:
         second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
                                         policy.time_budget_s * DISRUPTION_SHARE)
         if second.solution is not None:
@@ -138,16 +139,16 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
 
 
-def _prove(prob: Problem, hint, time_budget_s: float) -> SolveResult:
+def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult:
     """Phase 1: the placed-priority optimum with a proof. CP-SAT first where every GPU is one
     partition (it proves those in milliseconds), the configuration model first where GPUs
     have several partitions (CP-SAT's counts model is weak there); the other one gets a turn
     when the first leaves a gap."""
-    single = all(g.slots == 1 for g in prob.gpus)
+    single = all(g.slots == 1 for g in prob.gpus) and CPSAT_FIRST
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE) if single else None
     if first is not None and first.status == "OPTIMAL":
         return first
-    known = first.objective if first is not None and first.solution is not None else 0
+    known = max(known, first.objective if first is not None and first.solution is not None else 0)
     alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
