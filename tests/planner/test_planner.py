@@ -131,13 +131,19 @@ def test_deterministic():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n_gpus=st.integers(1, 4), sizes=st.lists(st.tuples(st.integers(2, 200), st.integers(0, 4), st.integers(0, 5)),
-                                                min_size=1, max_size=8),
+@given(kinds=st.lists(st.sampled_from(["MI300X", "MI325X"]), min_size=1, max_size=4),
+       sizes=st.lists(st.tuples(st.integers(2, 200), st.integers(0, 4), st.integers(0, 5),
+                                st.sampled_from([None, None, 0.25, 0.5])), min_size=1, max_size=8),
        pinned=st.sampled_from([None, "CPX", "QPX", "DPX"]))
-def test_properties(n_gpus, sizes, pinned):
-    inv = node(n_gpus)
-    demands = [demand(f"m{i}", gb, reps, prio) for i, (gb, reps, prio) in enumerate(sizes)]
-    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(n_gpus))) if pinned else POLICY
+def test_properties(kinds, sizes, pinned):
+    inv = Inventory(tuple(gpu(i, k) for i, k in enumerate(kinds)))
+    demands = [demand(f"m{i}", gb, reps, prio, share=share) for i, (gb, reps, prio, share) in enumerate(sizes)]
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(len(kinds)))) if pinned else POLICY
     p = plan(inv, demands, [], policy)
     check_invariants(inv, p, policy)
     assert len(p.placements) + len(p.unplaceable) == sum(d.replicas for d in demands)
+    assert 0 <= p.solver.gap <= 1 and p.solver.objective <= p.solver.bound
+    for x in p.placements:  # a model one GPU can hold keeps its ranks on one GPU
+        spec = get_spec(inv.gpu(x.gpu).model)
+        if len({r.gpu for r in x.partitions}) > 1:
+            assert x.memory_bytes_per_rank * x.tp > spec.vram_bytes * (1 - policy.headroom_fraction) or x.tp > 1
