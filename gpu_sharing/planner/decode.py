@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
-from gpu_sharing.planner.exact import Solution, keepable
+from gpu_sharing.planner.exact import keepable
+from gpu_sharing.planner.solution import Solution
 from gpu_sharing.planner.packing import Assignment, Item, Packing, Slot, _occupy, items_for
 from gpu_sharing.planner.problem import Problem
 from gpu_sharing.planner.types import ModelDemand, RunningInstance

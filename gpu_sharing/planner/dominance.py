@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gpu_sharing.planner.exact import Solution
+from gpu_sharing.planner.solution import Solution
 from gpu_sharing.planner.problem import GpuChoices, Problem, coarsest, narrow
 
 

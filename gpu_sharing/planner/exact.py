@@ -23,37 +23,10 @@ from typing import Sequence
 
 from ortools.sat.python import cp_model
 
-from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem, surrogate_bound
+from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
+from gpu_sharing.planner.solution import Scope, Solution, SolveResult
+from gpu_sharing.planner.surrogate import surrogate_bound
 from gpu_sharing.planner.types import RunningInstance
-
-
-Scope = tuple[str, int]
-"""("gpu", index) for instances on one GPU, ("hive", id) for instances spanning GPUs."""
-
-
-@dataclass(frozen=True)
-class Solution:
-    """What a solve chose, in the Problem's numbering."""
-
-    layout: dict[int, int]
-    """gpu -> layout index."""
-    ranks: dict[tuple[int, int, int], int]
-    """(gpu, slot, class index) -> ranks."""
-    instances: dict[tuple[int, Scope], int]
-    """(class index, scope) -> instances."""
-    kept: tuple[str, ...] = ()
-    """Running instance ids kept where they are."""
-
-
-@dataclass(frozen=True)
-class SolveResult:
-    status: str
-    """OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN."""
-    objective: int
-    bound: int
-    wall_time_s: float
-    solution: Solution | None
-    solver: str = "cp-sat"
 
 
 @dataclass

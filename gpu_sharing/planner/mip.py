@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
 
-from gpu_sharing.planner.exact import Scope, Solution, SolveResult
-from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem, surrogate_bound
+from gpu_sharing.planner.solution import Scope, Solution, SolveResult
+from gpu_sharing.planner.surrogate import surrogate_bound
+from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """plan(): choose partition modes and placements together (pure, deterministic).
 
-Two solvers, one answer:
-1. greedy: start from the current modes (least disruption), pack (packing.py: keep what
-   runs, best fit, priority eviction; priority-first and first-fit-decreasing orders), then
-   local search over each GPU's allowed compute modes. Fast, and it keeps running instances
-   where they are. When it places every replica it is optimal and nothing else runs.
-2. exact (exact.py, OR-Tools CP-SAT over aggregated counts), hinted with the greedy plan:
-   phase 1 proves the most placed priority; when that beats the greedy plan, phase 2 finds
-   the least disruptive plan with that priority and decode.py names its instances.
-The Plan's SolverInfo says which produced it, the objective (placed priority), the proven
-bound and the gap. Same input, same plan: orders are sorted and CP-SAT runs one worker
-under a deterministic time limit.
+The pipeline (docs/architecture.md, "Planner pipeline"):
+1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
+   priority-first and first-fit-decreasing orders). When it places every replica it is
+   optimal and disturbs nothing: the plan is done.
+2. proof of the most placed priority on the problem dominance.py reduces (most GPUs fixed
+   to SPX, which loses nothing): the surrogate knapsack's choice packed first-fit
+   decreasing (surrogate.py), else the configuration model (mip.py, SCIP), else CP-SAT
+   (exact.py) if a gap remains. If the greedy plan already reaches it, the greedy plan wins.
+3. otherwise, when instances run, the least-disruptive plan with that priority (exact.py
+   phase 2), and decode.py names its instances.
+The Plan's SolverInfo says which solver produced it, the objective (placed priority), the
+proven bound and the gap. Same input, same plan: every order is sorted, CP-SAT runs one
+worker under a deterministic time limit, and SCIP is deterministic unless it reaches its
+wall-clock limit (a gap is then reported).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
-from gpu_sharing.planner.exact import SolveResult, keepable, solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.solution import SolveResult
+from gpu_sharing.planner.surrogate import pack_surrogate
 from gpu_sharing.planner.mip import solve_by_configurations
 from gpu_sharing.planner.packing import Packing, SpanRules, build_slots, items_for, pack
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
@@ -144,6 +149,9 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
     partition (it proves those in milliseconds), the configuration model first where GPUs
     have several partitions (CP-SAT's counts model is weak there); the other one gets a turn
     when the first leaves a gap."""
+    quick = pack_surrogate(prob)  # the surrogate bound reached by first-fit decreasing: proven at once
+    if quick is not None:
+        return quick
     single = all(g.slots == 1 for g in prob.gpus) and CPSAT_FIRST
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE) if single else None
     if first is not None and first.status == "OPTIMAL":

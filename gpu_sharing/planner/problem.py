@@ -214,30 +214,3 @@ def narrow(prob: Problem, allowed: dict[int, tuple[int, ...]]) -> Problem:
 def total_weight(demands: Sequence[ModelDemand]) -> int:
     """Placed priority if every replica were placed: the trivial upper bound."""
     return sum((d.priority + 1) * d.replicas for d in demands)
-
-
-def surrogate_bound(prob: Problem) -> int:
-    """Most placed priority if the whole node were one bin (a 0-1 knapsack, solved exactly).
-
-    Every plan's instances fit in the sum of all partitions, and an instance takes at least
-    its smallest tp x bytes-per-rank, so this bounds the optimum. It is often tight; when a
-    plan reaches it, that plan is proven optimal without search. Dynamic programming over
-    placed priority (at most 64 replicas x 10), minimising bytes.
-    """
-    capacity = sum(max(sum(lay.capacity_bytes) for lay in g.layouts) for g in prob.gpus)
-    smallest: dict[int, int] = {}
-    for c in prob.classes:
-        if any(prob.admits(g, k, c) for g in prob.gpus for k in range(g.slots)):
-            size = c.tp * c.bytes_per_rank
-            smallest[c.demand_index] = min(size, smallest.get(c.demand_index, size))
-    top = sum(prob.demands[i].replicas * (prob.demands[i].priority + 1) for i in smallest)
-    inf = capacity + 1
-    least = [0] + [inf] * top
-    for i, size in sorted(smallest.items()):
-        w = prob.demands[i].priority + 1
-        for _ in range(prob.demands[i].replicas):
-            for total in range(top, w - 1, -1):
-                cand = least[total - w] + size
-                if cand < least[total]:
-                    least[total] = cand
-    return max(t for t in range(top + 1) if least[t] <= capacity)

@@ -125,7 +125,7 @@ class Action:
 @dataclass(frozen=True)
 class SolverInfo:
     name: str
-    """greedy (its plan proven optimal or within the gap), cp-sat, or scip-configurations."""
+    """greedy (its plan proven optimal or within the gap), surrogate-knapsack, scip-configurations or cp-sat."""
     objective: float
     bound: float
     gap: float
