@@ -2,7 +2,8 @@
 
 Three phases, so that what runs is disturbed only when it must be:
 1. keep: running instances whose fingerprint still matches and whose GPU keeps its
-   mode are reserved where they are;
+   mode are reserved where they are; an instance whose options changed restarts on the
+   partitions it used when it still fits there (so its room is not taken by others);
 2. place: remaining replicas, highest priority first (then largest first), go to the
    tightest partitions that fit (best fit), preferring GPUs that hold no replica of the
    same model (failure domains) and the smallest tensor-parallel degree;
@@ -174,9 +175,30 @@ def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, 
     return None
 
 
+def _in_place(slots: dict[PartitionRef, Slot], item: Item, run: RunningInstance, rules: SpanRules) -> Assignment | None:
+    """The new version of a running instance on the partitions the old one used, if the rules allow."""
+    d, tp = item.demand, len(run.partitions)
+    need = d.bytes_per_rank_by_tp.get(tp)
+    gpus = {r.gpu for r in run.partitions}
+    spanning = [(item.model, g) in rules.spanning for g in gpus]
+    if need is None or (len(gpus) > 1 and not all(spanning)) or (len(gpus) == 1 and tp > 1 and any(spanning)):
+        return None
+    if d.allowed_gpus is not None and not gpus <= set(d.allowed_gpus):
+        return None
+    for r in run.partitions:
+        s = slots[r]
+        if (smallest_fitting_tp(d, s.capacity_bytes) != tp or s.total_bytes < d.min_partition_bytes
+                or not s.fits(need, d.compute_share)):
+            return None
+    return Assignment(item, tp, tuple(run.partitions), need)
+
+
 def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, RunningInstance],
-         policy: PlannerPolicy, order: str = "priority", rules: SpanRules = SpanRules()) -> Packing:
-    """Place ``items``; ``keep`` maps instance ids to running instances that may stay put."""
+         policy: PlannerPolicy, order: str = "priority", rules: SpanRules = SpanRules(),
+         restart: dict[str, RunningInstance] | None = None) -> Packing:
+    """Place ``items``; ``keep`` maps instance ids to running instances that may stay put,
+    ``restart`` those that must restart (changed options) and may do so in place."""
+    restart = restart or {}
     assignments: dict[str, Assignment] = {}
     placed_gpus: dict[str, set[int]] = {}
     by_id = {i.instance_id: i for i in items}
@@ -191,6 +213,14 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
             continue
         a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
         if all(slots[r].fits(a.bytes_per_rank, item.demand.compute_share) for r in a.refs):
+            _occupy(slots, a)
+            note(a)
+    for iid, run in sorted(restart.items()):  # phase 1b: a changed instance restarts where it ran
+        item = by_id.get(iid)
+        if item is None or iid in assignments or not all(r in slots for r in run.partitions):
+            continue
+        a = _in_place(slots, item, run, rules)
+        if a is not None:
             _occupy(slots, a)
             note(a)
     queue = sorted((i for i in items if i.instance_id not in assignments), key=ORDERS[order])

@@ -76,11 +76,14 @@ def _candidates(inventory, policy, specs, memory) -> dict[int, list[ComputeParti
 
 
 def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable_ids) -> tuple[Packing, int]:
-    keep = {r.instance_id: r for r in current if r.instance_id in keepable_ids
-            and all(modes[ref.gpu] == inventory.gpu(ref.gpu).compute_mode for ref in r.partitions)}
+    same_modes = {r.instance_id for r in current
+                  if all(modes[ref.gpu] == inventory.gpu(ref.gpu).compute_mode for ref in r.partitions)}
+    keep = {r.instance_id: r for r in current if r.instance_id in keepable_ids and r.instance_id in same_modes}
+    restart = {r.instance_id: r for r in current if r.instance_id not in keepable_ids and r.instance_id in same_modes}
     best: tuple[Packing, int] | None = None
     for order in ("priority", "size"):  # priority-first greedy, and first-fit decreasing; keep the better
-        packing = pack(build_slots(inventory, modes, specs, policy), items_for(demands), keep, policy, order, rules)
+        packing = pack(build_slots(inventory, modes, specs, policy), items_for(demands), keep, policy, order, rules,
+                       restart)
         disruption = sum(1 for r in current if r.instance_id not in packing.assignments
                          or tuple(packing.assignments[r.instance_id].refs) != tuple(r.partitions))
         disruption += sum(3 for g in inventory.gpus if modes[g.index] != g.compute_mode)

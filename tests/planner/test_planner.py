@@ -116,6 +116,8 @@ def test_changed_fingerprint_restarts_only_that_model():
     changed = [demands[0], demand("b", 16, 2, 1, fingerprint="f2")]
     second = plan(converged(inv, first), changed, running_from(first, demands), POLICY)
     assert set(second.to_stop) == {"b-0", "b-1"} and {x.model for x in second.to_start} == {"b"}
+    was = {x.instance_id: x.partitions for x in first.placements}
+    assert all(x.partitions == was[x.instance_id] for x in second.to_start)  # restarts where it ran
 
 
 def test_unplaceable_reason_names_need_and_largest_partition():
