@@ -35,6 +35,7 @@ from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
                                        RunningInstance, SolverInfo, Unplaceable)
 
+SURROGATE_SHARE = 0.025
 CPSAT_SHARE = 0.05
 CPSAT_FIRST = False
 SCIP_SHARE = 0.5
@@ -152,7 +153,7 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
     partition (it proves those in milliseconds), the configuration model first where GPUs
     have several partitions (CP-SAT's counts model is weak there); the other one gets a turn
     when the first leaves a gap."""
-    quick = pack_surrogate(prob)  # the surrogate bound reached by first-fit decreasing: proven at once
+    quick = pack_surrogate(prob, time_budget_s * SURROGATE_SHARE)  # the surrogate bound reached by first-fit decreasing: proven at once
     if quick is not None:
         return quick
     single = all(g.slots == 1 for g in prob.gpus) and CPSAT_FIRST

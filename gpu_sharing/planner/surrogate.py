@@ -5,14 +5,16 @@ smallest tp x bytes-per-rank, so the best 0-1 knapsack over the node's total cap
 the optimum (dynamic programming over placed priority, at most 64 replicas x 10, minimising
 bytes). It is often tight. When it is, the replicas it picks (the fewest bytes for that
 priority) usually pack into the GPUs first-fit decreasing, and that plan is proven optimal
-in milliseconds, with no solver at all (the MULKNAP idea: bound by the surrogate relaxation,
-then try to split its answer into bins).
+in milliseconds (the MULKNAP idea: bound by the surrogate relaxation, then try to split its
+answer into bins; when first-fit fails, a short CP-SAT assignment of exactly those replicas).
 """
 
 from __future__ import annotations
 
 from gpu_sharing.planner.solution import Solution, SolveResult
-from gpu_sharing.planner.problem import Problem
+from ortools.sat.python import cp_model
+
+from gpu_sharing.planner.problem import SHARE_UNITS, Problem
 
 
 def _items(prob: Problem) -> dict[int, int]:
@@ -56,9 +58,35 @@ def surrogate_bound(prob: Problem) -> int:
     return _knapsack(prob)[0]
 
 
-def pack_surrogate(prob: Problem) -> SolveResult | None:
-    """A proven-optimal solution when the surrogate's choice packs first-fit decreasing into
-    one-partition GPUs (tp=1 instances only), else None."""
+def _assign(prob: Problem, counts: dict[int, int], time_budget_s: float) -> dict[tuple[int, int, int], int] | None:
+    """The chosen replicas spread over one-partition GPUs by CP-SAT (a feasibility question,
+    much easier than optimising), or None when it finds no way in its short time."""
+    m = cp_model.CpModel()
+    x: dict[tuple[int, int], cp_model.IntVar] = {}
+    for g in prob.gpus:
+        here = []
+        for ci, n in counts.items():
+            c = prob.classes[ci]
+            if prob.admits(g, 0, c):
+                x[g.gpu, ci] = v = m.NewIntVar(0, n, "")
+                here.append((c, v))
+        m.Add(sum(c.bytes_per_rank * v for c, v in here) <= g.layouts[0].capacity_bytes[0])
+        if any(c.share_units for c, _v in here):
+            m.Add(sum(c.share_units * v for c, v in here) <= SHARE_UNITS)
+    for ci, n in counts.items():
+        m.Add(sum(v for (_g, cc), v in x.items() if cc == ci) == n)
+    s = cp_model.CpSolver()
+    s.parameters.num_workers = 1
+    s.parameters.max_deterministic_time = time_budget_s
+    s.parameters.random_seed = 0
+    if s.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return {(g, 0, ci): s.Value(v) for (g, ci), v in x.items() if s.Value(v)}
+
+
+def pack_surrogate(prob: Problem, time_budget_s: float = 0.05) -> SolveResult | None:
+    """A proven-optimal solution when the surrogate's choice fits one-partition GPUs (tp=1
+    instances only): first-fit decreasing, else a short CP-SAT assignment. None otherwise."""
     if any(len(g.layouts) != 1 or g.layouts[0].partitions != 1 for g in prob.gpus):
         return None
     bound, chosen = _knapsack(prob)
@@ -72,10 +100,13 @@ def pack_surrogate(prob: Problem) -> SolveResult | None:
     order = sorted(((prob.classes[tp1[i]].bytes_per_rank, i) for i, n in chosen.items() for _ in range(n)), reverse=True)
     for size, i in order:
         c = prob.classes[tp1[i]]
-        fits = [gpu for gpu in sorted(free) if free[gpu] >= size and shares[gpu] + c.share_units <= 1000
+        fits = [gpu for gpu in sorted(free) if free[gpu] >= size and shares[gpu] + c.share_units <= SHARE_UNITS
                 and prob.admits(by_gpu[gpu], 0, c)]
         if not fits:
-            return None
+            ranks = _assign(prob, {tp1[i]: n for i, n in chosen.items()}, time_budget_s)
+            if ranks is None:
+                return None
+            break
         gpu = min(fits, key=lambda gpu: (free[gpu], gpu))  # best fit
         free[gpu] -= size
         shares[gpu] += c.share_units
