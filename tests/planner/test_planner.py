@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from builders import GIB, demand, gpu, node
-from hypothesis import given, settings, strategies as st
+from builders import demand, gpu, node
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
 from gpu_sharing.planner import plan
 from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy, RunningInstance
-from gpu_sharing.hardware.modes import ComputePartitionMode as C
 
 POLICY = PlannerPolicy()
 
