@@ -29,7 +29,7 @@ from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_pl
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate
 from gpu_sharing.planner.mip import solve_by_configurations
-from gpu_sharing.planner.packing import Packing, SpanRules, build_slots, items_for, pack
+from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
 from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
@@ -140,11 +140,44 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes = {g: lay.compute for g, lay in chosen.items()}
     memory = {g: lay.memory for g, lay in chosen.items()}
     packing = to_packing(prob, solution, demands, current)
+    if not current:
+        modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, modes, memory, packing)
     info = SolverInfo(first.solver, float(first.objective), float(first.bound), _gap(first.objective, first.bound),
                       first.wall_time_s,
                       f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
                       f"least-disruption phase {phase2}")
     return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+
+
+def _stay_in_current_modes(inventory, policy, specs, prob: Problem, modes, memory, packing: Packing):
+    """With nothing running, the least-disruption phase is skipped; still, a GPU the proof
+    moved to another compute mode goes back to its current one when everything placed on it
+    fits there too (same placed priority, one repartition fewer)."""
+    rules = SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
+                      {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
+    allowed = {g.gpu for g in prob.gpus if g.current is not None}
+    for gpu in sorted(inventory.gpus, key=lambda g: g.index):
+        i = gpu.index
+        if modes[i] == gpu.compute_mode or memory[i] != gpu.memory_mode or i not in allowed:
+            continue
+        mine = [a for a in packing.assignments.values() if any(r.gpu == i for r in a.refs)]
+        if any(len({r.gpu for r in a.refs}) > 1 for a in mine):
+            continue  # spanning ranks stay on the coarsest layout
+        trial = {**modes, i: gpu.compute_mode}
+        for order in ("size", "priority"):
+            slots = {ref: s for ref, s in build_slots(inventory, trial, specs, policy).items() if ref.gpu == i}
+            here = pack(slots, [a.item for a in mine], {}, policy, order, rules)
+            if not here.unplaced:
+                break
+        else:
+            continue
+        moved = {a.item.instance_id for a in mine}
+        assignments = {iid: a for iid, a in packing.assignments.items() if iid not in moved} | here.assignments
+        slots = build_slots(inventory, trial, specs, policy)
+        for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
+            _occupy(slots, a)
+        modes, packing = trial, Packing(assignments, packing.unplaced, packing.evicted_by, slots)
+    return modes, packing
 
 
 def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult:

@@ -147,3 +147,15 @@ def test_same_input_same_plan_when_the_solver_runs():
     first = plan(inv, demands, [], POLICY)
     assert first.solver.name != "greedy" and first.solver.gap == 0
     assert timeless(plan(inv, demands, [], POLICY)) == timeless(first)
+
+
+def test_idle_gpu_keeps_its_mode_when_the_optimum_allows():
+    """GPU 0 must go to SPX for the 150 GiB model; GPU 1's share fits its CPX partitions, so it
+    is not repartitioned (nothing runs, so only the number of mode changes is at stake)."""
+    inv = Inventory((gpu(0, "MI300X", "CPX"), gpu(1, "MI300X", "CPX")))
+    demands = [demand("big", 150, 1, 9, tps=(1,)), demand("small", 16, 8, 5), demand("tiny", 4, 12, 1)]
+    p = plan(inv, demands, [], POLICY)
+    modes = {t.gpu: t.compute_mode for t in p.gpus}
+    assert modes[0] == C.SPX and p.solver.gap == 0
+    assert len(p.placements) == 21  # everything placed
+    assert modes[1] == C.CPX and not any(t.gpu == 1 for t in p.to_repartition)
