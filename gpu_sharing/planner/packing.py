@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 from gpu_sharing.hardware.catalog import GpuModelSpec
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
 from gpu_sharing.hardware.modes import ComputePartitionMode
-from gpu_sharing.planner.problem import smallest_fitting_tp
+from gpu_sharing.planner.problem import Problem, coarsest, rank_fits
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, RunningInstance
 
 
@@ -133,19 +133,21 @@ class SpanRules:
     """gpu -> partitions of its coarsest allowed layout (where spanning ranks may go)."""
 
 
+def span_rules(prob: Problem) -> SpanRules:
+    """The rules of ``prob`` in the greedy's terms (model names, partition counts)."""
+    return SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
+                     {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
+
+
 def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, set[int]],
             policy: PlannerPolicy, rules: SpanRules) -> Assignment | None:
     d = item.demand
     allowed = set(d.allowed_gpus) if d.allowed_gpus is not None else None
     siblings = placed_gpus.get(item.model, set())
-    per_gpu_count: dict[int, int] = {}
-    for ref in slots:
-        per_gpu_count[ref.gpu] = per_gpu_count.get(ref.gpu, 0) + 1
     for tp in sorted(d.bytes_per_rank_by_tp):
         need = d.bytes_per_rank_by_tp[tp]
         cands = [s for s in slots.values() if (allowed is None or s.ref.gpu in allowed)
-                 and s.total_bytes >= d.min_partition_bytes and s.fits(need, d.compute_share)
-                 and smallest_fitting_tp(d, s.capacity_bytes) == tp]
+                 and rank_fits(d, tp, s.capacity_bytes, s.total_bytes) and s.fits(need, d.compute_share)]
         if len(cands) < tp:
             continue
         by_gpu: dict[int, list[Slot]] = {}
@@ -159,6 +161,9 @@ def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, 
                 spread = 1 if (policy.spread_replicas and gpu in siblings) else 0
                 options.append(((0, spread, slack, gpu), tuple(s.ref for s in chosen)))
         if not options and tp > 1:  # one rank per GPU, on GPUs in their coarsest layout, one hive
+            per_gpu_count: dict[int, int] = {}
+            for ref in slots:
+                per_gpu_count[ref.gpu] = per_gpu_count.get(ref.gpu, 0) + 1
             by_hive: dict[int, list[Slot]] = {}
             for gpu, group in sorted(by_gpu.items()):
                 if (item.model, gpu) in rules.spanning and per_gpu_count[gpu] == rules.coarse_partitions.get(gpu):
@@ -187,8 +192,7 @@ def _in_place(slots: dict[PartitionRef, Slot], item: Item, run: RunningInstance,
         return None
     for r in run.partitions:
         s = slots[r]
-        if (smallest_fitting_tp(d, s.capacity_bytes) != tp or s.total_bytes < d.min_partition_bytes
-                or not s.fits(need, d.compute_share)):
+        if not (rank_fits(d, tp, s.capacity_bytes, s.total_bytes) and s.fits(need, d.compute_share)):
             return None
     return Assignment(item, tp, tuple(run.partitions), need)
 

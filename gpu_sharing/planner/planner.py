@@ -29,7 +29,7 @@ from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_pl
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate
 from gpu_sharing.planner.mip import solve_by_configurations
-from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack
+from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack, span_rules
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
 from gpu_sharing.planner.reasons import unplaceable_reason
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
@@ -92,12 +92,10 @@ def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable
     return best
 
 
-def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem):
+def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules):
     """Pack at the current modes (valid ones; pinned modes win): what runs stays, nothing is
     repartitioned. Good enough whenever it places every replica, and a start for CP-SAT."""
     candidates = _candidates(inventory, policy, specs, memory)
-    rules = SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
-                      {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
     best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, set(keepable(prob, current)))
@@ -109,7 +107,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
-    modes, best, greedy_placed = _greedy(inventory, demands, current, policy, specs, memory, prob)
+    rules = span_rules(prob)
+    modes, best, greedy_placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
     everything = total_weight(demands)
     note = "greedy at the current modes"
     if greedy_placed >= everything:
@@ -141,7 +140,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     memory = {g: lay.memory for g, lay in chosen.items()}
     packing = to_packing(prob, solution, demands, current)
     if not current:
-        modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, modes, memory, packing)
+        modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, modes, memory, packing)
     info = SolverInfo(first.solver, float(first.objective), float(first.bound), _gap(first.objective, first.bound),
                       first.wall_time_s,
                       f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
@@ -149,12 +148,10 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
 
 
-def _stay_in_current_modes(inventory, policy, specs, prob: Problem, modes, memory, packing: Packing):
+def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanRules, modes, memory, packing: Packing):
     """With nothing running, the least-disruption phase is skipped; still, a GPU the proof
     moved to another compute mode goes back to its current one when everything placed on it
     fits there too (same placed priority, one repartition fewer)."""
-    rules = SpanRules(frozenset((prob.demands[di].name, g) for g, di in prob.spanning),
-                      {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
     allowed = {g.gpu for g in prob.gpus if g.current is not None}
     for gpu in sorted(inventory.gpus, key=lambda g: g.index):
         i = gpu.index

@@ -112,10 +112,15 @@ class Problem:
         return min(most, c.demand.replicas)
 
 
+def rank_fits(d: ModelDemand, tp: int, capacity_bytes: int, total_bytes: int) -> bool:
+    """Whether a partition of this size may hold a tp-``tp`` rank of ``d`` (empty, by the rules):
+    the rank fits, the partition is large enough for the model, and tp is the smallest that fits."""
+    return (d.bytes_per_rank_by_tp[tp] <= capacity_bytes and total_bytes >= d.min_partition_bytes
+            and smallest_fitting_tp(d, capacity_bytes) == tp)
+
+
 def _slot_fits(lay: Layout, slot: int, c: PlacementClass) -> bool:
-    return (slot < lay.partitions and lay.capacity_bytes[slot] >= c.bytes_per_rank
-            and lay.total_bytes[slot] >= c.demand.min_partition_bytes
-            and smallest_fitting_tp(c.demand, lay.capacity_bytes[slot]) == c.tp)
+    return slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot])
 
 
 def coarsest(g: GpuChoices) -> int:
@@ -129,10 +134,7 @@ def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
     out = {}
     for o, lay in enumerate(g.layouts):
         for tp in sorted(d.bytes_per_rank_by_tp):
-            need = d.bytes_per_rank_by_tp[tp]
-            fitting = [k for k in range(lay.partitions) if lay.capacity_bytes[k] >= need
-                       and lay.total_bytes[k] >= d.min_partition_bytes
-                       and smallest_fitting_tp(d, lay.capacity_bytes[k]) == tp]
+            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])]
             if len(fitting) >= tp:
                 out[o] = tp
                 break
