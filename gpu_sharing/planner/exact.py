@@ -171,10 +171,13 @@ def _hint(model: _Model, hint: Solution | None) -> None:
         model.m.AddHint(v, hint.instances.get(key, 0))
 
 
-def solve_placed_priority(prob: Problem, hint: Solution | None, time_budget_s: float, workers: int = 1) -> SolveResult:
-    """Phase 1: the most placed priority (sum of priority + 1 over placed replicas), with its proof."""
+def solve_placed_priority(prob: Problem, hint: Solution | None, time_budget_s: float, workers: int = 1,
+                          at_most: int | None = None) -> SolveResult:
+    """Phase 1: the most placed priority (sum of priority + 1 over placed replicas), with its
+    proof. ``at_most``: the surrogate bound when the caller has it."""
     model = _build(prob, symmetry=True)
-    model.m.Add(model.placed <= surrogate_bound(prob))  # a proof the moment a plan reaches it
+    bound = surrogate_bound(prob) if at_most is None else at_most
+    model.m.Add(model.placed <= bound)  # a proof the moment a plan reaches it
     _hint(model, hint)
     model.m.Maximize(model.placed)
     s = _solver(time_budget_s, workers)

@@ -105,9 +105,9 @@ def _units(prob: Problem, groups: list[_Group], admissible) -> list[_Unit]:
 
 
 def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 0,
-                            max_fillings: int = 20000) -> SolveResult | None:
+                            max_fillings: int = 20000, at_most: int | None = None) -> SolveResult | None:
     """Most placed priority with a proof, or None (SCIP missing, too many fillings, or a case
-    the model does not cover)."""
+    the model does not cover). ``at_most``: the surrogate bound when the caller has it."""
     s = pywraplp.Solver.CreateSolver("SCIP")
     if s is None:
         return None
@@ -166,7 +166,7 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
         if mine:
             s.Add(sum(mine) <= d.replicas)
     objective = sum(prob.classes[ci].weight * v for ci, v in placed.items())
-    s.Add(objective <= surrogate_bound(prob))
+    s.Add(objective <= (surrogate_bound(prob) if at_most is None else at_most))
     if at_least:
         s.Add(objective >= at_least)  # a plan this good is known: prune the rest
     s.Maximize(objective)

@@ -27,7 +27,7 @@ from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
-from gpu_sharing.planner.surrogate import pack_surrogate
+from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
 from gpu_sharing.planner.mip import solve_by_configurations
 from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack, span_rules
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
@@ -183,13 +183,14 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
     reachable; else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion.
     (CP-SAT first was measured slower: its start-up costs more than SCIP's proof on most
     cases the surrogate leaves.)"""
-    quick = pack_surrogate(prob, time_budget_s * SURROGATE_SHARE)
+    sur = surrogate(prob)
+    quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
         return quick
-    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known)
+    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known, at_most=sur.bound)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
-    first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE)
+    first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE, at_most=sur.bound)
     if alt is None or alt.solution is None:
         return first
     bound = min(alt.bound, first.bound) if first.solution is not None else alt.bound

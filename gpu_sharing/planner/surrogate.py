@@ -12,6 +12,8 @@ answer into bins; when first-fit fails, a short CP-SAT assignment of exactly tho
 from __future__ import annotations
 
 from gpu_sharing.planner.solution import Solution, SolveResult
+from dataclasses import dataclass
+
 from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.problem import SHARE_UNITS, Problem
@@ -27,8 +29,17 @@ def _items(prob: Problem) -> dict[int, int]:
     return smallest
 
 
-def _knapsack(prob: Problem) -> tuple[int, dict[int, int]]:
-    """(best placed priority within total capacity, replicas per demand that reach it)."""
+@dataclass(frozen=True)
+class Surrogate:
+    bound: int
+    """Best placed priority within the node's total capacity: an upper bound on the optimum."""
+    chosen: dict[int, int]
+    """demand index -> replicas that reach it with the fewest bytes."""
+
+
+def surrogate(prob: Problem) -> Surrogate:
+    """The knapsack over the node's total capacity (computed once per plan: it is the one
+    bound every solver below shares)."""
     capacity = sum(max(sum(lay.capacity_bytes) for lay in g.layouts) for g in prob.gpus)
     smallest = _items(prob)
     copies = [i for i, _s in sorted(smallest.items()) for _ in range(prob.demands[i].replicas)]
@@ -51,11 +62,11 @@ def _knapsack(prob: Problem) -> tuple[int, dict[int, int]]:
         if total and took[n][total]:
             chosen[copies[n]] = chosen.get(copies[n], 0) + 1
             total -= prob.demands[copies[n]].priority + 1
-    return best, chosen
+    return Surrogate(best, chosen)
 
 
 def surrogate_bound(prob: Problem) -> int:
-    return _knapsack(prob)[0]
+    return surrogate(prob).bound
 
 
 def _assign(prob: Problem, counts: dict[int, int], time_budget_s: float) -> dict[tuple[int, int, int], int] | None:
@@ -84,12 +95,12 @@ def _assign(prob: Problem, counts: dict[int, int], time_budget_s: float) -> dict
     return {(g, 0, ci): s.Value(v) for (g, ci), v in x.items() if s.Value(v)}
 
 
-def pack_surrogate(prob: Problem, time_budget_s: float = 0.05) -> SolveResult | None:
+def pack_surrogate(prob: Problem, sur: Surrogate, time_budget_s: float = 0.05) -> SolveResult | None:
     """A proven-optimal solution when the surrogate's choice fits one-partition GPUs (tp=1
     instances only): first-fit decreasing, else a short CP-SAT assignment. None otherwise."""
     if any(len(g.layouts) != 1 or g.layouts[0].partitions != 1 for g in prob.gpus):
         return None
-    bound, chosen = _knapsack(prob)
+    bound, chosen = sur.bound, sur.chosen
     tp1 = {c.demand_index: ci for ci, c in enumerate(prob.classes) if c.tp == 1}
     if any(i not in tp1 for i in chosen):
         return None
