@@ -31,7 +31,7 @@ def _slots(prob: Problem, sol: Solution) -> dict[PartitionRef, Slot]:
     return out
 
 
-def _groups(rem: dict[tuple[int, int], int], count: int, tp: int, spanning: bool) -> list[tuple[PartitionRef, ...]]:
+def group_ranks(rem: dict[tuple[int, int], int], count: int, tp: int, spanning: bool) -> list[tuple[PartitionRef, ...]]:
     """``count`` instances of ``tp`` ranks each from the ranks left per (gpu, slot): distinct
     partitions, and distinct GPUs when spanning. Fullest first, so it never gets stuck."""
     groups = []
@@ -76,7 +76,7 @@ def to_packing(prob: Problem, sol: Solution, demands: Sequence[ModelDemand],
         c = prob.classes[ci]
         mine = {(g, k): v for (g, k, cc), v in rem.items() if cc == ci and v > 0
                 and prob.scope(by_gpu[g], c) == scope}
-        for refs in _groups(mine, count, c.tp, scope[0] == "hive"):
+        for refs in group_ranks(mine, count, c.tp, scope[0] == "hive"):
             used = taken.setdefault(c.demand_index, set())
             replica = min(set(range(c.demand.replicas)) - used)
             used.add(replica)

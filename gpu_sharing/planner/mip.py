@@ -21,6 +21,7 @@ from ortools.linear_solver import pywraplp
 
 from gpu_sharing.planner.solution import Scope, Solution, SolveResult
 from gpu_sharing.planner.surrogate import surrogate_bound
+from gpu_sharing.planner.decode import group_ranks
 from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
 
 
@@ -239,17 +240,13 @@ def _decode(prob: Problem, units: list[_Unit], admissible, z, y, instances, per_
                     made.setdefault(j, []).append((("gpu", gpu), tuple((gpu, k) for k in chunk)))
                     count -= 1
         else:
-            left = {gpu: _int(r) for (gpu, jj), r in per_gpu_ranks.items() if jj == j and _int(r)}
-            pools = {gpu: sorted(slot_ranks.get((gpu, j), [])) for gpu in left}
-            for _ in range(count):
-                gpus = sorted(left, key=lambda gpu: (-left[gpu], gpu))[: t.tp]
-                refs = []
-                for gpu in gpus:
-                    left[gpu] -= 1
-                    refs.append((gpu, pools[gpu].pop(0)))
-                    if not left[gpu]:
-                        del left[gpu]
-                made.setdefault(j, []).append((scope, tuple(refs)))
+            rem: dict[tuple[int, int], int] = {}  # the ranks each GPU contributes, by partition
+            for (gpu, jj), r in per_gpu_ranks.items():
+                if jj == j:
+                    for k in sorted(slot_ranks.get((gpu, j), []))[: _int(r)]:
+                        rem[gpu, k] = rem.get((gpu, k), 0) + 1
+            for refs in group_ranks(rem, count, t.tp, spanning=True):
+                made.setdefault(j, []).append((scope, tuple((ref.gpu, ref.index) for ref in refs)))
     ranks_out: dict[tuple[int, int, int], int] = {}
     inst_out: dict[tuple[int, Scope], int] = {}
     for j, t in enumerate(groups):
