@@ -135,7 +135,8 @@ class SimNode:
         return cls(state_dir)
 
     @classmethod
-    def open_or_create(cls, state_dir: Path | str | None = None) -> "SimNode":
+    def open_or_create(cls, state_dir: Path | str | None = None, **create_args: Any) -> "SimNode":
+        """Open the node in state_dir; create it (``create_args`` as for ``create``) when there is none yet."""
         d = Path(state_dir) if state_dir else default_state_dir()
         lock = FileLock(str(d / LOCK_FILE), timeout=30) if d.exists() else None
         if (d / STATE_FILE).exists():
@@ -143,7 +144,7 @@ class SimNode:
         d.mkdir(parents=True, exist_ok=True)
         with lock or FileLock(str(d / LOCK_FILE), timeout=30):
             if not (d / STATE_FILE).exists():
-                return cls.create(d)
+                return cls.create(d, **create_args)
         return cls(d)
 
     # ---------------------------------------------------------------- state I/O

@@ -10,7 +10,6 @@ only the primary partition (function 0) reports and changes modes.
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import Any
 
@@ -30,7 +29,7 @@ class AmdSmiBackend:
     def __init__(self, amdsmi_module: ModuleType | None = None):
         if amdsmi_module is None:
             try:
-                amdsmi_module = importlib.import_module("amdsmi")
+                import amdsmi as amdsmi_module  # noqa: PLC0415 - lazy: the wheel needs libamd_smi.so at import
             except (ImportError, KeyError, OSError) as e:
                 raise BackendError("loading the amdsmi library", BackendErrorCode.UNAVAILABLE,
                                    f"{e!r}; install ROCm's amd-smi-lib (libamd_smi.so)") from None

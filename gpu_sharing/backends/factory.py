@@ -7,26 +7,28 @@ amd-smi did the daemon use" is the first question when a node misbehaves.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 from pathlib import Path
 
-from gpu_sharing.config.schema import BackendKind
+from gpu_sharing.config.schema import BackendKind, SimulatorSettings
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, PartitionBackend
 
 
 def make_backend_with_reason(kind: BackendKind | str, *, sim_state_dir: Path | str | None = None,
-                             amd_smi_path: str = "amd-smi") -> tuple[PartitionBackend, str]:
+                             amd_smi_path: str = "amd-smi", reload_timeout_s: float = 600.0,
+                             simulator: SimulatorSettings | None = None) -> tuple[PartitionBackend, str]:
+    """``reload_timeout_s`` is node.driver_reload_timeout_s: how long the CLI backend lets a driver reload run."""
     kind = BackendKind(kind)
     if kind == BackendKind.SIMULATED:
         from gpu_sharing.backends.simulated import SimulatedBackend
 
-        backend = SimulatedBackend.open(sim_state_dir)
+        backend = SimulatedBackend.open(sim_state_dir, simulator)
         return backend, f"simulated node in {backend.node.state_dir}"
     if kind in (BackendKind.AMDSMI, BackendKind.AUTO):
         try:
-            mod = importlib.import_module("gpu_sharing.backends.amdsmi_backend")
-            backend = mod.AmdSmiBackend()
+            from gpu_sharing.backends.amdsmi_backend import AmdSmiBackend
+
+            backend = AmdSmiBackend()
             backend.inventory()
             return backend, "amdsmi Python library"
         except (BackendError, ImportError, OSError, KeyError) as e:
@@ -37,8 +39,9 @@ def make_backend_with_reason(kind: BackendKind | str, *, sim_state_dir: Path | s
         exe = shutil.which(amd_smi_path)
         if exe:
             try:
-                mod = importlib.import_module("gpu_sharing.backends.amd_smi_cli_backend")
-                return mod.AmdSmiCliBackend(exe), f"amd-smi CLI at {exe}" + (
+                from gpu_sharing.backends.amd_smi_cli_backend import AmdSmiCliBackend
+
+                return AmdSmiCliBackend(exe, reload_timeout_s=reload_timeout_s), f"amd-smi CLI at {exe}" + (
                     f" ({lib_reason})" if kind == BackendKind.AUTO else "")
             except ImportError as e:
                 cli_reason = f"amd-smi CLI backend unavailable ({e})"

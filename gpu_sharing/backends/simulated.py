@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from gpu_sharing.config.schema import SimulatorSettings
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu
@@ -32,8 +33,13 @@ class SimulatedBackend:
         self._sleep = sleep
 
     @classmethod
-    def open(cls, state_dir: Path | str | None = None) -> "SimulatedBackend":
-        return cls(SimNode.open_or_create(state_dir))
+    def open(cls, state_dir: Path | str | None = None, settings: SimulatorSettings | None = None) -> "SimulatedBackend":
+        """The simulated node in state_dir; a new one is created from ``node.simulator`` settings (GPU model,
+        count, driver reload time) when the directory holds none yet."""
+        if settings is None:
+            return cls(SimNode.open_or_create(state_dir))
+        return cls(SimNode.open_or_create(state_dir, gpu_model=settings.gpu_model, gpus=settings.gpus,
+                                          reload_time_s=settings.driver_reload_time_s))
 
     def inventory(self) -> Inventory:
         try:

@@ -1,7 +1,8 @@
 """The ``gpu-sharing`` command line.
 
 Each subcommand lives in ``gpu_sharing/cli/commands/<name>.py`` and exposes
-``register(subparsers)``; it sets ``func(args) -> int`` on its parser. Exit codes
+``register(subparsers)``; it sets ``func(args) -> int`` on its parser. ``COMMANDS``
+lists them explicitly (a new verb is one import and one entry), so every import is static. Exit codes
 scripts can rely on: 0 ok, 1 operation failed, 2 bad input or config (and for
 ``plan --detailed-exitcode``, 2 = changes pending). User errors print one clear
 message, never a traceback; ``--debug`` shows it.
@@ -10,13 +11,16 @@ message, never a traceback; ``--debug`` shows it.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from typing import Sequence
 
 from gpu_sharing import __version__
+from gpu_sharing.cli.commands import (apply, export, isolation, kserve, partition, plan, run, schema, simulator, size,
+                                      stage, status, stop, validate)
 from gpu_sharing.errors import GpuSharingError
+
+COMMANDS = (apply, export, isolation, kserve, partition, plan, run, schema, simulator, size, stage, status, stop,
+            validate)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    from gpu_sharing.cli import commands
-
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"gpu_sharing.cli.commands.{info.name}")
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpu_sharing.config.schedule import day_of_week_field, parse_timezone
 from gpu_sharing.config.units import ByteSize
 from gpu_sharing.hardware.catalog import CATALOG, get_spec
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
@@ -163,10 +164,25 @@ class ComputeLimitsSettings(Strict):
 
 class ScheduleWindow(Strict):
     days: str = "mon-sun"
-    """Cron day-of-week field, e.g. mon-fri."""
+    """Cron day-of-week field as APScheduler's CronTrigger reads it: mon-fri, sat,sun, */2, 0-4 (0 = Monday)."""
     start: str = Field("00:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     end: str = Field("24:00", pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+    """Exclusive; before start means the window runs over midnight."""
     timezone: str | None = None
+    """IANA timezone name (e.g. Europe/Berlin); default: the host's."""
+
+    @field_validator("days")
+    @classmethod
+    def _cron_days(cls, v: str) -> str:
+        day_of_week_field(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_timezone(v)
+        return v
 
 
 class ModelSettings(Strict):
@@ -306,6 +322,8 @@ class SizingSettings(Strict):
     catalog: str | None = None
     """Seed-format sizing catalog (config/model_sizing_config.yaml); relative to this file."""
     hf_cache_dir: str | None = None
+    """Where to look first for a model's config.json in a Hugging Face cache (then $HF_HUB_CACHE, $HF_HOME/hub,
+    ~/.cache/huggingface/hub)."""
 
 
 class Config(Strict):

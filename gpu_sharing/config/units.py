@@ -45,13 +45,3 @@ def parse_bytes(value: Any) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
-
-
-def format_bytes(n: int | float) -> str:
-    """Human form with binary units: ``15.0 GiB``."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from dataclasses import asdict
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -36,7 +35,7 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry, router: Router,
+def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
              reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
     def authorized(request: web.Request) -> bool:
         if token is None:
@@ -64,14 +63,11 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
 
     app = web.Application(client_max_size=api.max_body_bytes)
     app.router.add_get("/status", get_status)
-    app.router.add_get("/metrics", get_metrics)
+    if registry is not None:  # metrics.enabled: false -> no /metrics endpoint (404)
+        app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/admin/reload", admin_reload)
     app.router.add_get("/v1/models", router.models)
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         app.router.add_post(path, router.proxy)
     return app
-
-
-def snapshot_to_json(snap) -> dict:
-    return asdict(snap)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Callable, Protocol, runtime_checkable
 
+from gpu_sharing.errors import OperationError
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
@@ -36,13 +37,14 @@ class BackendErrorCode(str, Enum):
         return self in (BackendErrorCode.BUSY, BackendErrorCode.TIMEOUT, BackendErrorCode.OTHER)
 
 
-class BackendError(Exception):
+class BackendError(OperationError):
     """A failed backend call, naming the GPU and the operation.
 
     str(): ``setting compute partition CPX on GPU 3: BUSY: 2 processes on partition 3.1 (pid 4411 vllm)``
     """
 
     def __init__(self, operation: str, code: BackendErrorCode, detail: str = "", gpu: int | None = None):
+        # An OperationError (exit code 1): the CLI and the daemon handle it like every other failed operation.
         self.operation = operation
         self.code = code
         self.detail = detail

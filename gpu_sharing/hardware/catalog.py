@@ -52,9 +52,6 @@ class GpuModelSpec:
     def memory_modes(self) -> list[M]:
         return [m for m in M if any(p[1] == m for p in self.valid_pairs)]
 
-    def memory_modes_for(self, compute: C) -> list[M]:
-        return [m for m in M if (compute, m) in self.valid_pairs]
-
     def is_valid(self, compute: C, memory: M) -> bool:
         return (compute, memory) in self.valid_pairs
 

@@ -52,11 +52,6 @@ class LogicalPartition:
     def id(self) -> str:
         return f"{self.gpu}.{self.index}"
 
-    @property
-    def vram_free_bytes(self) -> int:
-        return max(0, self.vram_total_bytes - self.vram_used_bytes)
-
-
 @dataclass(frozen=True)
 class PhysicalGpu:
     index: int

@@ -45,6 +45,13 @@ class ApplyFailure:
     stage: str
     """stop, release, memory-mode, reload, compute-mode, inventory, start."""
     message: str
+    retryable: bool = True
+    """False when the backend says retrying cannot help (NO_PERM, NOT_SUPPORTED, INVAL, SETTING_UNAVAILABLE,
+    UNAVAILABLE): the operator must act. The next pass still tries; the message says which it is."""
+
+    def __str__(self) -> str:
+        hint = "" if self.retryable else " (not retryable: needs operator action)"
+        return f"{self.target}: {self.stage}: {self.message}{hint}"
 
 
 @dataclass(frozen=True)
@@ -199,7 +206,8 @@ class Applier:
             fn()
             return True
         except BackendError as e:
-            run.failures.append(ApplyFailure(f"gpu {gpu}" if gpu is not None else "node", stage, str(e)))
+            run.failures.append(ApplyFailure(f"gpu {gpu}" if gpu is not None else "node", stage, str(e),
+                                             retryable=e.code.retryable))
         except Exception as e:  # a backend bug must not kill the daemon; keep the context
             run.failures.append(ApplyFailure(f"gpu {gpu}" if gpu is not None else "node", stage, f"{what}: {e!r}"))
         return False

@@ -8,7 +8,7 @@ reconcile of the other models.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gpu_sharing.config.loader import load_sizing_catalog, resolve_relative
 from gpu_sharing.config.schema import Config, ModelSettings
@@ -16,7 +16,7 @@ from gpu_sharing.config.sizing_catalog import SizingCatalog
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, Unplaceable
-from gpu_sharing.reconcile.wiring import model_fingerprint
+from gpu_sharing.reconcile.fingerprint import model_fingerprint
 from gpu_sharing.sizing import size_model
 from gpu_sharing.sizing.measured_store import MeasuredSizes
 from gpu_sharing.sizing.resolve import model_config_json
@@ -47,7 +47,8 @@ def _catalog(config: Config, config_dir: Path | None) -> SizingCatalog | None:
 
 
 def demand_for(model: ModelSettings, config: Config, *, catalog, measured, config_dir, replicas: int | None = None) -> ModelDemand:
-    found = model_config_json(model, config_dir=config_dir)
+    hf_cache_dir = Path(config.sizing.hf_cache_dir) if config.sizing.hf_cache_dir else None
+    found = model_config_json(model, config_dir=config_dir, hf_cache_dir=hf_cache_dir)
     heads = None
     if found:
         from gpu_sharing.sizing import attention_heads
@@ -59,7 +60,8 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
     for tp in tps:
         if heads and heads % tp:
             continue
-        size = size_model(model, tp=tp, catalog=catalog, measured=measured, config_dir=config_dir)
+        size = size_model(model, tp=tp, catalog=catalog, measured=measured, config_dir=config_dir,
+                          hf_cache_dir=hf_cache_dir)
         per_rank = size.total_bytes_per_rank
         if model.limits.memory_bytes:
             per_rank = max(per_rank, model.limits.memory_bytes) if size.source.value == "measured" else model.limits.memory_bytes
@@ -75,7 +77,7 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
 
 
 def build_demands(config: Config, *, config_dir: Path | None = None, measured: MeasuredSizes | None = None,
-                  gpu_indices: Sequence[int] = (), active: dict[str, bool] | None = None,
+                  gpu_indices: Sequence[int] = (), active: Mapping[str, bool] | None = None,
                   ) -> tuple[tuple[ModelDemand, ...], PlannerPolicy, tuple[Unplaceable, ...]]:
     """``active`` maps model names to whether their schedule window is open (closed -> 0 replicas)."""
     try:

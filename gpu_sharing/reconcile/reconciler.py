@@ -11,34 +11,44 @@ track of a running instance.
 
 from __future__ import annotations
 
-import dataclasses
-
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
+from gpu_sharing.config.schedule import active_models
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.planner import plan as run_planner
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
-from gpu_sharing.reconcile import wiring
-from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.reconcile.adoption import adopt_entries, launch_to_entry
-from gpu_sharing.reconcile.applier import ApplyFailure, Applier, ApplyReport, Progress
+from gpu_sharing.reconcile.applier import Applier, ApplyReport, Progress
+from gpu_sharing.reconcile.collaborators import (CuMaskPolicy, DemandBuilder, FileMeasuredStore, LaunchBuilder,
+                                                 MeasuredStore, Planner)
+from gpu_sharing.reconcile.desired import DesiredState, desired_state, effective_config, plan_desired
+from gpu_sharing.reconcile.fingerprint import model_fingerprint
+from gpu_sharing.reconcile.launch import build_launch, cu_masks_for
 from gpu_sharing.reconcile.measure import MeasuredRecorder
 from gpu_sharing.reconcile.observe import parse_partition
+from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
-from gpu_sharing.runtime.spawner import Spawner
+from gpu_sharing.runtime.spawner import Spawner, group_pids
+from gpu_sharing.runtime.staging import StagingManager
 from gpu_sharing.runtime.state_file import read_state, write_state
 from gpu_sharing.runtime.supervisor import InstanceStatus, Supervisor
 
 __all__ = ["ConfigDiff", "InstanceStatus", "ReconcileReport", "Reconciler"]
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()
 
 
 @dataclass(frozen=True)
@@ -67,76 +77,88 @@ class ConfigDiff:
     """Model names whose fingerprint changed (their instances restart)."""
     unchanged: tuple[str, ...] = field(default=())
 
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed)
-
 
 class Reconciler:
+    """Orchestrates one node. Every collaborator is passed in (see ``collaborators.py``); the defaults are
+    the real implementations, so ``Reconciler(config, backend, state_dir=...)`` is the production wiring."""
+
     def __init__(self, config: Config, backend: PartitionBackend, *, state_dir: Path, config_path: str | None = None,
-                 clock: Callable[[], float] = time.monotonic, spawner: Spawner | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 wall_clock: Callable[[], datetime] = _local_now, spawner: Spawner | None = None,
                  health_checker: HealthChecker | None = None, simulate: bool = False,
-                 sim_state_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep,
-                 progress: Progress | None = None):
+                 sim_state_dir: Path | None = None, progress: Progress | None = None,
+                 planner: Planner = run_planner, demands: DemandBuilder = desired_state,
+                 launches: LaunchBuilder = build_launch, cu_masks: CuMaskPolicy = cu_masks_for,
+                 measured: MeasuredStore | None = None, staging_manager: StagingManager | None = None):
         self.backend = backend
         self.state_dir = Path(state_dir)
         self.config_path = config_path
+        self.config_dir = Path(config_path).resolve().parent if config_path else None
         self.clock = clock
         self.sleep = sleep
-        self.simulate = simulate
-        self.sim_state_dir = Path(sim_state_dir) if sim_state_dir else getattr(backend, "state_dir", None)
+        self.wall_clock = wall_clock
+        self.sim_state_dir: Path | None = None
+        if simulate:
+            explicit = sim_state_dir or getattr(backend, "state_dir", None)
+            self.sim_state_dir = Path(explicit) if explicit else self.state_dir.parent
         self.health = health_checker or http_health
         self.progress = progress
-        self.config = self._effective(config)
-        self.measured_path = self.state_dir / "measured_sizes.json"
+        self.planner = planner
+        self.demands = demands
+        self.launches = launches
+        self.cu_masks = cu_masks
+        self.measured = measured or FileMeasuredStore(self.state_dir / "measured_sizes.json")
+        self.config = effective_config(config, sim_state_dir=self.sim_state_dir)
         log_dir = Path(self.config.vllm.log_dir) if self.config.vllm.log_dir else self.state_dir / "logs"
-        self._measure = MeasuredRecorder(self)
-        self.staging = StagingGate(lambda: self.config)
+        self.recorder = MeasuredRecorder(self.measured)
+        self.staging = StagingGate(lambda: self.config, staging_manager)
         self.supervisor = Supervisor(self.config.vllm, log_dir=log_dir, clock=clock, spawner=spawner,
-                                     health_checker=self.health, on_ready=self._measure.on_ready,
+                                     health_checker=self.health, on_ready=self.recorder.on_ready,
                                      stage_gate=self.staging)
         self.ports = PortAllocator(tuple(self.config.vllm.port_range), self.config.vllm.host)
         self._fingerprints: dict[str, str] = {}
         self._reconcile_lock = threading.Lock()
         self._saved_version = -1
+        self._held: dict[str, str] = {}
+        """instance id -> why it is held stopped (memory_policy: stop, operator); cleared by update_config."""
+        self._desired_cache: tuple[tuple, DesiredState] | None = None
         self.last_plan: Plan | None = None
-        self.active: dict[str, bool] | None = None
-        self.held: dict[str, str] = {}
-        self._demand_cache: tuple | None = None
-        """instance id -> why it is held stopped (memory_policy: stop); cleared by update_config."""
-        """Schedule windows: model name -> window open (closed = 0 replicas); None = all open."""
+        self.last_desired: DesiredState | None = None
         self.last_report: ReconcileReport | None = None
 
     # ---- config ---------------------------------------------------------------------------------
-    def _effective(self, config: Config) -> Config:
-        """Identical entries share one process (dedupe); under --simulate the vLLM command becomes the
-        fake server (same argv as vllm serve)."""
-        from gpu_sharing.reconcile.dedupe import merged_config
-
-        config = merged_config(config)
-        if not self.simulate:
-            return config
-        sim = wiring._module("gpu_sharing.runtime.simulation", "the simulated vLLM settings")
-        state = self.sim_state_dir or Path(self.state_dir).parent
-        vllm = sim.simulated_vllm_settings(config.vllm, sim_state_dir=Path(state),
-                                           startup_time_s=config.node.simulator.startup_time_s)
-        return config.model_copy(update={"vllm": vllm})
-
     def update_config(self, config: Config) -> ConfigDiff:
         """Swap the config; the next reconcile_once touches only instances of changed models."""
-        new = self._effective(config)
-        old_fp = {m.name: wiring.model_fingerprint(m, self.config) for m in self.config.models if m.enabled}
-        new_fp = {m.name: wiring.model_fingerprint(m, new) for m in new.models if m.enabled}
+        new = effective_config(config, sim_state_dir=self.sim_state_dir)
+        old_fp = {m.name: model_fingerprint(m, self.config) for m in self.config.models if m.enabled}
+        new_fp = {m.name: model_fingerprint(m, new) for m in new.models if m.enabled}
         diff = ConfigDiff(
             added=tuple(sorted(set(new_fp) - set(old_fp))), removed=tuple(sorted(set(old_fp) - set(new_fp))),
             changed=tuple(sorted(n for n in set(old_fp) & set(new_fp) if old_fp[n] != new_fp[n])),
             unchanged=tuple(sorted(n for n in set(old_fp) & set(new_fp) if old_fp[n] == new_fp[n])))
         self.config = new
         self.supervisor.vllm = new.vllm
-        self.held.clear()
-        self._demand_cache = None
+        self._held.clear()
+        self._desired_cache = None
         self.staging.reset()  # a failed staging is retried after a reload
         return diff
+
+    # ---- operator / policy holds -------------------------------------------------------------------
+    def hold(self, instance_id: str, reason: str) -> None:
+        """Keep an instance stopped (it is not started again) until ``release`` or a config reload."""
+        self._held[instance_id] = reason
+
+    def release(self, instance_ids: Sequence[str] | None = None) -> list[str]:
+        """Let held instances start again (all when None); returns those released."""
+        ids = list(self._held) if instance_ids is None else [i for i in instance_ids if i in self._held]
+        for i in ids:
+            del self._held[i]
+        return ids
+
+    @property
+    def held(self) -> dict[str, str]:
+        """A copy: instance id -> why it is held."""
+        return dict(self._held)
 
     # ---- observe -> plan -> apply ----------------------------------------------------------------
     def current_instances(self) -> tuple[RunningInstance, ...]:
@@ -151,26 +173,26 @@ class Reconciler:
                                        memory_bytes_per_rank=ln.memory_bytes_per_rank))
         return tuple(sorted(out, key=lambda r: r.instance_id))
 
+    def desired(self, inventory: Inventory) -> DesiredState:
+        """The desired state now. Sizing every model for every tp is the costliest part of a converged pass;
+        it is redone only when the config, the measured sizes, the open windows or the GPUs change."""
+        now = self.wall_clock()
+        key = (id(self.config), self.measured.version(), tuple(sorted(active_models(self.config, now).items())),
+               tuple(g.index for g in inventory.gpus))
+        if self._desired_cache is None or self._desired_cache[0] != key:
+            desired = self.demands(self.config, gpu_indices=[g.index for g in inventory.gpus], now=now,
+                                   config_dir=self.config_dir, measured=self.measured.load())
+            self._desired_cache = (key, desired)
+        return self._desired_cache[1]
+
     def make_plan(self, inventory: Inventory | None = None) -> tuple[Plan, tuple[Unplaceable, ...]]:
         """Observe (unless given an inventory) and plan; nothing is changed."""
         inventory = inventory if inventory is not None else self.backend.inventory()
-        config_dir = Path(self.config_path).resolve().parent if self.config_path else None
-        try:
-            measured_mtime = self.measured_path.stat().st_mtime_ns if self.measured_path else None
-        except OSError:
-            measured_mtime = None
-        key = (id(self.config), measured_mtime, tuple(sorted((self.active or {}).items())),
-               tuple(g.index for g in inventory.gpus))
-        if self._demand_cache is None or self._demand_cache[0] != key:
-            # Sizing every model for every tp is the costliest part of a converged pass; it only changes
-            # with the config, the measured sizes or the schedule windows.
-            self._demand_cache = (key, wiring.build_demands(self.config, config_dir=config_dir,
-                                                            measured_path=self.measured_path, active=self.active,
-                                                            gpu_indices=[g.index for g in inventory.gpus]))
-        demands, policy, problems = self._demand_cache[1]
-        self._fingerprints = {d.name: d.fingerprint for d in demands}
-        plan = wiring.run_planner(inventory, demands, self.current_instances(), policy)
-        return plan, tuple(problems)
+        desired = self.desired(inventory)
+        self.last_desired = desired
+        self._fingerprints = desired.fingerprints
+        plan = plan_desired(desired, inventory, self.current_instances(), held=self._held, planner=self.planner)
+        return plan, desired.problems
 
     def reconcile_once(self) -> ReconcileReport:
         with self._reconcile_lock:
@@ -178,25 +200,21 @@ class Reconciler:
             try:
                 inventory = self.backend.inventory()
                 plan, problems = self.make_plan(inventory)
-                if self.held:  # instances stopped by policy (VRAM over budget) stay stopped until a reload
-                    plan = dataclasses.replace(plan, to_start=tuple(p for p in plan.to_start
-                                                                     if p.instance_id not in self.held))
-            except (BackendError, GpuSharingError) as e:
+            except GpuSharingError as e:
                 report = ReconcileReport(plan=None, apply=None, errors=(str(e),), duration_s=self.clock() - t0)
                 self.last_report = report
                 return report
             self.last_plan = plan
-            applier = self._applier()
-            result = applier.apply(plan, inventory)
+            result = self._applier().apply(plan, inventory)
             self.save_state(force=True)
-            errors = tuple(f"{f.target}: {f.stage}: {f.message}" for f in result.failures)
+            errors = tuple(str(f) for f in result.failures)
             report = ReconcileReport(plan=plan, apply=result, unplaceable=tuple(plan.unplaceable) + problems,
                                      errors=errors, duration_s=self.clock() - t0)
             self.last_report = report
             return report
 
     def apply_plan(self, plan: Plan) -> ApplyReport:
-        """Apply a given plan (tests force placements the planner would refuse)."""
+        """Apply a given plan (``apply`` shows the plan first; tests force placements the planner refuses)."""
         with self._reconcile_lock:
             self.last_plan = plan
             result = self._applier().apply(plan, self.backend.inventory())
@@ -204,17 +222,36 @@ class Reconciler:
             return result
 
     def _applier(self) -> Applier:
-        def fingerprint(model: str) -> str:
-            return self._fingerprints.get(model, "")
-        build = wiring.make_launch_builder(lambda: self.config, fingerprint)
-        return Applier(self.config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
+        config, fingerprints = self.config, self._fingerprints
+
+        def build(placement, partitions, port, cu_mask, inventory):
+            return self.launches(placement, partitions, port, cu_mask, inventory, config=config,
+                                 fingerprint=fingerprints.get(placement.model, ""))
+        return Applier(config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
                        sleep=self.sleep, progress=self.progress,
-                       cu_masks=lambda plan, inv: wiring.cu_masks_for(plan, inv, self.config))
+                       cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config))
 
     # ---- supervision --------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
         self.supervisor.tick(now)
+        if self.recorder.has_pending:
+            self._record_measured()
         self.save_state()
+
+    def _record_measured(self) -> None:
+        """Measured sizes of instances that became READY (see measure.py)."""
+        try:
+            inventory = self.backend.inventory()
+        except BackendError as e:
+            self.recorder.errors.append(f"recording measured sizes: {e}")
+            return
+        launches = {ln.instance_id: ln for ln in self.supervisor.launches()}
+        groups = {}
+        for iid in launches:
+            handle = self.supervisor.handle_of(iid)
+            if handle is not None:
+                groups[iid] = group_pids(handle.pgid)
+        self.recorder.drain(inventory, launches, groups, {m.name: m for m in self.config.models})
 
     def statuses(self) -> list[InstanceStatus]:
         return self.supervisor.statuses()
@@ -297,8 +334,3 @@ class Reconciler:
     def detach(self) -> None:
         """Leave every instance running (on_exit: keep): write the state file for the next run to adopt."""
         self.save_state(force=True)
-
-    def failure(self, instance_id: str) -> ApplyFailure | None:
-        if not self.last_report or not self.last_report.apply:
-            return None
-        return next((f for f in self.last_report.apply.failures if f.target == instance_id), None)

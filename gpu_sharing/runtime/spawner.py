@@ -14,7 +14,6 @@ child before exec.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,14 +152,6 @@ class SubprocessSpawner:
         finally:
             os.close(fd)
         return PopenHandle(popen)
-
-
-def terminate_group(handle: ProcessHandle) -> None:
-    handle.signal_group(signal.SIGTERM)
-
-
-def kill_group(handle: ProcessHandle) -> None:
-    handle.signal_group(signal.SIGKILL)
 
 
 def argv_matches(pid: int, argv: Sequence[str]) -> bool:

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.spawner import argv_matches, pid_alive
 
 STATE_FILE_NAME = "instances.json"
@@ -132,8 +131,3 @@ def write_state(state_dir: Path, entries: Iterable[StateEntry]) -> Path:
 def identifiable(entry: StateEntry) -> bool:
     """The recorded pid is alive and runs exactly the recorded argv (so it is ours to signal)."""
     return entry.pid is not None and pid_alive(entry.pid) and bool(entry.argv) and argv_matches(entry.pid, entry.argv)
-
-
-def adoptable(entry: StateEntry, health_checker: HealthChecker = http_health) -> bool:
-    """pid alive AND /proc/<pid>/cmdline equals the recorded argv AND GET /health ok."""
-    return identifiable(entry) and bool(entry.url) and health_checker(entry.url)

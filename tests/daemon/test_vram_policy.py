@@ -40,11 +40,11 @@ vllm: {{port_range: [{port}, {port + 20}], stop_grace_s: 5}}
     cfg = parse_config_text(text, "t.yaml")
     backend = SimulatedBackend(SimNode.open(tmp_path / "sim"))
     rec = Reconciler(cfg, backend, state_dir=tmp_path / "state", simulate=True, sim_state_dir=tmp_path / "sim")
-    return Daemon(cfg, str(tmp_path / "t.yaml"), rec)
+    return Daemon(str(tmp_path / "t.yaml"), rec)
 
 
 def start(d: Daemon) -> int:
-    d._reconcile_sync()
+    d.reconcile_pass()
     assert d.reconciler.wait_settled(timeout_s=20)
     st = d.reconciler.statuses()[0]
     assert st.state.value == "READY"
@@ -56,7 +56,7 @@ def test_memory_policy(tmp_path, policy):
     d = daemon_for(tmp_path, policy, 25100 + ["warn", "restart", "stop"].index(policy) * 30)
     try:
         pid = start(d)
-        d._vram_sync()
+        d.vram_pass()
         assert any(e["kind"] == "vram-over-budget" for e in d.events)
         assert d.counters.vram_violations[("leaky-0", policy)] == 1
         statuses = {s.instance_id: s for s in d.reconciler.statuses()}
@@ -80,7 +80,7 @@ def test_foreign_process_is_reported_not_killed(tmp_path):
     try:
         start(d)
         SimNode.open(tmp_path / "sim").claim_memory(0, os.getpid(), "python-foreign", GIB, synthetic=True)
-        d._vram_sync()
+        d.vram_pass()
         assert d.counters.foreign_processes == 1
         assert any(e["kind"] == "foreign-process" and str(os.getpid()) in e["message"] for e in d.events)
         assert pid_alive(os.getpid())

@@ -23,20 +23,16 @@ import yaml
 
 pytestmark = pytest.mark.integration
 
-for _mod in ("simulator.node", "simulator.vllm_server", "gpu_sharing.backends.factory", "gpu_sharing.runtime.launch_spec",
-             "gpu_sharing.runtime.simulation", "gpu_sharing.reconcile.demands", "gpu_sharing.sizing.measured_store"):
-    pytest.importorskip(_mod, reason=f"{_mod} has not landed yet")
-
-from gpu_sharing.cli import main as cli  # noqa: E402
-from gpu_sharing.config.loader import load_config  # noqa: E402
-from gpu_sharing.config.schema import BackendKind  # noqa: E402
-from gpu_sharing.backends.factory import make_backend_with_reason  # noqa: E402
-from gpu_sharing.hardware.inventory import PartitionRef  # noqa: E402
-from gpu_sharing.planner.types import Placement  # noqa: E402
-from gpu_sharing.reconcile.reconciler import Reconciler  # noqa: E402
-from gpu_sharing.runtime.instance_state import InstanceState  # noqa: E402
-from gpu_sharing.runtime.spawner import pid_alive  # noqa: E402
-from simulator.node import SimNode  # noqa: E402
+from gpu_sharing.cli import main as cli
+from gpu_sharing.config.loader import load_config
+from gpu_sharing.config.schema import BackendKind
+from gpu_sharing.backends.factory import make_backend_with_reason
+from gpu_sharing.hardware.inventory import PartitionRef
+from gpu_sharing.planner.types import Placement
+from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.instance_state import InstanceState
+from gpu_sharing.runtime.spawner import pid_alive
+from simulator.node import SimNode
 
 LLAMA_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
             "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -116,7 +112,7 @@ def test_apply_70b_and_sixteen_8b_on_simulated_mi300x(tmp_path, capsys):
             print(f"\n[apply_sim] 17 instances READY in {wall_s:.2f}s wall "
                   f"(fake startup 0.2 s each; modes {[f'{t.compute_mode.value}' for t in report.plan.gpus]})")
         first = pids(rec)
-        assert not rec._measure.errors and len(rec._measure.recorded) == 17
+        assert not rec.recorder.errors and len(rec.recorder.recorded) == 17
         measured = json.loads((sim / "daemon" / "measured_sizes.json").read_text())
         assert measured, "measured sizes recorded once READY"
         rec.detach()

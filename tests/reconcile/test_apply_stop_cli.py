@@ -1,9 +1,10 @@
 """`gpu-sharing apply` / `stop` in-process: confirmation rule, exit codes, JSON, re-apply = zero actions and
-same pids, stop --all leaves nothing. Backend, planner and launch argv are the small stand-ins of
-test_reconciler (trivial sleeping processes), so this runs without the simulator."""
+same pids, stop --all leaves nothing. The planner and demands are the real ones; the backend and the launch
+argv are the small stand-ins of test_reconciler (trivial sleeping processes), so this runs without the simulator."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -11,30 +12,27 @@ import pytest
 from gpu_sharing.cli import main as cli
 from gpu_sharing.cli.commands import _runtime_common
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
-from gpu_sharing.reconcile import reconciler as reconciler_mod
-from gpu_sharing.reconcile import wiring
+from gpu_sharing.reconcile.reconciler import Reconciler
 from gpu_sharing.runtime.spawner import pid_alive
 
 from reconcile_fakes import RecordingBackend
-from test_reconciler import fake_demands, fake_launch_builder, fake_planner
+from test_reconciler import QWEN, fake_launch_builder
 
 CONFIG = """\
 version: v1
 models:
-  - {name: a, source: org/a, replicas: 2}
-  - {name: b, source: org/b}
+  - {name: a, source: org/a, replicas: 2, config_json: %s, max_model_len: 1024}
+  - {name: b, source: org/b, config_json: %s, max_model_len: 1024}
 vllm: {port_range: [21200, 21299], stop_grace_s: 2, startup_timeout_s: 10}
-"""
+""" % (json.dumps(QWEN), json.dumps(QWEN))
 
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
     backend = RecordingBackend({0: C.CPX})
     monkeypatch.setattr(_runtime_common, "make_backend", lambda args, cfg: backend)
-    monkeypatch.setattr(wiring, "build_demands", lambda config, **kw: (*fake_demands(config), ()))
-    monkeypatch.setattr(wiring, "run_planner", fake_planner)
-    monkeypatch.setattr(wiring, "make_launch_builder", fake_launch_builder)
-    monkeypatch.setattr(reconciler_mod, "http_health", lambda url: True)
+    monkeypatch.setattr(_runtime_common, "Reconciler", functools.partial(
+        Reconciler, launches=fake_launch_builder, health_checker=lambda url: True))
     cfg = tmp_path / "gs.yaml"
     cfg.write_text(CONFIG)
     return str(cfg), str(tmp_path / "state"), backend

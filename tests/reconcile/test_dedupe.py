@@ -81,11 +81,11 @@ vllm: {{port_range: [25300, 25320], stop_grace_s: 5}}
     SimNode.create(tmp_path / "sim", "MI300X", 1)
     rec = Reconciler(cfg, SimulatedBackend(SimNode.open(tmp_path / "sim")), state_dir=tmp_path / "state",
                      simulate=True, sim_state_dir=tmp_path / "sim")
-    daemon = Daemon(cfg, str(tmp_path / "t.yaml"), rec)
+    daemon = Daemon(str(tmp_path / "t.yaml"), rec)
     try:
-        daemon._reconcile_sync()
+        daemon.reconcile_pass()
         assert rec.wait_settled(timeout_s=20)
-        daemon._refresh_snapshot()
+        daemon.tick_pass()
         statuses = rec.statuses()
         assert len(statuses) == 1 and set(statuses[0].served_names) == {"chat-a", "chat-b"}
 

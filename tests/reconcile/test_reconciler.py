@@ -1,6 +1,6 @@
-"""Reconciler over real (trivial) processes: converge, state file, adopt with same pids, zero actions on
-re-apply, restart after a kill, config diff, stop_all. The planner and demands are replaced by a tiny
-deterministic stand-in so this tests orchestration only (the planner has its own suite)."""
+"""Reconciler over real (trivial) processes with the real planner and demand builder: converge, state file,
+adopt with same pids, zero actions on re-apply, restart after a kill, config diff, stop_all. Only the launch
+argv is replaced (a sleeping Python process instead of vLLM), through the constructor."""
 
 from __future__ import annotations
 
@@ -10,67 +10,47 @@ import sys
 import threading
 import time
 
-import pytest
 
 from gpu_sharing.config.schema import Config
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
-from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
-from gpu_sharing.reconcile import observe, wiring
+from gpu_sharing.reconcile import observe
 from gpu_sharing.reconcile.reconciler import Reconciler
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.spawner import pid_alive
 from gpu_sharing.runtime.state_file import read_state
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
-from reconcile_fakes import RecordingBackend, make_plan, placement
+from reconcile_fakes import RecordingBackend
 
-SLOTS = {"a-0": ((0, 0),), "a-1": ((0, 1),), "b-0": ((0, 2),)}
-
-
-def fake_demands(config, **_kw):
-    demands = [ModelDemand(name=m.name, replicas=m.replicas, priority=0, bytes_per_rank_by_tp={1: 1 << 30},
-                           fingerprint=wiring.model_fingerprint(m, config)) for m in config.models]
-    return demands, PlannerPolicy()
+QWEN = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+        "torch_dtype": "bfloat16"}
 
 
-def fake_planner(inventory, demands, current, policy):
-    fp = {d.name: d.fingerprint for d in demands}
-    wanted = [placement(f"{d.name}-{r}", SLOTS[f"{d.name}-{r}"]) for d in demands for r in range(d.replicas)]
-    running = {c.instance_id: c for c in current}
-    keep = [p.instance_id for p in wanted if p.instance_id in running and running[p.instance_id].fingerprint == fp[p.model]]
-    to_stop = [i for i in running if i not in keep]
-    return make_plan(to_start=[p for p in wanted if p.instance_id not in keep], to_stop=to_stop, unchanged=keep)
-
-
-def fake_launch_builder(config_fn, fingerprints):
-    def build(p, parts, port, cu_mask, inventory):
-        return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica,
-                              fingerprint=fingerprints(p.model), served_names=(p.model,),
-                              partitions=tuple(str(r) for r in p.partitions), hip_indices=tuple(x.hip_index for x in parts),
-                              memory_bytes_per_rank=p.memory_bytes_per_rank, tp=p.tp,
-                              argv=(sys.executable, "-c", "import time; time.sleep(300)", p.instance_id),
-                              env=(("HIP_VISIBLE_DEVICES", ",".join(str(x.hip_index) for x in parts)),),
-                              port=port, url=f"http://127.0.0.1:{port}")
-    return build
+def fake_launch_builder(p, parts, port, cu_mask, inventory, *, config, fingerprint):
+    """A sleeping Python process per instance; everything else (placement, fingerprint) is the real one."""
+    return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica,
+                          fingerprint=fingerprint, served_names=(p.model,),
+                          partitions=tuple(str(r) for r in p.partitions), hip_indices=tuple(x.hip_index for x in parts),
+                          memory_bytes_per_rank=p.memory_bytes_per_rank, tp=p.tp,
+                          argv=(sys.executable, "-c", "import time; time.sleep(300)", p.instance_id),
+                          env=(("HIP_VISIBLE_DEVICES", ",".join(str(x.hip_index) for x in parts)),),
+                          port=port, url=f"http://127.0.0.1:{port}")
 
 
 def config(max_model_len=1024):
     return Config.model_validate({
         "version": "v1",
-        "models": [{"name": "a", "source": "org/a", "replicas": 2}, {"name": "b", "source": "org/b", "max_model_len": max_model_len}],
+        "models": [{"name": "a", "source": "org/a", "replicas": 2, "config_json": QWEN, "max_model_len": 1024},
+                   {"name": "b", "source": "org/b", "config_json": QWEN, "max_model_len": max_model_len}],
         "vllm": {"port_range": [21100, 21199], "stop_grace_s": 2, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
                  "startup_timeout_s": 10}})
 
 
-@pytest.fixture
-def wired(monkeypatch):
-    monkeypatch.setattr(wiring, "build_demands", lambda config, **kw: (*fake_demands(config), ()))
-    monkeypatch.setattr(wiring, "run_planner", fake_planner)
-    monkeypatch.setattr(wiring, "make_launch_builder", fake_launch_builder)
-
-
-def new_reconciler(tmp_path, backend, cfg=None):
-    return Reconciler(cfg or config(), backend, state_dir=tmp_path / "state", health_checker=lambda url: True)
+def new_reconciler(tmp_path, backend, cfg=None, **collaborators):
+    collaborators.setdefault("launches", fake_launch_builder)
+    return Reconciler(cfg or config(), backend, state_dir=tmp_path / "state", health_checker=lambda url: True,
+                      **collaborators)
 
 
 def tick_until(rec, pred, timeout_s=10.0):
@@ -89,7 +69,7 @@ def pids(rec):
     return {s.instance_id: s.pid for s in rec.statuses()}
 
 
-def test_full_lifecycle(tmp_path, wired):
+def test_full_lifecycle(tmp_path):
     backend = RecordingBackend({0: C.CPX})
     rec = new_reconciler(tmp_path, backend)
     try:
@@ -99,7 +79,9 @@ def test_full_lifecycle(tmp_path, wired):
         assert {s.state for s in rec.statuses()} == {InstanceState.READY}
         first = pids(rec)
         entries = {e.instance_id: e for e in read_state(tmp_path / "state")}
-        assert {i: e.pid for i, e in entries.items()} == first and entries["a-1"].partitions == ("0.1",)
+        planned = {p.instance_id: tuple(map(str, p.partitions)) for p in report.plan.placements}
+        assert {i: e.pid for i, e in entries.items()} == first
+        assert {i: e.partitions for i, e in entries.items()} == planned
         assert len({e.port for e in entries.values()}) == 3
         running = observe.running_instances(config(), backend.inventory(), tmp_path / "state")
         assert [r.instance_id for r in running] == ["a-0", "a-1", "b-0"]
@@ -136,18 +118,17 @@ def test_full_lifecycle(tmp_path, wired):
     assert read_state(tmp_path / "state") == []
 
 
-def test_reconcile_errors_are_values(tmp_path, monkeypatch):
+def test_reconcile_errors_are_values(tmp_path):
     from gpu_sharing.errors import OperationError
 
     def broken(config, **kw):
         raise OperationError("sizing failed: models[0].config_json missing")
-    monkeypatch.setattr(wiring, "build_demands", broken)
-    rec = new_reconciler(tmp_path, RecordingBackend({0: C.CPX}))
+    rec = new_reconciler(tmp_path, RecordingBackend({0: C.CPX}), demands=broken)
     report = rec.reconcile_once()
     assert not report.ok and "config_json" in report.errors[0] and rec.last_report is report
 
 
-def test_adopt_leaves_unidentifiable_pids_alone(tmp_path, wired):
+def test_adopt_leaves_unidentifiable_pids_alone(tmp_path):
     import subprocess
     from gpu_sharing.runtime.state_file import StateEntry, write_state
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
@@ -185,22 +166,39 @@ def test_running_instances_skips_dead_and_foreign_entries(tmp_path):
         ours.wait()
 
 
-def test_measured_size_recorded_from_backend_process_list(tmp_path, wired, monkeypatch):
+class RecordingStore:
+    """A MeasuredStore that keeps what it is told (the file store has its own tests in tests/sizing)."""
+
+    def __init__(self):
+        self.recorded = []
+
+    def load(self):
+        return None
+
+    def version(self):
+        return len(self.recorded)
+
+    def record(self, model, tp, bytes_per_rank):
+        self.recorded.append((model.name, tp, bytes_per_rank))
+
+
+def test_measured_size_recorded_from_backend_process_list(tmp_path):
     from gpu_sharing.hardware.inventory import GpuProcess
-    recorded = []
-    monkeypatch.setattr(wiring, "record_measured",
-                        lambda path, model, tp, per_rank: recorded.append((path.name, model.name, tp, per_rank)))
+    store = RecordingStore()
     backend = RecordingBackend({0: C.CPX})
-    cfg = Config.model_validate({"version": "v1", "models": [{"name": "b", "source": "org/b"}],
+    cfg = Config.model_validate({"version": "v1", "models": [{"name": "b", "source": "org/b", "config_json": QWEN,
+                                                              "max_model_len": 1024}],
                                  "vllm": {"port_range": [21300, 21399], "stop_grace_s": 2}})
 
     def health(url):  # READY only once the backend lists the process's VRAM, like a loaded vLLM
         st = rec.statuses()[0]
         backend.processes[0] = (GpuProcess(st.pid, "python", 6 << 30), GpuProcess(999999, "stranger", 1 << 30))
         return True
-    rec = Reconciler(cfg, backend, state_dir=tmp_path / "state", health_checker=health)
+    rec = Reconciler(cfg, backend, state_dir=tmp_path / "state", health_checker=health, measured=store,
+                     launches=fake_launch_builder)
     try:
         assert rec.reconcile_once().ok and rec.wait_settled(10)
-        assert recorded == [("measured_sizes.json", "b", 1, 6 << 30)]
+        rec.tick()
+        assert store.recorded == [("b", 1, 6 << 30)]
     finally:
         rec.stop_all(timeout_s=5)

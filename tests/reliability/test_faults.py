@@ -89,9 +89,9 @@ def test_config_deleted_or_replaced_mid_run_keeps_everything_serving(tmp_path):
     rec, text = reconciler(tmp_path, 25500)
     path = tmp_path / "faults.yaml"
     path.write_text(text)
-    daemon = Daemon(rec.config, str(path), rec)
+    daemon = Daemon(str(path), rec)
     try:
-        daemon._reconcile_sync()
+        daemon.reconcile_pass()
         assert rec.wait_settled(timeout_s=20)
         pids = {s.instance_id: s.pid for s in rec.statuses()}
         path.unlink()

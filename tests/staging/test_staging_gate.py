@@ -32,8 +32,6 @@ models:
   - {{name: hub-model, source: org/hub-model, config_json: {QWEN}, max_model_len: 2048}}
 vllm: {{port_range: [25600, 25620], stop_grace_s: 5, stage_weights: true}}
 """, "t.yaml")
-    rec = Reconciler(cfg, SimulatedBackend(SimNode.open(tmp_path / "sim")), state_dir=tmp_path / "state",
-                     simulate=True, sim_state_dir=tmp_path / "sim")
     release = threading.Event()
     model_dir = make_model(tmp_path / "hub" / "org--hub-model")
 
@@ -43,7 +41,9 @@ vllm: {{port_range: [25600, 25620], stop_grace_s: 5, stage_weights: true}}
         report(8000, 8000)
         return model_dir
 
-    rec.staging._manager = StagingManager(downloader=downloader)
+    rec = Reconciler(cfg, SimulatedBackend(SimNode.open(tmp_path / "sim")), state_dir=tmp_path / "state",
+                     simulate=True, sim_state_dir=tmp_path / "sim",
+                     staging_manager=StagingManager(downloader=downloader))
     try:
         rec.reconcile_once()
         rec.tick()  # the gate starts staging on the first STAGING tick

@@ -8,36 +8,32 @@ or the default dir), the fake vLLM server as the command, and the state dir
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
+from gpu_sharing.backends.factory import make_backend_with_reason
 from gpu_sharing.config.schema import BackendKind, Config
-from gpu_sharing.errors import OperationError
+from gpu_sharing.reconcile.desired import DesiredPlan, desired_plan
+from gpu_sharing.reconcile.observe import running_instances
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.sizing.measured_store import MeasuredSizes
+from simulator.node import default_state_dir
 
 
 def sim_state_dir(args: argparse.Namespace) -> Path:
     explicit = getattr(args, "sim_state", None) or os.environ.get("GPU_SHARING_SIM_STATE")
-    if explicit:
-        return Path(explicit)
-    try:
-        return Path(importlib.import_module("simulator.node").default_state_dir())
-    except (ImportError, AttributeError):
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return Path(base) / "gpu-sharing" / "sim"
+    return Path(explicit) if explicit else Path(default_state_dir())
 
 
 def make_backend(args: argparse.Namespace, cfg: Config):
-    try:
-        factory = importlib.import_module("gpu_sharing.backends.factory")
-    except ImportError as e:
-        raise OperationError(f"no hardware backend available ({e})") from None
     if args.simulate:
-        backend, _reason = factory.make_backend_with_reason(BackendKind.SIMULATED, sim_state_dir=sim_state_dir(args))
+        backend, _reason = make_backend_with_reason(BackendKind.SIMULATED, sim_state_dir=sim_state_dir(args),
+                                                    simulator=cfg.node.simulator)
     else:
-        backend, _reason = factory.make_backend_with_reason(cfg.node.backend)
+        backend, _reason = make_backend_with_reason(cfg.node.backend,
+                                                    reload_timeout_s=cfg.node.driver_reload_timeout_s)
     return backend
 
 
@@ -54,10 +50,25 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    "default: node.state_dir, or <sim-state>/daemon with --simulate")
 
 
-def make_reconciler(args: argparse.Namespace, cfg: Config, config_path: str | None) -> Reconciler:
+def make_reconciler(args: argparse.Namespace, cfg: Config, config_path: str | None, **collaborators) -> Reconciler:
+    """The production Reconciler for these flags; ``collaborators`` override its injected parts (tests)."""
     def progress(msg: str) -> None:
         if not getattr(args, "json", False):
             print(f"  {msg}", file=sys.stderr, flush=True)
     return Reconciler(cfg, make_backend(args, cfg), state_dir=state_dir(args, cfg), config_path=config_path,
                       simulate=bool(args.simulate), sim_state_dir=sim_state_dir(args) if args.simulate else None,
-                      progress=progress)
+                      progress=progress, **collaborators)
+
+
+def plan_from_flags(args: argparse.Namespace, cfg: Config, config_path: str, *,
+                    simulated_command: bool = True) -> DesiredPlan:
+    """What ``plan`` and ``kserve export`` show: the desired-state function over this node, now, with the
+    instances recorded in the state dir and the measured sizes there. Changes nothing. ``simulated_command``:
+    under --simulate, plan with the fake vLLM command the daemon launches there (``kserve export`` does not:
+    its manifests carry the real ``vllm serve``)."""
+    inventory = make_backend(args, cfg).inventory()
+    sdir = state_dir(args, cfg)
+    return desired_plan(cfg, inventory, running_instances(cfg, inventory, sdir), now=datetime.now().astimezone(),
+                        config_dir=Path(config_path).resolve().parent,
+                        measured=MeasuredSizes.load(sdir / "measured_sizes.json"),
+                        sim_state_dir=sim_state_dir(args) if args.simulate and simulated_command else None)

@@ -13,13 +13,9 @@ from pathlib import Path
 import yaml
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, state_dir
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
 from gpu_sharing.errors import UserError
-from gpu_sharing.planner import plan as make_plan
-from gpu_sharing.reconcile.demands import build_demands
 from gpu_sharing.reconcile.kserve_export import ExportOptions, ResourceNaming, build_manifests, serialize
-from gpu_sharing.reconcile.observe import running_instances
-from gpu_sharing.reconcile.wiring import load_measured
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,15 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
-    backend = make_backend(args, cfg)
-    inventory = backend.inventory()
-    sdir = state_dir(args, cfg)
-    demands, policy, _problems = build_demands(cfg, config_dir=Path(path).resolve().parent,
-                                               measured=load_measured(sdir / "measured_sizes.json"),
-                                               gpu_indices=[g.index for g in inventory.gpus])
-    plan = make_plan(inventory, demands, running_instances(cfg, inventory, sdir), policy)
+    result = plan_from_flags(args, cfg, path, simulated_command=False)
     options = ExportOptions(naming=ResourceNaming(args.resource_naming), namespace=args.namespace)
-    objects = serialize(build_manifests(cfg, plan, options))
+    objects = serialize(build_manifests(result.desired.config, result.plan, options))
     if args.out:
         out = Path(args.out)
         if out.exists() and not out.is_dir():

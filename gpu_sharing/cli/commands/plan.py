@@ -7,14 +7,9 @@ reasons and the solver line. ``--detailed-exitcode``: 0 no change, 2 changes, 1 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, sim_state_dir, state_dir
-from gpu_sharing.planner import plan as make_plan
-from gpu_sharing.reconcile.demands import build_demands
-from gpu_sharing.reconcile.observe import running_instances
-from gpu_sharing.reconcile.wiring import load_measured
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
 
 SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
 
@@ -46,22 +41,8 @@ def plan_json(plan) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
-    from gpu_sharing.reconcile.dedupe import merged_config
-
-    cfg = merged_config(cfg)  # identical entries share one instance, as the reconciler runs them
-    if args.simulate:  # the same effective settings the reconciler launched with, so fingerprints compare equal
-        from gpu_sharing.runtime.simulation import simulated_vllm_settings
-
-        cfg = cfg.model_copy(update={"vllm": simulated_vllm_settings(
-            cfg.vllm, sim_state_dir=sim_state_dir(args), startup_time_s=cfg.node.simulator.startup_time_s)})
-    backend = make_backend(args, cfg)
-    inventory = backend.inventory()
-    sdir = state_dir(args, cfg)
-    current = running_instances(cfg, inventory, sdir)
-    demands, policy, problems = build_demands(cfg, config_dir=Path(path).resolve().parent,
-                                              measured=load_measured(sdir / "measured_sizes.json"),
-                                              gpu_indices=[g.index for g in inventory.gpus])
-    plan = make_plan(inventory, demands, current, policy)
+    result = plan_from_flags(args, cfg, path)
+    plan, problems = result.plan, result.desired.problems
     out = plan_json(plan)
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
     if args.json:

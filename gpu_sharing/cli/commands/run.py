@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.api_port})})
     args.json = False
     reconciler = make_reconciler(args, cfg, path)
-    daemon = Daemon(cfg, path, reconciler)
+    daemon = Daemon(path, reconciler)
     print(f"gpu-sharing: {len(cfg.models)} models from {path}; API on http://{cfg.api.host}:{cfg.api.port}"
           + (" (simulated node)" if args.simulate else ""), file=sys.stderr, flush=True)
     return asyncio.run(daemon.run())

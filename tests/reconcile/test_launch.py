@@ -7,7 +7,8 @@ import pytest
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
-from gpu_sharing.reconcile import wiring
+from gpu_sharing.reconcile.fingerprint import model_fingerprint
+from gpu_sharing.reconcile.launch import cu_masks_for
 
 from reconcile_fakes import RecordingBackend, make_plan, placement
 
@@ -24,7 +25,7 @@ def test_new_instance_gets_mask_disjoint_from_running_neighbour():
     running, new, alone = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),)), placement("c-0", ((0, 2),))
     plan = make_plan(to_start=(new, alone))
     plan = plan.__class__(**{**plan.__dict__, "placements": (running, new, alone)})
-    masks = wiring.cu_masks_for(plan, inv, cfg())
+    masks = cu_masks_for(plan, inv, cfg())
     assert set(masks) == {"b-0"}  # only the new one; an instance alone on its partition gets none
     gpu_part, cus = masks["b-0"].split(":")
     assert gpu_part == "0"
@@ -37,12 +38,12 @@ def test_impossible_shares_raise_user_error():
     a, b = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),))
     plan = make_plan(to_start=(a, b))
     with pytest.raises(UserError, match="0.1"):
-        wiring.cu_masks_for(plan, inv, cfg(0.8, 0.8))
+        cu_masks_for(plan, inv, cfg(0.8, 0.8))
 
 
 def test_fingerprint_changes_only_with_restart_relevant_settings():
     base = cfg()
     other = Config.model_validate({**base.model_dump(mode="json"), "vllm": {"log_backups": 9, "max_restarts": 9}})
-    assert wiring.model_fingerprint(base.models[0], base) == wiring.model_fingerprint(other.models[0], other)
+    assert model_fingerprint(base.models[0], base) == model_fingerprint(other.models[0], other)
     changed = Config.model_validate({**base.model_dump(mode="json"), "vllm": {"vllm_args": {"block-size": 32}}})
-    assert wiring.model_fingerprint(base.models[0], base) != wiring.model_fingerprint(changed.models[0], changed)
+    assert model_fingerprint(base.models[0], base) != model_fingerprint(changed.models[0], changed)
