@@ -185,6 +185,36 @@ class ScheduleWindow(Strict):
         return v
 
 
+class ScalingSettings(Strict):
+    """Demand-driven replicas: between min and max, by the router's queue; idle models unload.
+
+    Without ``scaling`` a model keeps ``replicas`` resident (min = max = replicas). With it,
+    ``replicas`` is the start count (clamped to [min, max]); a model with ``min_replicas: 0``
+    loads on its first request (held by the router until a replica is READY).
+    """
+
+    min_replicas: int = Field(0, ge=0, le=1024)
+    max_replicas: int = Field(1, ge=1, le=1024)
+    idle_unload_s: float | None = Field(600.0, gt=0, le=30 * 86400)
+    """Stop replicas above min_replicas after this long without a request (null: never)."""
+    target_queue_per_replica: float = Field(4.0, gt=0, le=1e6)
+    """Outstanding requests (in flight + held) per replica above which a replica is added."""
+    scale_up_after_s: float = Field(10.0, ge=0, le=86400)
+    """How long the load must stay above target before a replica is added."""
+    scale_down_after_s: float = Field(120.0, ge=0, le=86400)
+    """How long the load must stay below half the target for one replica fewer before one is removed."""
+    queue_limit: int = Field(64, ge=0, le=100_000)
+    """Requests the router holds for this model while no replica is READY; beyond: 503 with Retry-After."""
+    queue_timeout_s: float = Field(300.0, gt=0, le=3600)
+    """The longest a request is held waiting for a replica; then 503 with Retry-After."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ScalingSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
 class ModelSettings(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     """Served model name clients send in `model`."""
@@ -216,6 +246,8 @@ class ModelSettings(Strict):
     speculative: SpeculativeSettings | None = None
     limits: ComputeLimitsSettings = ComputeLimitsSettings()
     schedule: ScheduleWindow | None = None
+    scaling: ScalingSettings | None = None
+    """Demand-driven replicas (load on first request, unload when idle, scale with the queue)."""
     """Serve only inside this window; outside it the room goes to others."""
     gpus: list[int] | None = None
     """Restrict placement to these physical GPUs."""

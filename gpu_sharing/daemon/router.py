@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from gpu_sharing.daemon.demand import DemandTracker, HoldRefused
 from gpu_sharing.metrics.snapshot import DaemonCounters, NodeSnapshot
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade", "te", "trailer"}
@@ -36,6 +37,8 @@ class Router:
     outstanding: dict[str, int] = field(default_factory=dict)
     suspect_until: dict[str, float] = field(default_factory=dict)
     session: aiohttp.ClientSession | None = None
+    demand: DemandTracker | None = None
+    """Holds requests for demand-driven models (``scaling``) until a replica is READY; counts in-flight."""
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
@@ -46,7 +49,8 @@ class Router:
             await self.session.close()
 
     def names(self, snap: NodeSnapshot) -> list[str]:
-        return sorted({n for i in snap.instances for n in i.served_names})
+        scaled = self.demand.served_names() if self.demand else ()
+        return sorted({n for i in snap.instances for n in i.served_names} | set(scaled))
 
     async def models(self, request: web.Request) -> web.Response:
         snap = self.snapshot()
@@ -88,12 +92,27 @@ class Router:
             return openai_error(404, f"The model `{model}` does not exist. Served models: {', '.join(names)}.",
                                 "NotFoundError", "model")
         inst = self._pick(snap, model)
+        if inst is None and self.demand is not None and self.demand.model_for(model) is not None:
+            try:  # demand-driven: hold the request while the daemon plans a replica in
+                await self.demand.hold(model, lambda: self._pick(self.snapshot(), model) is not None)
+            except HoldRefused as e:
+                self._count(model, 503, started)
+                return openai_error(503, f"{e}; retry later.", "ServiceUnavailableError", "model",
+                                    headers={"Retry-After": str(e.retry_after_s)})
+            snap = self.snapshot()
+            inst = self._pick(snap, model)
         if inst is None:
             self._count(model, 503, started)
             states = sorted({i.state for i in snap.instances if model in i.served_names})
             return openai_error(503, f"The model `{model}` is not ready yet (instances: {', '.join(states)}); retry later.",
                                 "ServiceUnavailableError", "model", headers={"Retry-After": str(self.retry_after_s)})
-        return await self._forward(request, raw, model, inst, started)
+        if self.demand is not None:
+            self.demand.begin(model)
+        try:
+            return await self._forward(request, raw, model, inst, started)
+        finally:
+            if self.demand is not None:
+                self.demand.end(model)
 
     async def _forward(self, request, raw: bytes, model: str, inst, started: float) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS and k.lower() != "authorization"}

@@ -30,8 +30,10 @@ from prometheus_client import CollectorRegistry
 
 from gpu_sharing.config.loader import load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
+from gpu_sharing.daemon.demand import DemandTracker
 from gpu_sharing.daemon.http_api import make_app, read_token
 from gpu_sharing.daemon.router import Router
+from gpu_sharing.daemon.scaling import DemandScaler
 from gpu_sharing.daemon.sd_notify import Notifier
 from gpu_sharing.daemon.status import build_snapshot, status_json
 from gpu_sharing.daemon.vram_policy import run_vram_check
@@ -43,6 +45,7 @@ from gpu_sharing.reconcile.reconciler import Reconciler
 
 log = logging.getLogger("gpu_sharing.daemon")
 MAX_EVENTS = 200
+AUTOSCALE_INTERVAL_S = 0.25
 
 
 def file_signature(path: str | None) -> str:
@@ -74,7 +77,15 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reconcile_pending = False
         self._signatures = self._watched_signatures()
-        self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reconcile_again = False
+        self._tick_pending = False
+        self.demand = DemandTracker(registry=self.registry, on_hold=self._on_hold,
+                                    default_retry_after_s=self.config.api.retry_after_s)
+        self.scaler = DemandScaler(self.demand, clock=time.monotonic)
+        self.scaler.step(self.reconciler, self.event)  # start targets before the first pass
+        self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s,
+                             demand=self.demand)
         self.site: web.TCPSite | None = None
         self.bound_port: int | None = None
 
@@ -106,6 +117,8 @@ class Daemon:
         """Runs on the worker thread: statuses + (cached) inventory -> a new frozen snapshot."""
         self._snapshot = build_snapshot(self.reconciler, self._inventory, generation=self.generation,
                                         last_reconcile_at=self._last_reconcile_at, events=self.events)
+        if self._loop is not None and self.demand.any_held():  # held requests look for a READY replica again
+            self._loop.call_soon_threadsafe(self.demand.notify)
 
     def status_json(self) -> dict[str, Any]:
         return status_json(self._snapshot, self.reconciler, self.config_path)
@@ -142,12 +155,30 @@ class Daemon:
     # ------------------------------------------------------------------ async API
     async def reconcile(self) -> None:
         if self._reconcile_pending:
+            self._reconcile_again = True  # asked during a pass: one more pass after it (new targets, reload)
             return
         self._reconcile_pending = True
         try:
-            await self._in_worker(self.reconcile_pass)
+            while True:
+                self._reconcile_again = False
+                await self._in_worker(self.reconcile_pass)
+                if not self._reconcile_again:
+                    break
         finally:
             self._reconcile_pending = False
+
+    async def autoscale(self) -> None:
+        """Demand -> replica targets; a changed target reconciles at once. While requests are held, also
+        tick (supervision) so that a replica's READY reaches them without waiting for the next tick.
+        The passes run as tasks, so this job never overlaps itself."""
+        if self.scaler.step(self.reconciler, self.event):
+            asyncio.ensure_future(self.reconcile())
+        if self.demand.any_held() and not self._tick_pending:
+            asyncio.ensure_future(self.tick())
+
+    def _on_hold(self, model: str) -> None:
+        if self._loop is not None:
+            self._loop.create_task(self.autoscale())
 
     async def vram_check(self) -> None:
         try:
@@ -156,7 +187,11 @@ class Daemon:
             self.event("vram-check-error", str(e))
 
     async def tick(self) -> None:
-        await self._in_worker(self.tick_pass)
+        self._tick_pending = True
+        try:
+            await self._in_worker(self.tick_pass)
+        finally:
+            self._tick_pending = False
 
     async def reload(self, reason: str = "reload") -> dict:
         self.notifier.reloading()
@@ -191,7 +226,8 @@ class Daemon:
         scheduler = AsyncIOScheduler(event_loop=loop)
         every = {"reconcile": (self.reconcile, self.config.reconcile.interval_s),
                  "tick": (self.tick, self.tick_interval_s), "watch": (self.watch, self.watch_interval_s),
-                 "vram": (self.vram_check, self.config.reconcile.vram_check_interval_s)}
+                 "vram": (self.vram_check, self.config.reconcile.vram_check_interval_s),
+                 "autoscale": (self.autoscale, AUTOSCALE_INTERVAL_S)}
         for job_id, (fn, seconds) in every.items():
             scheduler.add_job(fn, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         wd = Notifier.watchdog_interval_s()
@@ -201,7 +237,7 @@ class Daemon:
         return scheduler
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig, fn in ((signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP"))),
                         (signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
             loop.add_signal_handler(sig, fn)

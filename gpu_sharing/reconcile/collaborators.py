@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
@@ -31,7 +31,7 @@ class DemandBuilder(Protocol):
     """``desired.desired_state``: the effective config at ``now`` -> demands, policy, problems, windows."""
 
     def __call__(self, config: Config, *, gpu_indices: Sequence[int], now: datetime, config_dir: Path | None,
-                 measured: MeasuredSizes | None) -> DesiredState: ...
+                 measured: MeasuredSizes | None, replica_targets: Mapping[str, int] | None) -> DesiredState: ...
 
 
 class LaunchBuilder(Protocol):

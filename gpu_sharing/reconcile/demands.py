@@ -78,8 +78,10 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
 
 def build_demands(config: Config, *, config_dir: Path | None = None, measured: MeasuredSizes | None = None,
                   gpu_indices: Sequence[int] = (), active: Mapping[str, bool] | None = None,
+                  replica_targets: Mapping[str, int] | None = None,
                   ) -> tuple[tuple[ModelDemand, ...], PlannerPolicy, tuple[Unplaceable, ...]]:
-    """``active`` maps model names to whether their schedule window is open (closed -> 0 replicas)."""
+    """``active`` maps model names to whether their schedule window is open (closed -> 0 replicas);
+    ``replica_targets`` are the autoscaler's counts for models with ``scaling`` (default: replicas clamped)."""
     try:
         catalog = _catalog(config, config_dir)
     except UserError as e:
@@ -92,11 +94,14 @@ def build_demands(config: Config, *, config_dir: Path | None = None, measured: M
     for model in config.models:
         if not model.enabled:
             continue
-        replicas = 0 if active is not None and not active.get(model.name, True) else model.replicas
+        replicas = model.replicas if model.scaling is None else (replica_targets or {}).get(
+            model.name, min(max(model.replicas, model.scaling.min_replicas), model.scaling.max_replicas))
+        if active is not None and not active.get(model.name, True):
+            replicas = 0
         try:
             demands.append(demand_for(model, config, catalog=catalog, measured=measured, config_dir=config_dir,
                                       replicas=replicas))
         except UserError as e:
             reason = f"{e}" + (f" (sizing catalog: {catalog_problem})" if catalog_problem else "")
-            problems += [Unplaceable(model.name, r, reason) for r in range(max(1, model.replicas))]
+            problems += [Unplaceable(model.name, r, reason) for r in range(max(1, replicas))]
     return tuple(demands), policy_from_config(config, gpu_indices), tuple(problems)

@@ -77,11 +77,14 @@ def effective_config(config: Config, *, sim_state_dir: Path | None = None) -> Co
 
 
 def desired_state(config: Config, *, gpu_indices: Sequence[int], now: datetime, config_dir: Path | None = None,
-                  measured: MeasuredSizes | None = None) -> DesiredState:
-    """``config`` is the effective config (see ``effective_config``)."""
+                  measured: MeasuredSizes | None = None, replica_targets: Mapping[str, int] | None = None,
+                  ) -> DesiredState:
+    """``config`` is the effective config (see ``effective_config``); ``replica_targets``: the autoscaler's
+    replica counts for models with ``scaling`` (``reconcile.autoscale``)."""
     windows = active_models(config, now)
     demands, policy, problems = build_demands(config, config_dir=config_dir, measured=measured,
-                                              gpu_indices=gpu_indices, active=windows)
+                                              gpu_indices=gpu_indices, active=windows,
+                                              replica_targets=replica_targets)
     return DesiredState(config=config, demands=demands, policy=policy, problems=problems, windows=windows)
 
 

@@ -15,7 +15,7 @@ from gpu_sharing.config.schema import Config, ModelSettings
 RESTART_RELEVANT_VLLM_KEYS = {"command", "host", "memory_flag", "vllm_args", "env"}
 """vLLM settings that reach an instance's command line or environment (timeouts and backoff do not)."""
 
-NOT_RESTART_RELEVANT_MODEL_KEYS = {"replicas", "priority", "enabled", "schedule", "gpus"}
+NOT_RESTART_RELEVANT_MODEL_KEYS = {"replicas", "priority", "enabled", "schedule", "gpus", "scaling"}
 """Changing these moves or adds replicas; it never restarts the ones that keep running."""
 
 

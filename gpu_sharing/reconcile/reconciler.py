@@ -122,6 +122,8 @@ class Reconciler:
         self._held: dict[str, str] = {}
         """instance id -> why it is held stopped (memory_policy: stop, operator); cleared by update_config."""
         self._desired_cache: tuple[tuple, DesiredState] | None = None
+        self._replica_targets: dict[str, int] = {}
+        """Autoscaler targets for models with ``scaling`` (see set_replica_targets)."""
         self.last_plan: Plan | None = None
         self.last_desired: DesiredState | None = None
         self.last_report: ReconcileReport | None = None
@@ -155,6 +157,10 @@ class Reconciler:
             del self._held[i]
         return ids
 
+    def set_replica_targets(self, targets: dict[str, int]) -> None:
+        """Replica counts for models with ``scaling`` (the daemon's autoscaler); the next pass plans them."""
+        self._replica_targets = dict(targets)
+
     @property
     def held(self) -> dict[str, str]:
         """A copy: instance id -> why it is held."""
@@ -178,10 +184,11 @@ class Reconciler:
         it is redone only when the config, the measured sizes, the open windows or the GPUs change."""
         now = self.wall_clock()
         key = (id(self.config), self.measured.version(), tuple(sorted(active_models(self.config, now).items())),
-               tuple(g.index for g in inventory.gpus))
+               tuple(g.index for g in inventory.gpus), tuple(sorted(self._replica_targets.items())))
         if self._desired_cache is None or self._desired_cache[0] != key:
             desired = self.demands(self.config, gpu_indices=[g.index for g in inventory.gpus], now=now,
-                                   config_dir=self.config_dir, measured=self.measured.load())
+                                   config_dir=self.config_dir, measured=self.measured.load(),
+                                   replica_targets=self._replica_targets)
             self._desired_cache = (key, desired)
         return self._desired_cache[1]
 
