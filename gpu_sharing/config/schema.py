@@ -189,7 +189,7 @@ class ScalingSettings(Strict):
     """Demand-driven replicas: between min and max, by the router's queue; idle models unload.
 
     Without ``scaling`` a model keeps ``replicas`` resident (min = max = replicas). With it,
-    ``replicas`` is the start count (clamped to [min, max]); a model with ``min_replicas: 0``
+    ``replicas`` is not used: the model starts at ``min_replicas``, and one with ``min_replicas: 0``
     loads on its first request (held by the router until a replica is READY).
     """
 

@@ -74,7 +74,7 @@ class Autoscaler:
         return {m: s.target for m, s in self.states.items()}
 
     def sync(self, config: Config, now: float) -> None:
-        """Start targets for newly scaled models (``replicas`` clamped to [min, max]); forget removed ones."""
+        """Start targets for newly scaled models (``min_replicas``); forget removed ones."""
         scaled = {m.name: m for m in config.models if m.scaling is not None and m.enabled}
         for name in list(self.states):
             if name not in scaled:
@@ -82,7 +82,7 @@ class Autoscaler:
         for name, m in scaled.items():
             sc = m.scaling
             st = self.states.setdefault(name, _ModelState(
-                target=min(max(m.replicas, sc.min_replicas), sc.max_replicas), since=now))
+                target=sc.min_replicas, since=now))
             st.target = min(max(st.target, sc.min_replicas), sc.max_replicas)
 
     def decide(self, config: Config, samples: Mapping[str, DemandSample], now: float,

@@ -81,7 +81,7 @@ def build_demands(config: Config, *, config_dir: Path | None = None, measured: M
                   replica_targets: Mapping[str, int] | None = None,
                   ) -> tuple[tuple[ModelDemand, ...], PlannerPolicy, tuple[Unplaceable, ...]]:
     """``active`` maps model names to whether their schedule window is open (closed -> 0 replicas);
-    ``replica_targets`` are the autoscaler's counts for models with ``scaling`` (default: replicas clamped)."""
+    ``replica_targets`` are the autoscaler's counts for models with ``scaling`` (default: min_replicas)."""
     try:
         catalog = _catalog(config, config_dir)
     except UserError as e:
@@ -95,7 +95,7 @@ def build_demands(config: Config, *, config_dir: Path | None = None, measured: M
         if not model.enabled:
             continue
         replicas = model.replicas if model.scaling is None else (replica_targets or {}).get(
-            model.name, min(max(model.replicas, model.scaling.min_replicas), model.scaling.max_replicas))
+            model.name, model.scaling.min_replicas)
         if active is not None and not active.get(model.name, True):
             replicas = 0
         try:

@@ -61,7 +61,7 @@ def daemon(tmp_path):
            "node": {"backend": "simulated", "simulator": {"gpu_model": "MI300X", "gpus": 1,
                                                           "startup_time_s": STARTUP_S}},
            "models": [{"name": "lazy", "source": "Qwen/Qwen2.5-0.5B-Instruct", "config_json": QWEN_05B,
-                       "max_model_len": 2048, "max_num_seqs": 4, "replicas": 0,
+                       "max_model_len": 2048, "max_num_seqs": 4,
                        "env": {"GPU_SHARING_FAKE_DELAY_PER_TOKEN_S": "0.05"},
                        "scaling": {"min_replicas": 0, "max_replicas": 2, "idle_unload_s": 3,
                                    "target_queue_per_replica": 1, "scale_up_after_s": 0.5,

@@ -41,7 +41,9 @@ def test_cold_start_then_scale_up_after_the_delay_then_down_with_hysteresis():
 def test_idle_unload_counts_from_the_last_request_and_never_touches_fixed_models():
     cfg, a = config(), Autoscaler()
     a.decide(cfg, {}, 0.0)
-    assert a.targets() == {"chat": 0, "low": 1, "high": 1}  # 'fixed' has no scaling: not the autoscaler's
+    assert a.targets() == {"chat": 0, "low": 0, "high": 0}  # start at min_replicas; 'fixed' is not the autoscaler's
+    a.decide(cfg, {"low": DemandSample("low", held=1, last_request_at=0.0)}, 0.0)
+    assert a.targets()["low"] == 1
     assert not [d for d in a.decide(cfg, {"low": DemandSample("low", last_request_at=30.0)}, 59.0) if d.model == "low"]
     assert not [d for d in a.decide(cfg, {"low": DemandSample("low", last_request_at=30.0)}, 89.0) if d.model == "low"]
     (d,) = [d for d in a.decide(cfg, {"low": DemandSample("low", last_request_at=30.0)}, 90.0) if d.model == "low"]
@@ -50,7 +52,8 @@ def test_idle_unload_counts_from_the_last_request_and_never_touches_fixed_models
 
 def test_eviction_takes_only_idle_models_of_lower_or_equal_priority():
     cfg, a = config(), Autoscaler()
-    a.decide(cfg, {}, 0.0)
+    a.decide(cfg, {m: DemandSample(m, held=1, last_request_at=0.0) for m in ("low", "high")}, 0.0)
+    assert a.targets() == {"chat": 0, "low": 1, "high": 1}
     held = DemandSample("chat", held=3, last_request_at=1.0)
     a.decide(cfg, {"chat": held}, 1.0)  # cold start: target 1
     busy_low = {"chat": held, "low": DemandSample("low", in_flight=1, last_request_at=1.0),

@@ -21,11 +21,13 @@ def run(args: argparse.Namespace) -> int:
     if cfg.sizing.catalog:
         catalog = load_sizing_catalog(resolve_relative(path, cfg.sizing.catalog))
         catalog_entries = len(catalog.models)
+    resident = sum(m.replicas if m.scaling is None else m.scaling.min_replicas for m in cfg.models)
+    on_demand = sum(1 for m in cfg.models if m.scaling is not None)
     if args.json:
-        common.print_json({"valid": True, "file": path, "models": len(cfg.models),
-                           "replicas": sum(m.replicas for m in cfg.models), "sizing_catalog_entries": catalog_entries})
+        common.print_json({"valid": True, "file": path, "models": len(cfg.models), "replicas": resident,
+                           "demand_driven_models": on_demand, "sizing_catalog_entries": catalog_entries})
     else:
-        extra = f", sizing catalog with {catalog_entries} entries" if catalog_entries is not None else ""
-        print(f"{path}: valid (version v1, {len(cfg.models)} models, "
-              f"{sum(m.replicas for m in cfg.models)} replicas{extra})")
+        extra = f", {on_demand} demand-driven" if on_demand else ""
+        extra += f", sizing catalog with {catalog_entries} entries" if catalog_entries is not None else ""
+        print(f"{path}: valid (version v1, {len(cfg.models)} models, {resident} replicas{extra})")
     return 0
