@@ -25,6 +25,8 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
+from gpu_sharing.planner.fill import fill_free_room
+from gpu_sharing.planner.fullset import widen
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -104,6 +106,18 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
+    modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
+        packing = fill_free_room(packing, policy, rules)
+    else:
+        w = widen(inventory, demands, current, policy, modes, memory, packing, info)
+        modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
+    return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+
+
+def _first_pass(inventory, demands, current, policy):
+    """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
+    problem dominance.py reduces, then least disruption."""
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
@@ -114,7 +128,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     if greedy_placed >= everything:
         info = SolverInfo("greedy", float(greedy_placed), float(everything), 0.0,
                           status=f"optimal: every replica placed ({note})")
-        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+        return modes, memory, best, info, rules
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
     first = _prove(restricted, hint, policy.time_budget_s, greedy_placed)
@@ -124,7 +138,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         verdict = f"{first.solver} proved it optimal" if proven else f"{first.solver} {first.status.lower()}, best bound {bound}"
         info = SolverInfo("greedy", float(greedy_placed), float(bound), _gap(greedy_placed, bound),
                           first.wall_time_s, f"{note}; {verdict}")
-        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+        return modes, memory, best, info, rules
     found = to_full(allowed, first.solution)
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
@@ -145,7 +159,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                       first.wall_time_s,
                       f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
                       f"least-disruption phase {phase2}")
-    return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    return modes, memory, packing, info, rules
 
 
 def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanRules, modes, memory, packing: Packing):
