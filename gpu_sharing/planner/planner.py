@@ -28,6 +28,7 @@ from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
 from gpu_sharing.planner.assemble import to_plan
 from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import widen
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
@@ -113,6 +114,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     else:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
+    modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
+                                       may_repartition=not (policy.repartition_drains_node and current))
     candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info)
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
@@ -126,6 +129,15 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, hit, policy),))
 
 
+def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, packing: Packing, rules: SpanRules,
+                      may_repartition: bool):
+    """Compute after placed priority: instances about to start move to empty GPUs (spread.py);
+    the final fill then runs again, so the plan stays maximal."""
+    modes, packing = spread(inventory, policy, modes, memory, packing, {r.instance_id for r in current},
+                            may_repartition)
+    return modes, fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
+
+
 def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: SolverInfo) -> Plan:
     """Every running instance that may stay stays: the current modes (no repartition, so no
     drain), what runs kept, the rest packed around it and the final fill."""
@@ -135,6 +147,7 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     rules = span_rules(prob)
     modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
     packing = fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
+    modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules, may_repartition=False)
     placed = placed_weight(packing)
     bound = max(int(best.bound), placed)
     info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
