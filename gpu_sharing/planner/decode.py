@@ -76,7 +76,7 @@ def to_packing(prob: Problem, sol: Solution, demands: Sequence[ModelDemand],
         c = prob.classes[ci]
         mine = {(g, k): v for (g, k, cc), v in rem.items() if cc == ci and v > 0
                 and prob.scope(by_gpu[g], c) == scope}
-        for refs in group_ranks(mine, count, c.tp, scope[0] == "hive"):
+        for refs in group_ranks(mine, count, c.tp, prob.one_rank_per_gpu(scope)):
             used = taken.setdefault(c.demand_index, set())
             replica = min(set(range(c.demand.replicas)) - used)
             used.add(replica)

@@ -74,7 +74,7 @@ def _build(prob: Problem, symmetry: bool) -> _Model:
     for (ci, scope), entries in scoped.items():
         c = prob.classes[ci]
         gpus = {gpu for gpu, _v in entries}
-        units = len(gpus) if scope[0] == "hive" else len(entries)
+        units = len(gpus) if prob.one_rank_per_gpu(scope) else len(entries)
         if units < c.tp:  # nowhere to form a whole instance
             for _gpu, v in entries:
                 m.Add(v == 0)
@@ -85,7 +85,7 @@ def _build(prob: Problem, symmetry: bool) -> _Model:
         if c.tp > 1:
             per = {}
             for gpu, v in entries:  # one rank per partition; one per GPU when spanning
-                per.setdefault(gpu if scope[0] == "hive" else (gpu, id(v)), []).append(v)
+                per.setdefault(gpu if prob.one_rank_per_gpu(scope) else (gpu, id(v)), []).append(v)
             for vs in per.values():
                 m.Add(sum(vs) <= v_n)
     for di in sorted({c.demand_index for c in prob.classes}):
@@ -256,7 +256,7 @@ def keepable(prob: Problem, current: Sequence[RunningInstance]) -> dict[str, tup
                 continue
             scopes = {prob.scope(by_gpu[ref.gpu], c) for ref in run.partitions}
             gpus = [ref.gpu for ref in run.partitions]
-            if len(scopes) == 1 and (next(iter(scopes))[0] == "gpu" or len(set(gpus)) == len(gpus)):
+            if len(scopes) == 1 and (not prob.one_rank_per_gpu(next(iter(scopes))) or len(set(gpus)) == len(gpus)):
                 out[run.instance_id] = (ci, run)
     return out
 
@@ -292,7 +292,7 @@ def _add_keeps(model: _Model, prob: Problem, current: Sequence[RunningInstance])
         groups: dict[object, list] = {}
         for (gpu, k, cc), v in model.r.items():
             if cc == ci and prob.scope(by_gpu[gpu], prob.classes[ci]) == scope:
-                groups.setdefault(gpu if scope[0] == "hive" else (gpu, k), []).append((gpu, k, v))
+                groups.setdefault(gpu if prob.one_rank_per_gpu(scope) else (gpu, k), []).append((gpu, k, v))
         for members in groups.values():  # what is not kept must still split into whole instances
             free = sum(v for _g, _k, v in members) - sum(x for g, k, _v in members for x in kept_at.get((g, k, ci), []))
             m.Add(free <= model.n[ci, scope] - sum(vs))

@@ -22,7 +22,7 @@ from gpu_sharing.hardware.catalog import GpuModelSpec
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.planner.problem import Problem, coarsest, rank_fits
-from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, RunningInstance
+from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, PreemptPolicy, RunningInstance
 
 
 @dataclass
@@ -237,8 +237,8 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
             note(a)
         else:
             unplaced.append(item)
-    still: list[Item] = []
-    for item in sorted(unplaced, key=_order_key):  # phase 3: evict lower priority
+    still: list[Item] = [] if policy.preempt != PreemptPolicy.NEVER else list(unplaced)
+    for item in sorted(unplaced if policy.preempt != PreemptPolicy.NEVER else [], key=_order_key):  # phase 3: evict
         victims = sorted((a for a in assignments.values() if a.item.weight < item.weight),
                          key=lambda a: (a.item.weight, -a.bytes_per_rank, a.item.instance_id))
         removed: list[Assignment] = []

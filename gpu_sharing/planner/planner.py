@@ -18,6 +18,7 @@ wall-clock limit (a gap is then reported).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from gpu_sharing.hardware.catalog import GpuModelSpec, get_spec
@@ -25,15 +26,18 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
+from gpu_sharing.planner.assemble import to_plan
+from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.spread import spread
+from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
+from gpu_sharing.planner.fullset import widen
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
 from gpu_sharing.planner.mip import solve_by_configurations
 from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack, span_rules
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
-from gpu_sharing.planner.reasons import unplaceable_reason
-from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, ModelDemand, Placement, Plan, PlannerPolicy,
-                                       RunningInstance, SolverInfo, Unplaceable)
+from gpu_sharing.planner.types import ModelDemand, Plan, PlannerPolicy, PreemptPolicy, RunningInstance, SolverInfo
 
 SURROGATE_SHARE = 0.025
 SCIP_SHARE = 0.5
@@ -104,6 +108,57 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
+    modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
+        packing = fill_free_room(packing, policy, rules)
+    else:
+        w = widen(inventory, demands, current, policy, modes, memory, packing, info)
+        modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
+    modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
+                                       may_repartition=not (policy.repartition_drains_node and current))
+    candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    guard = protected(current, demands)
+    hit = disturbed(candidate, guard)
+    if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
+        return candidate
+    keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
+    if set(hit) <= set(disturbed(keeping, guard)):
+        return candidate  # nothing keeps them (e.g. a pinned mode forces a drain): the best plan stands
+    if justified(candidate, keeping, hit, guard, demands, policy):
+        return candidate
+    return replace(keeping, warnings=keeping.warnings + (explain(candidate, hit, policy),))
+
+
+def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, packing: Packing, rules: SpanRules,
+                      may_repartition: bool):
+    """Compute after placed priority: instances about to start move to empty GPUs (spread.py);
+    the final fill then runs again, so the plan stays maximal."""
+    modes, packing = spread(inventory, policy, modes, memory, packing, {r.instance_id for r in current},
+                            may_repartition)
+    return modes, fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
+
+
+def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: SolverInfo) -> Plan:
+    """Every running instance that may stay stays: the current modes (no repartition, so no
+    drain), what runs kept, the rest packed around it and the final fill."""
+    specs = _specs(inventory)
+    memory = {g.index: g.memory_mode for g in inventory.gpus}
+    prob = build_problem(inventory, demands, policy)
+    rules = span_rules(prob)
+    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
+    packing = fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
+    modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules, may_repartition=False)
+    placed = placed_weight(packing)
+    bound = max(int(best.bound), placed)
+    info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
+                      f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
+                      f"{int(best.objective)}")
+    return to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+
+
+def _first_pass(inventory, demands, current, policy):
+    """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
+    problem dominance.py reduces, then least disruption."""
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
@@ -114,7 +169,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     if greedy_placed >= everything:
         info = SolverInfo("greedy", float(greedy_placed), float(everything), 0.0,
                           status=f"optimal: every replica placed ({note})")
-        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+        return modes, memory, best, info, rules
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
     first = _prove(restricted, hint, policy.time_budget_s, greedy_placed)
@@ -124,7 +179,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         verdict = f"{first.solver} proved it optimal" if proven else f"{first.solver} {first.status.lower()}, best bound {bound}"
         info = SolverInfo("greedy", float(greedy_placed), float(bound), _gap(greedy_placed, bound),
                           first.wall_time_s, f"{note}; {verdict}")
-        return _to_plan(inventory, demands, current, policy, modes, memory, best, info)
+        return modes, memory, best, info, rules
     found = to_full(allowed, first.solution)
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
@@ -145,7 +200,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                       first.wall_time_s,
                       f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
                       f"least-disruption phase {phase2}")
-    return _to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    return modes, memory, packing, info, rules
 
 
 def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanRules, modes, memory, packing: Packing):
@@ -202,51 +257,3 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
 
 def _gap(objective: int, bound: int) -> float:
     return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
-
-
-def _to_plan(inventory, demands, current, policy, modes, memory, packing: Packing, info: SolverInfo) -> Plan:
-    specs = _specs(inventory)
-    targets = tuple(GpuTarget(g.index, modes[g.index], memory[g.index],
-                              compute_changes=modes[g.index] != g.compute_mode,
-                              memory_changes=memory[g.index] != g.memory_mode) for g in inventory.gpus)
-    by_ref = {s.ref: s for s in packing.slots.values()}
-    placements = tuple(sorted((
-        Placement(a.item.instance_id, a.item.model, a.item.replica, a.refs, a.tp, a.bytes_per_rank,
-                  by_ref[a.refs[0]].total_bytes, a.item.demand.compute_share)
-        for a in packing.assignments.values()), key=lambda p: (p.partitions, p.instance_id)))
-    running = {r.instance_id: r for r in current}
-    fp = {d.name: d.fingerprint for d in demands}
-    changed_gpus = {t.gpu for t in targets if t.compute_changes or t.memory_changes}
-    unchanged, to_start = [], []
-    for p in placements:
-        r = running.get(p.instance_id)
-        if (r and r.fingerprint == fp.get(p.model) and tuple(r.partitions) == p.partitions
-                and not any(ref.gpu in changed_gpus for ref in p.partitions)):
-            unchanged.append(p.instance_id)
-        else:
-            to_start.append(p)
-    keep_ids = set(unchanged)
-    to_stop = tuple(sorted(r.instance_id for r in current if r.instance_id not in keep_ids))
-    to_repartition = tuple(t for t in targets if t.compute_changes or t.memory_changes)
-    unplaceable = tuple(Unplaceable(i.model, i.replica, unplaceable_reason(i, inventory, specs, policy, memory, packing))
-                        for i in sorted(packing.unplaced, key=lambda i: (i.model, i.replica)))
-    actions = tuple(
-        [Action(ActionKind.STOP, iid, _stop_detail(iid, running, packing)) for iid in to_stop]
-        + [Action(ActionKind.REPARTITION, f"gpu {t.gpu}",
-                  f"{inventory.gpu(t.gpu).compute_mode.value}+{inventory.gpu(t.gpu).memory_mode.value} -> "
-                  f"{t.compute_mode.value}+{t.memory_mode.value}") for t in to_repartition]
-        + [Action(ActionKind.START, p.instance_id, f"on {','.join(str(r) for r in p.partitions)} tp={p.tp} "
-                  f"{p.memory_bytes_per_rank / 2**30:.1f} GiB/rank") for p in to_start]
-        + [Action(ActionKind.UNCHANGED, iid) for iid in unchanged])
-    return Plan(gpus=targets, placements=placements, to_start=tuple(to_start), to_stop=to_stop,
-                to_repartition=to_repartition, unchanged=tuple(unchanged), unplaceable=unplaceable, actions=actions,
-                solver=info,
-                needs_driver_reload=any(t.memory_changes for t in targets))
-
-
-def _stop_detail(iid: str, running: dict[str, RunningInstance], packing: Packing) -> str:
-    if iid in packing.evicted_by:
-        return f"evicted by higher-priority {packing.evicted_by[iid]}"
-    if iid in packing.assignments:
-        return "moves or restarts (changed options or repartition)"
-    return "no longer in the config" if all(a.item.model != running[iid].model for a in packing.assignments.values()) else "not placed"

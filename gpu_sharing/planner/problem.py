@@ -81,14 +81,25 @@ class Problem:
     """(gpu, demand index) -> {layout index: tp} where one GPU in that layout holds an instance."""
     spanning: frozenset[tuple[int, int]] = frozenset()
     """(gpu, demand index) where no allowed layout of the GPU holds the model alone (rule 3)."""
+    full: bool = False
+    """The real feasible set instead of rules 1-3: any allowed tp whose rank fits, ranks of one
+    instance on any distinct partitions of one hive (same GPU or several), any layout."""
 
     def spans(self, g: GpuChoices, demand_index: int) -> bool:
         """True when ``g`` can take ranks of this model only as part of a multi-GPU instance."""
         return (g.gpu, demand_index) in self.spanning
 
     def scope(self, g: GpuChoices, c: PlacementClass) -> tuple[str, int]:
-        """Where one instance's ranks live: ("gpu", index) for local models, ("hive", id) for spanning ones."""
+        """Where one instance's ranks live: ("gpu", index) for local models, ("hive", id) for
+        spanning ones; in the full feasible set every tp>1 instance may use the whole hive."""
+        if self.full:
+            return ("hive", g.hive) if c.tp > 1 else ("gpu", g.gpu)
         return ("hive", g.hive) if self.spans(g, c.demand_index) else ("gpu", g.gpu)
+
+    def one_rank_per_gpu(self, scope: tuple[str, int]) -> bool:
+        """Rule 3: a spanning instance puts one rank per GPU. In the full set only one rank per
+        partition is required (each rank is one process on one device)."""
+        return scope[0] == "hive" and not self.full
 
     def admits(self, g: GpuChoices, slot: int, c: PlacementClass) -> tuple[int, ...]:
         """Layout indices of ``g`` under which ``slot`` can hold a rank of ``c``."""
@@ -97,6 +108,8 @@ class Problem:
             return ()
         if c.share_units > SHARE_UNITS:
             return ()
+        if self.full:
+            return tuple(o for o, lay in enumerate(g.layouts) if _slot_fits(lay, slot, c, free_tp=True))
         local = self.local_layouts.get((g.gpu, c.demand_index))
         if local:
             candidates = [o for o, tp in local.items() if tp == c.tp]
@@ -112,15 +125,17 @@ class Problem:
         return min(most, c.demand.replicas)
 
 
-def rank_fits(d: ModelDemand, tp: int, capacity_bytes: int, total_bytes: int) -> bool:
-    """Whether a partition of this size may hold a tp-``tp`` rank of ``d`` (empty, by the rules):
-    the rank fits, the partition is large enough for the model, and tp is the smallest that fits."""
+def rank_fits(d: ModelDemand, tp: int, capacity_bytes: int, total_bytes: int, free_tp: bool = False) -> bool:
+    """Whether a partition of this size may hold a tp-``tp`` rank of ``d`` (empty): the rank
+    fits and the partition is large enough for the model; by rule 1 (unless ``free_tp``) tp is
+    also the smallest that fits."""
     return (d.bytes_per_rank_by_tp[tp] <= capacity_bytes and total_bytes >= d.min_partition_bytes
-            and smallest_fitting_tp(d, capacity_bytes) == tp)
+            and (free_tp or smallest_fitting_tp(d, capacity_bytes) == tp))
 
 
-def _slot_fits(lay: Layout, slot: int, c: PlacementClass) -> bool:
-    return slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot])
+def _slot_fits(lay: Layout, slot: int, c: PlacementClass, free_tp: bool = False) -> bool:
+    return slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot],
+                                               free_tp)
 
 
 def coarsest(g: GpuChoices) -> int:
@@ -186,7 +201,9 @@ def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices
     return tuple(out)
 
 
-def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: PlannerPolicy) -> Problem:
+def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: PlannerPolicy,
+                  full: bool = False) -> Problem:
+    """The problem under rules 1-3 (the fast first pass), or over the real feasible set (``full``)."""
     classes = []
     for i, d in enumerate(demands):
         if d.replicas <= 0:
@@ -196,6 +213,8 @@ def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: 
             classes.append(PlacementClass(i, d, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
     gpus = layouts_for(inventory, policy)
     local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
+    if full:
+        return Problem(gpus, tuple(classes), tuple(demands), {}, frozenset(), full=True)
     return Problem(gpus, tuple(classes), tuple(demands), local, frozenset(k for k, v in local.items() if not v))
 
 

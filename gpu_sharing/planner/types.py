@@ -59,6 +59,18 @@ class GpuPolicy:
     memory_mode: MemoryPartitionMode | None = None
 
 
+class PreemptPolicy(str, Enum):
+    """When the planner may stop or move a running instance of an unchanged model."""
+
+    STRICTLY_HIGHER_PRIORITY = "strictly_higher_priority"
+    """Only for a plan that places more priority among replicas of strictly higher priority
+    than every instance it stops (its drain included)."""
+    NEVER = "never"
+    """Never: running instances of unchanged models stay; newcomers take what room is left."""
+    ANY_GAIN = "any_gain"
+    """For any gain in placed priority (the sum of priority + 1), whoever gains."""
+
+
 @dataclass(frozen=True)
 class PlannerPolicy:
     gpus: tuple[GpuPolicy, ...] = ()
@@ -67,6 +79,13 @@ class PlannerPolicy:
     spread_replicas: bool = True
     time_budget_s: float = 2.0
     seed: int = 0
+    prefer_local_tp: bool = False
+    """Operator policy (``placement.prefer_local_tp``): keep the fast pass's rules (smallest tp
+    that fits, one GPU per model one GPU can hold); the proof is then against those rules."""
+    preempt: PreemptPolicy = PreemptPolicy.STRICTLY_HIGHER_PRIORITY
+    repartition_drains_node: bool = False
+    """True where a compute-mode change is blocked by any GPU process on the node (no device
+    cgroups): every running instance is stopped when any GPU changes mode, and counted."""
 
 
 class ActionKind(str, Enum):
@@ -97,6 +116,10 @@ class Placement:
     partition_bytes: int
     """Total VRAM of each partition in the target mode."""
     compute_share: float | None = None
+    compute_units: int = 0
+    """CUs this instance gets over all its ranks: its share of each partition's CUs
+    (isolation/cu_masks.py's rule: floor(share x CUs), or an equal split of what the
+    explicit shares leave among co-tenants without one)."""
 
     @property
     def gpu(self) -> int:
@@ -148,6 +171,13 @@ class Plan:
     solver: SolverInfo
     needs_driver_reload: bool = False
     warnings: tuple[str, ...] = field(default=())
+    drain_required: bool = False
+    """A compute-mode change needs every GPU process on the node stopped
+    (PlannerPolicy.repartition_drains_node) and some instance runs."""
+    drained: tuple[str, ...] = ()
+    """Running instances the drain stops that the plan would otherwise keep (restarted after)."""
+    disruption: int = 0
+    """Running instances this plan stops or moves, the drain included."""
 
     @property
     def has_changes(self) -> bool:

@@ -14,6 +14,7 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
 from gpu_sharing.planner import plan
 from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy, RunningInstance
+from reference_optimum import check_plan, gpu_layouts
 
 POLICY = PlannerPolicy()
 
@@ -133,20 +134,70 @@ def test_deterministic():
     assert plan(inv, demands, [], POLICY) == plan(inv, demands, [], POLICY)
 
 
+def free_room(inv: Inventory, p, policy) -> dict:
+    """(gpu, partition) -> (hive, total bytes, free bytes, free share) after ``p``, from the
+    catalog (benchmarks/reference_optimum.py's layouts), not from the planner's slots."""
+    layouts = gpu_layouts(inv, policy)
+    room = {}
+    for t in p.gpus:
+        parts = next(ps for c, m, ps in layouts[t.gpu] if (c, m) == (t.compute_mode, t.memory_mode))
+        for part in parts:
+            room[part.gpu, part.index] = [part.hive, part.total_bytes, part.capacity_bytes, 1.0]
+    for x in p.placements:
+        for r in x.partitions:
+            room[r.gpu, r.index][2] -= x.memory_bytes_per_rank
+            room[r.gpu, r.index][3] -= x.compute_share or 0.0
+    return room
+
+
+def fits_somewhere(d, room) -> bool:
+    """Whether one more instance of ``d`` fits the room left: some tp, tp distinct partitions of one hive."""
+    for tp, need in d.bytes_per_rank_by_tp.items():
+        per_hive = defaultdict(int)
+        for (g, _k), (hive, total, free, share) in room.items():
+            if (need <= free and (d.compute_share or 0.0) <= share + 1e-9 and total >= d.min_partition_bytes
+                    and (d.allowed_gpus is None or g in d.allowed_gpus)):
+                per_hive[hive] += 1
+        if any(n >= tp for n in per_hive.values()):
+            return True
+    return False
+
+
+def one_gpu_can_hold(inv: Inventory, d, policy) -> bool:
+    """The first pass's rule 2 condition: some GPU, in some mode it may take, holds one instance alone."""
+    pinned = {g.gpu: g.compute_mode for g in policy.gpus if g.compute_mode}
+    for g in inv.gpus:
+        spec = get_spec(g.model)
+        modes = [pinned[g.index]] if g.index in pinned else [c for c in spec.compute_modes()
+                                                             if spec.is_valid(c, g.memory_mode)]
+        for c in modes:
+            cap = spec.vram_per_partition_bytes(c) * (1 - policy.headroom_fraction)
+            if any(b <= cap and tp <= spec.partitions(c) for tp, b in d.bytes_per_rank_by_tp.items()):
+                return True
+    return False
+
+
 @settings(max_examples=40, deadline=None)
 @given(kinds=st.lists(st.sampled_from(["MI300X", "MI325X"]), min_size=1, max_size=4),
        sizes=st.lists(st.tuples(st.integers(2, 200), st.integers(0, 4), st.integers(0, 5),
                                 st.sampled_from([None, None, 0.25, 0.5])), min_size=1, max_size=8),
-       pinned=st.sampled_from([None, "CPX", "QPX", "DPX"]))
-def test_properties(kinds, sizes, pinned):
+       pinned=st.sampled_from([None, "CPX", "QPX", "DPX"]), local=st.booleans())
+def test_properties(kinds, sizes, pinned, local):
+    """Every plan is feasible and maximal (no unplaced replica fits the room it leaves, with
+    compute shares); under prefer_local_tp a model one GPU can hold never spans GPUs."""
     inv = Inventory(tuple(gpu(i, k) for i, k in enumerate(kinds)))
     demands = [demand(f"m{i}", gb, reps, prio, share=share) for i, (gb, reps, prio, share) in enumerate(sizes)]
-    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(len(kinds)))) if pinned else POLICY
+    gpus = tuple(GpuPolicy(i, C(pinned)) for i in range(len(kinds))) if pinned else ()
+    policy = PlannerPolicy(gpus=gpus, prefer_local_tp=local)
     p = plan(inv, demands, [], policy)
     check_invariants(inv, p, policy)
+    assert check_plan(inv, demands, policy, p) == []
     assert len(p.placements) + len(p.unplaceable) == sum(d.replicas for d in demands)
     assert 0 <= p.solver.gap <= 1 and p.solver.objective <= p.solver.bound
-    for x in p.placements:  # a model one GPU can hold keeps its ranks on one GPU
-        spec = get_spec(inv.gpu(x.gpu).model)
-        if len({r.gpu for r in x.partitions}) > 1:
-            assert x.memory_bytes_per_rank * x.tp > spec.vram_bytes * (1 - policy.headroom_fraction) or x.tp > 1
+    by_name = {d.name: d for d in demands}
+    if not local:
+        room = free_room(inv, p, policy)
+        assert [u.model for u in p.unplaceable if fits_somewhere(by_name[u.model], room)] == []
+    for x in p.placements:
+        if local and len({r.gpu for r in x.partitions}) > 1:
+            assert not one_gpu_can_hold(inv, by_name[x.model], policy), f"{x.instance_id} spans GPUs"

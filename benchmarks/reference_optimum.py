@@ -1,0 +1,326 @@
+"""An optimum for placed priority written without the planner: the reference its claims are checked against.
+
+Nothing here imports gpu_sharing.planner's solvers or problem builder: the partitions come from
+the GPU catalog and the inventory, the rules from the hardware (issue 19, "the real feasible
+set"), and the search is a different formulation. Used by tests/planner (brute force on tiny
+cases) and by benchmarks/planner.py (the reference optimum column); the benchmark does not
+import tests, and the tests import this module, not the other way round.
+
+The real feasible set:
+- every GPU takes one valid (compute, memory) pair: a pinned compute mode is kept; the memory
+  mode changes only with ``allow_driver_reload`` (a pinned one wins) and is one per XGMI hive;
+- an instance of a model takes one tp its demand allows (the demand's keys: the caller already
+  kept the degrees that divide the attention heads) and puts one rank on each of tp distinct
+  partitions of one hive, on one GPU or several;
+- a partition holds ranks whose bytes fit its VRAM less the headroom, whose total VRAM is at
+  least the demand's min_partition_bytes, on GPUs the demand allows, and whose compute shares
+  sum to at most 1.
+Placed priority is the sum of priority + 1 over placed replicas.
+
+Three tools:
+- ``brute_force``: exact by exhaustive search over every mode combination and placement,
+  with memoisation on the multiset of partition states (tiny cases: 1-2 GPUs, a few replicas);
+- ``assignment_optimum``: a direct assignment model (a boolean per instance slot, tp and
+  partition of every layout) solved by CP-SAT, for cases too large to enumerate;
+- ``upper_bound`` and ``check_plan``: a knapsack bound over the node's capacity and an
+  independent check that a plan is feasible; a feasible plan that reaches the bound is optimal.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ortools.sat.python import cp_model
+
+from gpu_sharing.hardware.catalog import get_spec
+
+TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Part:
+    gpu: int
+    index: int
+    hive: int
+    total_bytes: int
+    capacity_bytes: int
+
+
+def gpu_layouts(inventory, policy) -> dict[int, list[tuple[object, object, tuple[Part, ...]]]]:
+    """gpu -> [(compute, memory, partitions)] it may take, straight from the catalog."""
+    pinned_c = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
+    pinned_m = {p.gpu: p.memory_mode for p in policy.gpus if p.memory_mode is not None}
+    out = {}
+    for g in inventory.gpus:
+        spec = get_spec(g.model)
+        computes = [pinned_c[g.index]] if g.index in pinned_c else list(spec.compute_modes())
+        if not policy.allow_driver_reload or spec.memory_mode_fixed:
+            memories = [g.memory_mode]
+        else:
+            memories = [pinned_m[g.index]] if g.index in pinned_m else list(spec.memory_modes())
+        layouts = []
+        for c in computes:
+            for m in memories:
+                if not spec.is_valid(c, m):
+                    continue
+                if (c, m) == (g.compute_mode, g.memory_mode) and g.partitions:
+                    totals = [p.vram_total_bytes for p in sorted(g.partitions, key=lambda p: p.index)]
+                else:
+                    totals = [spec.vram_per_partition_bytes(c)] * spec.partitions(c)
+                parts = tuple(Part(g.index, k, g.hive_id, t, int(t * (1.0 - policy.headroom_fraction)))
+                              for k, t in enumerate(totals))
+                layouts.append((c, m, parts))
+        if not layouts:
+            raise ValueError(f"GPU {g.index}: no valid layout under the policy")
+        out[g.index] = layouts
+    return out
+
+
+def mode_combinations(inventory, policy):
+    """Every assignment of one layout per GPU with one memory mode per hive."""
+    layouts = gpu_layouts(inventory, policy)
+    order = sorted(layouts)
+    hive = {g.index: g.hive_id for g in inventory.gpus}
+    for combo in itertools.product(*[layouts[i] for i in order]):
+        mem: dict[int, object] = {}
+        if all(mem.setdefault(hive[i], lay[1]) == lay[1] for i, lay in zip(order, combo)):
+            yield dict(zip(order, combo))
+
+
+def _admissible(d, tp: int, p: Part) -> bool:
+    return (d.bytes_per_rank_by_tp[tp] <= p.capacity_bytes and p.total_bytes >= d.min_partition_bytes
+            and (d.allowed_gpus is None or p.gpu in d.allowed_gpus) and (d.compute_share or 0.0) <= 1.0 + TOL)
+
+
+def _multisets(counts: list[tuple[tuple, int]], size: int):
+    """Every way to take ``size`` items from distinct values with multiplicities."""
+    if size == 0:
+        yield ()
+        return
+    if not counts:
+        return
+    (value, have), rest = counts[0], counts[1:]
+    for k in range(min(have, size), -1, -1):
+        for tail in _multisets(rest, size - k):
+            yield (value,) * k + tail
+
+
+def brute_force(inventory, demands, policy) -> int:
+    """The most placed priority over the real feasible set, by exhaustive search."""
+    demands = [d for d in demands if d.replicas > 0 and d.bytes_per_rank_by_tp]
+    gpu_matters = any(d.allowed_gpus is not None for d in demands)
+    rest = [sum((d.priority + 1) * d.replicas for d in demands[m:]) for m in range(len(demands) + 1)]
+    best = 0
+    for combo in mode_combinations(inventory, policy):
+        parts = [p for _c, _m, ps in combo.values() for p in ps]
+        kinds = sorted({(p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1) for p in parts})
+
+        @lru_cache(maxsize=None)
+        def search(m: int, left: int, state: tuple) -> int:
+            """Best priority from demand m on (``left`` of its replicas still to decide; replicas
+            are alike, so placing k of them means placing the first k); state: sorted
+            (kind, used bytes, used share) per partition, so equal states are searched once."""
+            if m == len(demands):
+                return 0
+            d = demands[m]
+            top = (d.priority + 1) * left + rest[m + 1]
+            result = 0
+            if left:
+                share = d.compute_share or 0.0
+                for tp in sorted(d.bytes_per_rank_by_tp):
+                    need = d.bytes_per_rank_by_tp[tp]
+                    fits: dict[int, dict[tuple, int]] = {}
+                    for st in state:
+                        k = kinds[st[0]]
+                        if (st[1] + need <= k[2] and st[2] + share <= 1.0 + TOL
+                                and _admissible(d, tp, Part(k[3], 0, k[0], k[1], k[2]))):
+                            fits.setdefault(k[0], {}).setdefault(st, 0)
+                            fits[k[0]][st] += 1
+                    for _hive, values in sorted(fits.items()):  # one hive per instance
+                        for pick in _multisets(sorted(values.items()), tp):
+                            nxt = list(state)
+                            for st in pick:
+                                nxt.remove(st)
+                                nxt.append((st[0], st[1] + need, round(st[2] + share, 9)))
+                            result = max(result, d.priority + 1 + search(m, left - 1, tuple(sorted(nxt))))
+                            if result >= top:
+                                return result
+            nxt_left = demands[m + 1].replicas if m + 1 < len(demands) else 0
+            return max(result, search(m + 1, nxt_left, state))
+
+        start = tuple(sorted((kinds.index((p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1)),
+                              0, 0.0) for p in parts))
+        best = max(best, search(0, demands[0].replicas if demands else 0, start))
+        search.cache_clear()
+        if best >= rest[0]:
+            break  # everything placed: no mode combination can do better
+    return best
+
+
+def upper_bound(inventory, demands, policy) -> int:
+    """Knapsack over the node's capacity (the largest layout of each GPU): an instance takes at
+    least tp x bytes-per-rank for some tp whose rank fits some partition."""
+    layouts = gpu_layouts(inventory, policy)
+    capacity = sum(max(sum(p.capacity_bytes for p in ps) for _c, _m, ps in lays) for lays in layouts.values())
+    parts = [p for lays in layouts.values() for _c, _m, ps in lays for p in ps]
+    best_bytes = {0: 0}  # placed priority -> fewest bytes
+    for d in demands:
+        sizes = [tp * b for tp, b in d.bytes_per_rank_by_tp.items()
+                 if sum(1 for p in parts if _admissible(d, tp, p)) >= 1]
+        if not sizes:
+            continue
+        size = min(sizes)
+        for _ in range(d.replicas):
+            nxt = dict(best_bytes)
+            for w, b in best_bytes.items():
+                if b + size <= capacity and nxt.get(w + d.priority + 1, capacity + 1) > b + size:
+                    nxt[w + d.priority + 1] = b + size
+            best_bytes = nxt
+    return max(best_bytes)
+
+
+def check_plan(inventory, demands, policy, plan) -> list[str]:
+    """Everything in ``plan`` that breaks the real feasible set (empty when it is feasible)."""
+    errors = []
+    by_name = {d.name: d for d in demands}
+    layouts = gpu_layouts(inventory, policy)
+    chosen = {}
+    for t in plan.gpus:
+        match = [ps for c, m, ps in layouts[t.gpu] if (c, m) == (t.compute_mode, t.memory_mode)]
+        if not match:
+            errors.append(f"gpu {t.gpu}: {t.compute_mode.value}+{t.memory_mode.value} not allowed")
+            continue
+        chosen[t.gpu] = {p.index: p for p in match[0]}
+    hive_memory: dict[int, object] = {}
+    for t in plan.gpus:
+        if hive_memory.setdefault(inventory.gpu(t.gpu).hive_id, t.memory_mode) != t.memory_mode:
+            errors.append(f"hive of gpu {t.gpu}: two memory modes")
+    used: dict[tuple[int, int], int] = {}
+    shares: dict[tuple[int, int], float] = {}
+    count: dict[str, int] = {}
+    for x in plan.placements:
+        d = by_name.get(x.model)
+        if d is None or x.tp not in d.bytes_per_rank_by_tp or len(x.partitions) != x.tp:
+            errors.append(f"{x.instance_id}: tp {x.tp} not allowed")
+            continue
+        count[x.model] = count.get(x.model, 0) + 1
+        keys = [(r.gpu, r.index) for r in x.partitions]
+        if len(set(keys)) != len(keys):
+            errors.append(f"{x.instance_id}: two ranks on one partition")
+        parts = [chosen.get(g, {}).get(k) for g, k in keys]
+        if any(p is None for p in parts):
+            errors.append(f"{x.instance_id}: on a partition the target mode does not have")
+            continue
+        if len({p.hive for p in parts}) != 1:
+            errors.append(f"{x.instance_id}: spans hives")
+        for p in parts:
+            if p.total_bytes < d.min_partition_bytes or (d.allowed_gpus is not None and p.gpu not in d.allowed_gpus):
+                errors.append(f"{x.instance_id}: partition {p.gpu}.{p.index} not allowed")
+            used[p.gpu, p.index] = used.get((p.gpu, p.index), 0) + x.memory_bytes_per_rank
+            shares[p.gpu, p.index] = shares.get((p.gpu, p.index), 0.0) + (d.compute_share or 0.0)
+    for (g, k), b in used.items():
+        if b > chosen[g][k].capacity_bytes:
+            errors.append(f"partition {g}.{k}: {b} bytes > {chosen[g][k].capacity_bytes}")
+        if shares[g, k] > 1.0 + TOL:
+            errors.append(f"partition {g}.{k}: compute shares sum to {shares[g, k]}")
+    errors += [f"{m}: {n} replicas placed, {by_name[m].replicas} wanted" for m, n in count.items()
+               if n > by_name[m].replicas]
+    return errors
+
+
+def placed_priority(plan, demands) -> int:
+    prio = {d.name: d.priority for d in demands}
+    return sum(prio[x.model] + 1 for x in plan.placements)
+
+
+def assignment_optimum(inventory, demands, policy, time_limit_s: float = 60.0, workers: int = 2,
+                       at_least: int = 0) -> tuple[int, int]:
+    """(best found, proven bound) of the direct assignment model: for every instance slot j of
+    every model, every tp t and every partition p of every layout, x[j, t, p] = 1 when the
+    slot's instance has a rank on p at tp t."""
+    m = cp_model.CpModel()
+    layouts = gpu_layouts(inventory, policy)
+    y = {}
+    for g, lays in layouts.items():
+        for o in range(len(lays)):
+            y[g, o] = m.NewBoolVar("")
+        m.AddExactlyOne(y[g, o] for o in range(len(lays)))
+    hive = {g.index: g.hive_id for g in inventory.gpus}
+    for h in set(hive.values()):
+        members = [g for g in layouts if hive[g] == h]
+        for mode in {lay[1] for g in members for lay in layouts[g]}:
+            picks = [sum(y[g, o] for o, lay in enumerate(layouts[g]) if lay[1] == mode) for g in members]
+            for a, b in zip(picks, picks[1:]):
+                m.Add(a == b)
+    load: dict[tuple, list] = {}
+    objective = []
+    for d in demands:
+        previous = None
+        for j in range(d.replicas):
+            on = m.NewBoolVar("")
+            tps = []
+            for tp, b in sorted(d.bytes_per_rank_by_tp.items()):
+                u = m.NewBoolVar("")
+                tps.append(u)
+                xs, in_hive = [], {}
+                for g, lays in layouts.items():
+                    for o, (_c, _m, ps) in enumerate(lays):
+                        for p in ps:
+                            if not _admissible(d, tp, p):
+                                continue
+                            x = m.NewBoolVar("")
+                            m.AddImplication(x, y[g, o])
+                            xs.append(x)
+                            in_hive.setdefault(p.hive, []).append(x)
+                            load.setdefault((g, o, p.index), []).append((b, d.compute_share or 0.0, x))
+                m.Add(sum(xs) == tp * u)
+                if len(in_hive) > 1:
+                    pick = {h: m.NewBoolVar("") for h in in_hive}
+                    m.Add(sum(pick.values()) == u)
+                    for h, hx in in_hive.items():
+                        for x in hx:
+                            m.AddImplication(x, pick[h])
+            m.Add(sum(tps) == on)
+            if previous is not None:
+                m.AddImplication(on, previous)  # slots of one model fill in order
+            previous = on
+            objective.append((d.priority + 1) * on)
+    for (g, o, k), terms in load.items():
+        part = layouts[g][o][2][k]
+        m.Add(sum(b * x for b, _s, x in terms) <= part.capacity_bytes)
+        if any(s for _b, s, _x in terms):
+            m.Add(sum(int(round(s * 10**6)) * x for _b, s, x in terms) <= 10**6)
+    total = sum(objective)
+    m.Add(total <= upper_bound(inventory, demands, policy))
+    if at_least:
+        m.Add(total >= at_least)
+    m.Maximize(total)
+    s = cp_model.CpSolver()
+    s.parameters.num_workers = workers
+    s.parameters.max_time_in_seconds = time_limit_s
+    code = s.Solve(m)
+    if code == cp_model.INFEASIBLE:
+        return 0, max(0, at_least - 1)  # nothing reaches at_least
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return 0, upper_bound(inventory, demands, policy)
+    return int(round(s.ObjectiveValue())), int(round(s.BestObjectiveBound()))
+
+
+def reference_optimum(inventory, demands, policy, plan=None, time_limit_s: float = 60.0) -> tuple[int | None, str]:
+    """The optimum and how it is known: a feasible plan (checked here) that reaches the knapsack
+    bound; else the assignment model, told that the plan's value is reachable."""
+    bound = upper_bound(inventory, demands, policy)
+    value = None
+    if plan is not None and not check_plan(inventory, demands, policy, plan):
+        value = placed_priority(plan, demands)
+        if value >= bound:
+            return value, "plan reaches the knapsack bound"
+    found, proven = assignment_optimum(inventory, demands, policy, time_limit_s,
+                                       at_least=(value + 1) if value is not None else 0)
+    if value is not None and proven <= value:
+        return value, "assignment model proves nothing better than the plan"
+    if found and found >= proven:
+        return found, "assignment model optimal"
+    return None, f"assignment model left a gap: found {found}, bound {proven}"

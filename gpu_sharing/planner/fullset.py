@@ -1,0 +1,93 @@
+"""From the fast first pass to an optimum over the real feasible set (pure, deterministic).
+
+The first pass (planner.py) proves its plan under placement rules that keep the search small
+(problem.py rules 1-3: smallest tp that fits, one GPU per model that one GPU can hold,
+spanning ranks one per GPU on the coarsest layout). The hardware imposes none of them: an
+instance may take any tp its demand allows, on any distinct partitions of one XGMI hive.
+Those rules can lose placements (issue 19: on 2 x MI300X a 103 GiB model at tp=2 with one
+rank per GPU fits beside two 121.5 GiB replicas, and the rules say it does not).
+So, unless the operator chose the rules (``PlannerPolicy.prefer_local_tp``):
+1. the final fill (fill.py) places whatever still fits the room left, with any tp;
+2. the surrogate knapsack over the full set bounds the optimum; a plan that reaches the
+   bound is proven optimal over the full set at once (the common case);
+3. otherwise CP-SAT solves the counts model over the full set (exact.py with
+   ``Problem.full``), started from the plan so far and limited in deterministic time, and
+   the least-disruption phase keeps what runs where it can; the final fill runs again.
+The SolverInfo's bound and gap are then against the full set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from gpu_sharing.planner.decode import solution_from_packing, to_packing
+from gpu_sharing.planner.exact import solve_least_disruption, solve_placed_priority
+from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.packing import Packing
+from gpu_sharing.planner.problem import build_problem, total_weight
+from gpu_sharing.planner.surrogate import surrogate
+from gpu_sharing.planner.types import PlannerPolicy, SolverInfo
+
+FULL_SHARE = 0.25
+"""Share of the time budget (as CP-SAT deterministic time) for the full-set search."""
+FULL_DISRUPTION_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Widened:
+    modes: dict
+    memory: dict
+    packing: Packing
+    info: SolverInfo
+
+
+def _gap(objective: int, bound: int) -> float:
+    return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
+
+
+def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, packing: Packing,
+          info: SolverInfo) -> Widened:
+    """The first pass's plan, improved and proven (or given a gap) over the full feasible set."""
+    if not packing.unplaced:
+        return Widened(modes, memory, packing, info)
+    packing = fill_free_room(packing, policy)
+    placed = placed_weight(packing)
+    everything = total_weight(demands)
+    if placed >= everything:
+        return Widened(modes, memory, packing, replace(
+            info, objective=float(placed), bound=float(everything), gap=0.0,
+            status=f"{info.status}; every replica placed after the final fill"))
+    full = build_problem(inventory, demands, policy, full=True)
+    bound = min(surrogate(full).bound, everything)
+    if placed >= bound:
+        return Widened(modes, memory, packing, replace(
+            info, objective=float(placed), bound=float(bound), gap=0.0,
+            status=f"{info.status}; optimal over the full feasible set (surrogate bound {bound})"))
+    hint = solution_from_packing(full, inventory, modes, packing)
+    res = solve_placed_priority(full, hint, policy.time_budget_s * FULL_SHARE, at_most=bound)
+    wall = info.wall_time_s + res.wall_time_s
+    if res.solution is not None:
+        bound = min(bound, max(res.bound, res.objective))
+    if res.solution is None or res.objective <= placed:
+        bound = max(bound, placed)
+        verdict = "proved it optimal" if placed >= bound else f"{res.status.lower()}, best bound {bound}"
+        return Widened(modes, memory, packing, replace(
+            info, objective=float(placed), bound=float(bound), gap=_gap(placed, bound), wall_time_s=wall,
+            status=f"{info.status}; full feasible set: cp-sat {verdict}"))
+    solution = res.solution
+    if current:
+        second = solve_least_disruption(full, res.objective, current, solution,
+                                        policy.time_budget_s * FULL_DISRUPTION_SHARE)
+        if second.solution is not None:
+            solution = second.solution
+        wall += second.wall_time_s
+    chosen = {g.gpu: g.layouts[solution.layout[g.gpu]] for g in full.gpus}
+    modes = {g: lay.compute for g, lay in chosen.items()}
+    memory = {g: lay.memory for g, lay in chosen.items()}
+    packing = fill_free_room(to_packing(full, solution, demands, current), policy)
+    placed = placed_weight(packing)
+    bound = max(bound, placed)
+    return Widened(modes, memory, packing, SolverInfo(
+        "cp-sat", float(placed), float(bound), _gap(placed, bound), wall,
+        f"{info.status}; full feasible set: cp-sat {res.status.lower()} placed {placed} "
+        f"(first pass {int(info.objective)}), bound {bound}"))

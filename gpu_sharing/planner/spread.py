@@ -1,0 +1,117 @@
+"""The compute-aware second objective: use empty GPUs before stacking co-tenants (pure, deterministic).
+
+Placed priority is decided first and this step never changes it: it only moves instances that
+are about to start (never one that runs) from a GPU they share to a GPU nobody uses. Why: the
+exact solvers count bytes, not compute, so an optimal plan may stack a 70B, an 8B, a 7B and a
+0.5B on GPU 0 while GPUs 4-7 stay empty (issue 19: the 70B got 51 of 304 CUs).
+
+Which instance moves first: the one furthest below its fair CU share. Fair shares
+(``fair_cus``) split the node's CUs in proportion to priority + 1 times the instance's bytes
+(tp x bytes per rank), each capped at the CUs of the GPUs it occupies (it cannot use more);
+what a capped instance cannot use goes to the others (water filling). An empty GPU takes the
+coarsest compute mode that holds the instance (fewest partitions, most CUs per rank), unless
+its mode is pinned or a repartition would drain the node while instances run; the instance
+may take another tp there (it has not started yet). The move repeats while an empty GPU and a
+shared GPU remain and some instance fits.
+"""
+
+from __future__ import annotations
+
+from gpu_sharing.hardware.catalog import get_spec
+from gpu_sharing.hardware.inventory import PartitionRef
+from gpu_sharing.planner.assemble import compute_units, partition_cus
+from gpu_sharing.planner.packing import Assignment, Packing, _occupy, build_slots
+from gpu_sharing.planner.problem import rank_fits
+from gpu_sharing.planner.types import PlannerPolicy
+
+
+def fair_cus(assignments, gpu_cus: dict[int, int]) -> dict[str, float]:
+    """instance id -> its fair CU share of the node (see the module docstring)."""
+    demand = {iid: (a.item.weight * a.tp * a.bytes_per_rank, sum(gpu_cus[g] for g in {r.gpu for r in a.refs}))
+              for iid, a in assignments.items()}
+    left, out, open_ = float(sum(gpu_cus.values())), {}, set(demand)
+    while open_:
+        total = sum(demand[i][0] for i in open_) or 1
+        capped = {i for i in open_ if left * demand[i][0] / total >= demand[i][1]}
+        if not capped:
+            out.update({i: left * demand[i][0] / total for i in open_})
+            break
+        for i in sorted(capped):
+            out[i] = float(demand[i][1])
+            left -= demand[i][1]
+        open_ -= capped
+    return out
+
+
+def _target(inventory, policy: PlannerPolicy, a: Assignment, gpu: int, modes, memory, may_repartition: bool):
+    """(mode, tp, bytes per rank) for ``a`` alone on empty ``gpu``, or None."""
+    g = inventory.gpu(gpu)
+    d = a.item.demand
+    if d.allowed_gpus is not None and gpu not in d.allowed_gpus:
+        return None
+    spec = get_spec(g.model)
+    pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
+    if may_repartition and gpu not in pinned:
+        options = sorted((c for c in spec.compute_modes() if spec.is_valid(c, memory[gpu])), key=spec.partitions)
+    else:
+        options = [modes[gpu]]
+    for c in options:
+        total = spec.vram_per_partition_bytes(c)
+        cap = int(total * (1.0 - policy.headroom_fraction))
+        for tp in sorted(d.bytes_per_rank_by_tp):
+            if tp <= spec.partitions(c) and rank_fits(d, tp, cap, total, free_tp=True):
+                return c, tp, d.bytes_per_rank_by_tp[tp]
+    return None
+
+
+def _rebuild(inventory, modes, specs, policy, assignments) -> dict:
+    slots = build_slots(inventory, modes, specs, policy)
+    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
+        _occupy(slots, a)
+    return slots
+
+
+def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing: Packing, running: set[str],
+           may_repartition: bool) -> tuple[dict, Packing]:
+    """``modes`` and ``packing`` with instances that have not started moved to empty GPUs."""
+    specs = {g.index: get_spec(g.model) for g in inventory.gpus}
+    modes = dict(modes)
+    assignments = dict(packing.assignments)
+    moved_any = False
+    while True:
+        tenants: dict[int, int] = {}
+        for a in assignments.values():
+            for gpu in {r.gpu for r in a.refs}:
+                tenants[gpu] = tenants.get(gpu, 0) + 1
+        empty = [g.index for g in sorted(inventory.gpus, key=lambda g: g.index) if g.index not in tenants]
+        if not empty:
+            break
+        part_cus = partition_cus(inventory, modes)
+        current = Packing(assignments, packing.unplaced, packing.evicted_by, {})
+        got = compute_units(current, part_cus)
+        gpu_cus = {g.index: specs[g.index].cu_count for g in inventory.gpus}
+        fair = fair_cus(assignments, gpu_cus)
+        movable = sorted((a for iid, a in assignments.items() if iid not in running
+                          and len({r.gpu for r in a.refs}) == 1 and tenants[a.refs[0].gpu] > 1),
+                         key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9),
+                                        -a.item.weight, a.item.instance_id))
+        move = None
+        for a in movable:
+            for gpu in empty:
+                found = _target(inventory, policy, a, gpu, modes, memory, may_repartition)
+                if found:
+                    move = (a, gpu, found)
+                    break
+            if move:
+                break
+        if move is None:
+            break
+        a, gpu, (mode, tp, per_rank) = move
+        modes[gpu] = mode
+        assignments[a.item.instance_id] = Assignment(a.item, tp, tuple(PartitionRef(gpu, k) for k in range(tp)),
+                                                     per_rank)
+        moved_any = True
+    if not moved_any:
+        return modes, packing
+    slots = _rebuild(inventory, modes, specs, policy, assignments)
+    return modes, Packing(assignments, packing.unplaced, packing.evicted_by, slots)

@@ -1,0 +1,82 @@
+"""The compute-aware second objective: empty GPUs are used before co-tenants stack, the
+highest-priority model gets its fair CU share, and the plan says what compute each instance gets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from builders import GIB, node
+from test_planner import converged, running_from
+
+from gpu_sharing.planner import plan
+from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
+
+MI300X_CUS = 304
+
+
+def _example_demands():
+    """config/gpu-sharing.yaml's models with the bytes per rank gpu_sharing.sizing gives them
+    (GiB, by tp): 70B at priority 100, 4 x 8B at 50, 2 x 7B at 40, 2 x 0.5B at 10 with a 0.5 compute share."""
+    def d(name, replicas, prio, by_tp, share=None):
+        return ModelDemand(name, replicas, prio, {tp: int(g * GIB) for tp, g in by_tp.items()}, "f1",
+                           compute_share=share)
+    return [d("llama-3.1-70b", 1, 100, {1: 139.7, 2: 69.8, 4: 34.9, 8: 17.5}),
+            d("llama-3.1-8b", 4, 50, {1: 19.1, 2: 9.5, 4: 4.8, 8: 2.4}),
+            d("qwen2.5-7b", 2, 40, {1: 17.2, 2: 8.6, 4: 4.3, 8: 2.2}),
+            d("qwen2.5-0.5b", 2, 10, {1: 2.8, 2: 1.4, 4: 0.7, 8: 0.3}, share=0.5)]
+
+
+def _fair_share(p, demands, instance_id, node_cus):
+    """Water filling written here: node CUs in proportion to (priority + 1) x bytes, each capped
+    at the CUs of the GPUs the instance occupies; what capped ones cannot use goes to the rest."""
+    prio = {d.name: d.priority for d in demands}
+    want = {x.instance_id: ((prio[x.model] + 1) * x.tp * x.memory_bytes_per_rank,
+                            MI300X_CUS * len({r.gpu for r in x.partitions})) for x in p.placements}
+    left, fair = float(node_cus), {}
+    while want:
+        total = sum(w for w, _c in want.values())
+        capped = {i: c for i, (w, c) in want.items() if left * w / total >= c}
+        if not capped:
+            fair.update({i: left * w / total for i, (w, _c) in want.items()})
+            break
+        fair.update(capped)
+        left -= sum(capped.values())
+        want = {i: v for i, v in want.items() if i not in capped}
+    return fair[instance_id]
+
+
+def test_example_config_uses_every_gpu_and_gives_the_70b_its_fair_share():
+    demands = _example_demands()
+    p = plan(node(8), demands, [], PlannerPolicy())
+    assert len(p.placements) == 9 and not p.unplaceable
+    tenants = Counter(g for x in p.placements for g in {r.gpu for r in x.partitions})
+    empty = [t.gpu for t in p.gpus if t.gpu not in tenants]
+    assert not (empty and any(n > 1 for n in tenants.values())), (empty, tenants)
+    big = next(x for x in p.placements if x.model == "llama-3.1-70b")
+    assert big.compute_units >= _fair_share(p, demands, big.instance_id, 8 * MI300X_CUS) - 1
+    assert big.compute_units == MI300X_CUS
+    starts = [a for a in p.actions if a.kind.value == "start"]
+    assert all("CUs" in a.detail for a in starts)
+
+
+def test_compute_units_follow_the_cu_mask_rule():
+    """On one partition: an explicit 0.5 share gets floor(0.5 x CUs); tenants without one split the rest."""
+    demands = [ModelDemand("shared", 1, 5, {1: 4 * GIB}, "f1", compute_share=0.5),
+               ModelDemand("plain", 2, 5, {1: 4 * GIB}, "f1")]
+    p = plan(node(1), demands, [], PlannerPolicy())
+    cus = {x.instance_id: x.compute_units for x in p.placements}
+    assert cus == {"shared-0": 152, "plain-0": 76, "plain-1": 76}
+
+
+def test_running_instances_are_not_moved_for_compute():
+    """Spreading moves only instances about to start: a converged plan stays as it is, and a
+    newcomer on a node with an empty GPU goes there."""
+    demands = _example_demands()[1:3]
+    inv = node(8)
+    first = plan(inv, demands, [], PlannerPolicy())
+    running = running_from(first, demands)
+    again = plan(converged(inv, first), demands + [ModelDemand("new", 1, 0, {1: 4 * GIB}, "f1")], running,
+                 PlannerPolicy())
+    assert again.to_stop == () and set(again.unchanged) == {r.instance_id for r in running}
+    new = next(x for x in again.placements if x.model == "new")
+    assert not any(r.gpu == new.gpu for x in again.placements if x.model != "new" for r in x.partitions)

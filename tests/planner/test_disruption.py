@@ -1,0 +1,76 @@
+"""Honest disruption: the preemption policy, the node-wide drain a repartition may need, and
+the disruption count on the Plan."""
+
+from __future__ import annotations
+
+from builders import demand, gpu, node
+from test_planner import converged, running_from
+
+from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.planner import plan
+from gpu_sharing.planner.types import PlannerPolicy, PreemptPolicy
+
+
+def _spread_pair():
+    """x (2 x 61.5 GiB, priority 5) runs one replica per GPU; z (151.5 GiB, tp=1 only) fits
+    only if one x replica moves next to the other."""
+    inv = node(2)
+    x = demand("x", 60, 2, 5, tps=(1,))
+    first = plan(inv, [x], [], PlannerPolicy())
+    assert {p.gpu for p in first.placements} == {0, 1}
+    return converged(inv, first), x, running_from(first, [x])
+
+
+def test_equal_or_lower_priority_newcomer_never_moves_what_runs():
+    inv, x, running = _spread_pair()
+    for prio in (0, 5):
+        p = plan(inv, [x, demand("z", 150, 1, prio, tps=(1,))], running, PlannerPolicy())
+        assert p.to_stop == () and p.disruption == 0 and set(p.unchanged) == {"x-0", "x-1"}
+        assert [u.model for u in p.unplaceable] == ["z"]
+        assert any("planner.preempt: strictly_higher_priority" in w for w in p.warnings)
+
+
+def test_strictly_higher_priority_newcomer_may_move_a_running_instance():
+    inv, x, running = _spread_pair()
+    p = plan(inv, [x, demand("z", 150, 1, 6, tps=(1,))], running, PlannerPolicy())
+    assert "z-0" in {pl.instance_id for pl in p.placements} and len(p.placements) == 3
+    assert p.disruption == 1 and len(p.to_stop) == 1 and not p.warnings
+
+
+def test_any_gain_and_never_policies():
+    inv, x, running = _spread_pair()
+    low = [x, demand("z", 150, 1, 0, tps=(1,))]
+    gain = plan(inv, low, running, PlannerPolicy(preempt=PreemptPolicy.ANY_GAIN))
+    assert len(gain.placements) == 3 and gain.disruption == 1
+    high = [x, demand("z", 150, 1, 9, tps=(1,))]
+    never = plan(inv, high, running, PlannerPolicy(preempt=PreemptPolicy.NEVER))
+    assert never.to_stop == () and [u.model for u in never.unplaceable] == ["z"]
+
+
+def _idle_cpx_gpu():
+    """a runs on GPU 0 (SPX); GPU 1 is idle in CPX; a 150 GiB tp=1 newcomer needs GPU 1 in SPX."""
+    inv = Inventory((gpu(0, "MI300X", "SPX"), gpu(1, "MI300X", "CPX")))
+    a = demand("a", 40, 1, 5, tps=(1,), gpus=(0,))
+    first = plan(inv, [a], [], PlannerPolicy())
+    return converged(inv, first), a, running_from(first, [a])
+
+
+def test_repartition_without_drain_keeps_other_gpus_running():
+    inv, a, running = _idle_cpx_gpu()
+    p = plan(inv, [a, demand("big", 150, 1, 0, tps=(1,))], running, PlannerPolicy())
+    assert [t.gpu for t in p.to_repartition] == [1] and p.to_repartition[0].compute_mode == C.SPX
+    assert p.unchanged == ("a-0",) and not p.drain_required and p.drained == () and p.disruption == 0
+
+
+def test_drain_counts_every_running_instance_and_blocks_a_low_priority_gain():
+    inv, a, running = _idle_cpx_gpu()
+    policy = PlannerPolicy(repartition_drains_node=True)
+    low = plan(inv, [a, demand("big", 150, 1, 5, tps=(1,))], running, policy)  # equal priority: no drain
+    assert low.to_repartition == () and low.unchanged == ("a-0",) and not low.drain_required
+    assert [u.model for u in low.unplaceable] == ["big"] and any("drain" in w for w in low.warnings)
+    high = plan(inv, [a, demand("big", 150, 1, 9, tps=(1,))], running, policy)
+    assert high.drain_required and high.drained == ("a-0",) and high.disruption == 1
+    assert "a-0" in high.to_stop and "a-0" in {x.instance_id for x in high.to_start} and high.unchanged == ()
+    stop = next(x for x in high.actions if x.kind.value == "stop" and x.target == "a-0")
+    assert "drain" in stop.detail
