@@ -86,6 +86,11 @@ def memory_caps(ctx: DoctorContext) -> Check:
     inv = ctx.inventory()
     if inv is None:
         return _no_inventory(ctx, "memory-caps", expected)
+    backend = ctx.backend()
+    if backend is not None and backend.name == "amd-smi-cli":
+        return check("memory-caps", F, Status.WARN, "not read: the amd-smi-cli backend copies the catalog's modes",
+                     expected, fix="use the amdsmi backend (fix amdsmi-library), or compare `amd-smi partition -m` "
+                     "memory_partition_caps with the catalog by hand", source=ctx.backend_source)
     missing, extra, measured = [], [], set()
     for g in inv.gpus:
         if g.model not in CATALOG:
