@@ -24,6 +24,8 @@ class DoctorContext:
     state_dir: Path
     simulate: bool = False
     deep: bool = False
+    backend_note: str = ""
+    """Where the backend's answers come from beyond the backend itself (the simulator's rules)."""
     facts: dict[str, Any] = field(default_factory=dict)
     """Results later checks and the daemon use (e.g. ``kfd_mode_switch``); saved by ``--deep``."""
     _backend: PartitionBackend | None = None
@@ -65,4 +67,5 @@ class DoctorContext:
     @property
     def backend_source(self) -> str:
         b = self._backend
-        return f"{b.name} backend inventory()" if b is not None else "backend"
+        return (f"{b.name} backend inventory()" if b is not None else "backend") + \
+            (f"; {self.backend_note}" if self.backend_note else "")

@@ -57,14 +57,17 @@ def _probe(ctx: DoctorContext) -> tuple[str | None, str]:
                   and spec.is_valid(c, target.memory_mode)), None)
     if other is None:
         return None, f"GPU {target.index} has no other compute mode with {target.memory_mode.value}"
-    with ctx.probe.hold_kfd(holder.partitions[0].render_node, holder.index) as pid:
-        try:
-            backend.set_compute_mode(target.index, other)
-        except BackendError as e:
-            if e.code == BackendErrorCode.BUSY:
-                return STRICT, (f"probe pid {pid} held /dev/kfd on GPU {holder.index} only; setting GPU "
-                                f"{target.index} to {other.value} was refused (BUSY)")
-            return None, f"the probe's mode change failed: {e}"
+    try:
+        with ctx.probe.hold_kfd(holder.partitions[0].render_node, holder.index) as pid:
+            try:
+                backend.set_compute_mode(target.index, other)
+            except BackendError as e:
+                if e.code == BackendErrorCode.BUSY:
+                    return STRICT, (f"probe pid {pid} held /dev/kfd on GPU {holder.index} only; setting GPU "
+                                    f"{target.index} to {other.value} was refused (BUSY)")
+                return None, f"the probe's mode change failed: {e}"
+    except (RuntimeError, OSError) as e:  # no systemd-run, no scope, /dev/kfd refused
+        return None, f"the KFD probe process could not start: {e}"
     try:
         backend.set_compute_mode(target.index, target.compute_mode)
     except BackendError as e:

@@ -125,7 +125,9 @@ class RealProbe:
         mod = self.sys_root / "module" / "amdgpu"
         if not mod.exists():
             return Fact({"loaded": False, "version": None}, f"{mod} (absent: amdgpu is not loaded)")
-        ver = mod / "version"  # only the DKMS build sets MODULE_VERSION; the in-tree driver has no file
+        # The DKMS amdgpu sets MODULE_VERSION (e.g. 6.16.13, what `amd-smi version` prints as amdgpu version);
+        # the in-tree driver has no version file (unverified on hardware; tools read the file and treat it as optional).
+        ver = mod / "version"
         version = ver.read_text().strip() if ver.is_file() else None
         return Fact({"loaded": True, "version": version}, f"{ver}" if version else f"{mod} (in-tree driver, no version)")
 

@@ -22,6 +22,9 @@ from gpu_sharing.doctor.vllm_flags import serve_flags
 from simulator.node import SimNode
 from simulator.node_facts import import_amdsmi_outcome, knob, knob_source, masked_kernel_run
 
+SIMULATED_BACKEND_NOTE = ("simulated node: modes and partitions from node.json with the catalog's geometry "
+                          "(gpu_sharing/hardware/catalog.py, docs/hardware-facts.md); device.* knobs override what "
+                          "the fake amdsmi reports (simulator/node_facts.py)")
 _CAP_SYS_ADMIN = 1 << 21
 _CAP_SYS_MODULE = 1 << 16
 

@@ -42,12 +42,12 @@ def _config(args: argparse.Namespace) -> tuple[str | None, Config]:
 
 def _context(args: argparse.Namespace, cfg: Config) -> DoctorContext:
     if args.simulate:
-        from gpu_sharing.doctor.simulated import SimulatedProbe, simulated_backend
+        from gpu_sharing.doctor.simulated import SIMULATED_BACKEND_NOTE, SimulatedProbe, simulated_backend
         from simulator.node import SimNode
 
         node = SimNode.open_or_create(sim_state_dir(args))
         return DoctorContext(cfg, SimulatedProbe(node), lambda: simulated_backend(node, cfg.node.backend),
-                             state_dir(args, cfg), simulate=True, deep=args.deep)
+                             state_dir(args, cfg), simulate=True, deep=args.deep, backend_note=SIMULATED_BACKEND_NOTE)
     from gpu_sharing.backends.factory import make_backend
     from gpu_sharing.doctor.probe import RealProbe
 
