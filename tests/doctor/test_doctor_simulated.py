@@ -18,7 +18,8 @@ def test_healthy_simulated_node_passes_every_check_and_deep_ones_skip(doctor):
     for name, c in checks.items():
         assert c["status"] == ("SKIP" if name in DEEP else "PASS"), c
         assert c["source"] or name in DEEP, c
-    # every simulated version answer names the simulator default it copies
+    # every simulated answer names the simulator rule or default it comes from
+    assert all("simulat" in c["source"] for c in checks.values() if c["status"] != "SKIP")
     assert "simulator default version.rocm" in checks["rocm"]["source"]
     assert "import_amdsmi_outcome" in checks["amdsmi-library"]["source"]
 
