@@ -1,8 +1,9 @@
 """The vLLM flags gpu-sharing generates for a config, and the flag metadata they are checked against.
 
 Why one small function for the metadata: issue 15 ships ``gpu_sharing/data/vllm_serve_flags.json``
-(flag metadata with types and choices); until it exists the doctor reads the flag names of
-``vllm-0.33.0-serve-flags.txt``. ``serve_flags()`` is the one place that switches.
+(flag metadata with types, choices, negations, aliases); until it is on this branch the doctor reads
+the flag names of ``vllm-0.33.0-serve-flags.txt``. ``serve_flags()`` is the one place that switches:
+it uses the JSON as soon as the file exists.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.errors import UserError
@@ -25,11 +27,21 @@ def serve_flags() -> frozenset[str]:
     """``--flag`` names vLLM 0.33.0's ``vllm serve`` accepts, from the richest metadata shipped."""
     data = resources.files("gpu_sharing.data")
     if data.joinpath(METADATA_JSON).is_file():
-        meta = json.loads(data.joinpath(METADATA_JSON).read_text())
-        items = meta.get("flags", meta) if isinstance(meta, dict) else meta
-        names = items.keys() if isinstance(items, dict) else [i.get("flag") or i.get("name") for i in items]
-        return frozenset(n if str(n).startswith("--") else f"--{n}" for n in names if n)
+        return flags_from_metadata(json.loads(data.joinpath(METADATA_JSON).read_text()))
     return vllm_flags()
+
+
+def flags_from_metadata(meta: dict[str, Any]) -> frozenset[str]:
+    """Flag names, negations (``--no-X``) and aliases from ``{"flags": {"--name": {"negation", "aliases"}}}``
+    (issue 15's vllm_serve_flags.json, generated from vLLM 0.33.0's own parser)."""
+    names: set[str] = set()
+    for flag, info in (meta.get("flags") or {}).items():
+        names.add(flag)
+        info = info if isinstance(info, dict) else {}
+        if info.get("negation"):
+            names.add(info["negation"])
+        names.update(a for a in info.get("aliases") or [] if str(a).startswith("--"))
+    return frozenset(names)
 
 
 def metadata_source() -> str:

@@ -16,7 +16,7 @@ from gpu_sharing.doctor.checks import version_tuple
 from gpu_sharing.doctor.kernel_behaviour import mode_from_versions
 from gpu_sharing.doctor.permissions import sandbox_read_only
 from gpu_sharing.doctor.probe import flags_in_help, json_framing, parse_amd_smi_version
-from gpu_sharing.doctor.vllm_flags import serve_flags
+from gpu_sharing.doctor.vllm_flags import flags_from_metadata, serve_flags
 from gpu_sharing.runtime.launch_spec import vllm_flags
 from simulator.node import SimError, SimNode
 from simulator.node_facts import import_amdsmi_outcome, masked_kernel_run
@@ -73,9 +73,17 @@ def test_amd_smi_output_parsers():
         {"--max-num-seqs", "--enable-lora", "--no-enable-lora"}
 
 
-def test_flag_metadata_falls_back_to_the_033_flag_list():
-    assert serve_flags() == vllm_flags()
+def test_flag_metadata_falls_back_to_the_033_flag_list_and_reads_the_json_shape():
+    if not (ROOT / "gpu_sharing" / "data" / "vllm_serve_flags.json").exists():
+        assert serve_flags() == vllm_flags()
     assert "--gpu-memory-utilization" in serve_flags()
+    meta = {"vllm_version": "0.33.0", "flags": {
+        "--enable-prefix-caching": {"action": "enable_disable", "negation": "--no-enable-prefix-caching", "aliases": []},
+        "--tensor-parallel-size": {"action": "store", "negation": None, "aliases": ["-tp"]},
+        "--model-loader-extra-config": {"aliases": ["--model-loader-config"]}}}
+    assert flags_from_metadata(meta) == {"--enable-prefix-caching", "--no-enable-prefix-caching",
+                                         "--tensor-parallel-size", "--model-loader-extra-config",
+                                         "--model-loader-config"}
 
 
 def test_simulated_amdsmi_import_rule():
