@@ -12,15 +12,12 @@ kernel_behaviour, deep, vllm_flags.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from gpu_sharing.doctor import deep, hardware, kernel_behaviour, permissions, versions
 from gpu_sharing.doctor.checks import Check, Family, Status
 from gpu_sharing.doctor.context import DoctorContext
-
-FACTS_FILE = "node-facts.json"
+from gpu_sharing.hardware.node_facts import Drain, KfdModeSwitch, NodeFacts, save_node_facts
 CHECK_FAMILIES = (versions.CHECKS, hardware.CHECKS, permissions.CHECKS, kernel_behaviour.CHECKS, deep.CHECKS)
 
 
@@ -37,15 +34,12 @@ def running_processes(ctx: DoctorContext) -> list[str]:
 
 
 def save_facts(ctx: DoctorContext) -> Path | None:
-    """Write what --deep measured (kfd_mode_switch, drain) to <state_dir>/node-facts.json for the daemon."""
-    if not ctx.facts:
+    """Write what the KFD check decided to <state_dir>/node-facts.json (hardware.node_facts) for the daemon."""
+    if "kfd_mode_switch" not in ctx.facts:
         return None
-    path = Path(ctx.state_dir) / FACTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": 1, **ctx.facts}, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    facts = NodeFacts(KfdModeSwitch(ctx.facts["kfd_mode_switch"]), Drain(ctx.facts["drain"]),
+                      bool(ctx.facts.get("measured")))
+    return save_node_facts(ctx.state_dir, facts)
 
 
 __all__ = ["Check", "DoctorContext", "Family", "Status", "run_checks", "running_processes", "save_facts"]

@@ -100,6 +100,7 @@ def kfd_mode_switch(ctx: DoctorContext) -> Check:
     mode = measured_mode or rule
     ctx.facts["kfd_mode_switch"] = mode or STRICT
     ctx.facts["drain"] = "gpu" if mode == CGROUP and launcher == LauncherKind.SYSTEMD_RUN else "node"
+    ctx.facts["measured"] = measured_mode is not None
     detail = measured_why or why
     if launcher == LauncherKind.SYSTEMD_RUN and mode != CGROUP:
         status = Status.FAIL if mode == STRICT else Status.WARN

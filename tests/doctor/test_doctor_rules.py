@@ -140,3 +140,13 @@ def test_real_node_without_rocm_exits_1_with_install_hints_and_no_traceback(tmp_
     assert checks["rocm"]["status"] == "FAIL" and "amdgpu-install" in checks["rocm"]["fix"]
     assert checks["amdsmi-library"]["status"] == "FAIL" and "amd-smi-lib" in checks["amdsmi-library"]["fix"]
     assert checks["gpu-model"]["status"] == "FAIL"
+
+
+def test_node_facts_default_to_the_safe_strict_node_drain(tmp_path):
+    from gpu_sharing.hardware.node_facts import Drain, KfdModeSwitch, NodeFacts, load_node_facts, save_node_facts
+
+    assert load_node_facts(tmp_path) == NodeFacts()  # missing: strict, whole-node drain
+    (tmp_path / "node-facts.json").write_text("{broken")
+    assert load_node_facts(tmp_path).drain == Drain.NODE
+    save_node_facts(tmp_path, NodeFacts(KfdModeSwitch.CGROUP_EXCLUSION, Drain.GPU, True))
+    assert load_node_facts(tmp_path) == NodeFacts(KfdModeSwitch.CGROUP_EXCLUSION, Drain.GPU, True)

@@ -31,7 +31,10 @@ def test_deep_on_a_healthy_node_measures_the_kfd_behaviour_and_the_cu_mask(docto
     assert checks["kfd-mode-switch"]["measured"].startswith("strict: probe pid")
     assert checks["cu-mask"]["status"] == "PASS"
     assert checks["vllm-memory"]["status"] == "SKIP"
-    assert out["facts"] == {"kfd_mode_switch": "strict", "drain": "node"}
+    assert out["facts"] == {"kfd_mode_switch": "strict", "drain": "node", "measured": True}
+    from gpu_sharing.hardware.node_facts import Drain, KfdModeSwitch, load_node_facts
+    saved = load_node_facts(node.state_dir / "daemon")
+    assert saved.kfd_mode_switch == KfdModeSwitch.STRICT and saved.drain == Drain.NODE and saved.measured
     st = node.state()
     assert st["processes"] == [] and {g["compute_mode"] for g in st["gpus"]} == {"SPX"}
 
@@ -145,6 +148,8 @@ def test_deep_probe_contradicting_the_kernel_version_fails(doctor, node):
     assert rc == 0 and checks["kfd-mode-switch"]["status"] == "PASS"
     assert "switched to" in checks["kfd-mode-switch"]["measured"]
     assert out["facts"]["drain"] == "gpu"
+    from gpu_sharing.hardware.node_facts import Drain, load_node_facts
+    assert load_node_facts(node.state_dir / "daemon").drain == Drain.GPU
     assert {g["compute_mode"] for g in node.state()["gpus"]} == {"SPX"}  # restored
 
 
