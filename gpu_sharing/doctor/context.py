@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from gpu_sharing.config.schema import Config
+from gpu_sharing.config.schema import Config, VllmSettings
 from gpu_sharing.doctor.probe import NodeProbe
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.runtime.simulation import simulated_vllm_settings
 
 
 @dataclass
@@ -24,6 +25,9 @@ class DoctorContext:
     state_dir: Path
     simulate: bool = False
     deep: bool = False
+    config_dir: Path | None = None
+    """Directory of the config file (relative config_json / catalog paths)."""
+    sim_state_dir: Path | None = None
     backend_note: str = ""
     """Where the backend's answers come from beyond the backend itself (the simulator's rules)."""
     facts: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +63,13 @@ class DoctorContext:
                 self._backend_error = str(e)
                 return None
         return self._inventory
+
+    def vllm_settings(self) -> VllmSettings:
+        """vllm settings instances get: under --simulate the fake vLLM, as runtime.simulation arranges."""
+        if not self.simulate or self.sim_state_dir is None:
+            return self.config.vllm
+        return simulated_vllm_settings(self.config.vllm, sim_state_dir=self.sim_state_dir,
+                                       startup_time_s=min(self.config.node.simulator.startup_time_s, 0.2))
 
     @property
     def inventory_error(self) -> str:

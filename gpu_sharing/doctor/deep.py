@@ -6,8 +6,8 @@
   ROCm numbers HSA_CU_MASK devices after ROCR_VISIBLE_DEVICES filtering (rocm.docs.amd.com,
   reference/environment-variables "setting-cus"): with HIP_VISIBLE_DEVICES alone the mask's device
   0 is the node's device 0, which is the mistake this check exists to catch.
-- vllm-memory: start one small model with ``--load-format dummy`` and compare vLLM's logged memory
-  with the launch contract's prediction. Not implemented yet: it SKIPs and says so.
+- vllm-memory (doctor/vllm_memory.py): start the config's smallest model with ``--load-format dummy``
+  and compare vLLM's logged memory with the launch contract's prediction; record the measured size.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from gpu_sharing.config.schema import ModelSettings
 from gpu_sharing.doctor.checks import Check, Family, Status, check
 from gpu_sharing.doctor.context import DoctorContext
+from gpu_sharing.doctor.vllm_memory import vllm_memory
 from gpu_sharing.isolation.cu_masks import assign_cu_masks, assign_cu_sets, format_cu_list
 from gpu_sharing.runtime.launch_spec import build_launch_spec
 
@@ -56,13 +57,6 @@ def cu_mask(ctx: DoctorContext) -> Check:
                      "mask for the node index the runtime sees", source=fact.source)
     return check("cu-mask", F, Status.PASS, measured, expected, source=fact.source)
 
-
-def vllm_memory(ctx: DoctorContext) -> Check:
-    expected = "vLLM's logged weights, activation peak, graph memory and KV pool within the launch contract's prediction"
-    if not ctx.deep:
-        return check("vllm-memory", F, Status.SKIP, "not run", expected + " (--deep)")
-    return check("vllm-memory", F, Status.SKIP, "not implemented yet (needs the memory-profile log lines of the fake "
-                 "vLLM that issue 15 adds)", expected)
 
 
 CHECKS = (cu_mask, vllm_memory)

@@ -15,8 +15,12 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -70,6 +74,7 @@ class NodeProbe(Protocol):
     def systemd_sandbox(self) -> Fact: ...
     def hold_kfd(self, render_node: str, gpu: int) -> Any: ...
     def masked_kernel(self, partition: Any, env: dict[str, str]) -> Fact: ...
+    def run_vllm(self, argv: Sequence[str], env: dict[str, str], url: str, timeout_s: float) -> Fact: ...
 
 
 def run(argv: Sequence[str], timeout_s: float = 60.0, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -81,6 +86,44 @@ def run(argv: Sequence[str], timeout_s: float = 60.0, env: dict[str, str] | None
         return 127, "", f"{argv[0]}: not found"
     except subprocess.TimeoutExpired:
         return 124, "", f"{' '.join(argv)} took longer than {timeout_s:g} s"
+
+
+def run_until_healthy(argv: Sequence[str], env: dict[str, str], url: str, timeout_s: float) -> Fact:
+    """Start ``argv`` (own session), wait until ``url``/health answers 200, stop it; Fact(its output).
+
+    The wait is bounded by ``timeout_s`` and paced by waiting on the process itself (returns early
+    when it exits). The process group is stopped with SIGTERM, then SIGKILL after 30 s."""
+    source = f"{' '.join(argv[:4])} ... output (started by the doctor, stopped once healthy)"
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                start_new_session=True)
+        deadline, healthy, code = time.monotonic() + timeout_s, False, None
+        try:
+            while time.monotonic() < deadline and not healthy:
+                try:
+                    code = proc.wait(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                        healthy = r.status == 200
+                except OSError:
+                    continue
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+        log.seek(0)
+        text = log.read()
+    if not healthy:
+        why = f"exited with {code}" if code is not None else f"not healthy after {timeout_s:g} s"
+        return Fact.missing(source, f"vLLM {why}: " + " | ".join(text.strip().splitlines()[-3:]))
+    return Fact(text, source)
 
 
 def parse_amd_smi_version(stdout: str) -> dict[str, Any] | None:
@@ -230,6 +273,9 @@ class RealProbe:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+    def run_vllm(self, argv: Sequence[str], env: dict[str, str], url: str, timeout_s: float) -> Fact:
+        return run_until_healthy(argv, env, url, timeout_s)
 
     def masked_kernel(self, partition: Any, env: dict[str, str]) -> Fact:
         return Fact.missing("not implemented on real hardware",

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from gpu_sharing.config.schema import BackendKind
 from gpu_sharing.doctor.checks import Fact
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, PartitionBackend
-from gpu_sharing.doctor.probe import INSTALL_AMDSMI, INSTALL_ROCM
+from gpu_sharing.doctor.probe import INSTALL_AMDSMI, INSTALL_ROCM, run_until_healthy
 from gpu_sharing.doctor.vllm_flags import serve_flags
 from simulator.node import SimNode
 from simulator.node_facts import import_amdsmi_outcome, knob, knob_source, masked_kernel_run
@@ -125,6 +125,11 @@ class SimulatedProbe:
             yield pid
         finally:
             self.node.release_process(pid)
+
+    def run_vllm(self, argv: Sequence[str], env: dict[str, str], url: str, timeout_s: float) -> Fact:
+        """The fake vLLM (simulator/vllm_server.py) started like the real one; its log is what it prints."""
+        fact = run_until_healthy(argv, env, url, timeout_s)
+        return Fact(fact.value, "simulator/vllm_server.py " + fact.source, fact.error, fact.fix)
 
     def masked_kernel(self, partition: Any, env: dict[str, str]) -> Fact:
         st = self.node.state()

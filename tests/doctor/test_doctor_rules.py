@@ -150,3 +150,21 @@ def test_node_facts_default_to_the_safe_strict_node_drain(tmp_path):
     assert load_node_facts(tmp_path).drain == Drain.NODE
     save_node_facts(tmp_path, NodeFacts(KfdModeSwitch.CGROUP_EXCLUSION, Drain.GPU, True))
     assert load_node_facts(tmp_path) == NodeFacts(KfdModeSwitch.CGROUP_EXCLUSION, Drain.GPU, True)
+
+
+def test_vllm_memory_log_parsing_and_comparison():
+    from gpu_sharing.doctor.vllm_memory import GIB, compare, parse_memory_log
+    from gpu_sharing.sizing.types import ModelSize
+
+    log = ("(EngineCore pid=1) INFO [gpu_model_runner.py:2001] Model loading took 15.3001 GiB and 12.5 seconds\n"
+           "(EngineCore pid=1) INFO [gpu_worker.py:330] Available KV cache memory: 1.00 GiB\n"
+           "(EngineCore pid=1) INFO [gpu_model_runner.py:3000] Graph capturing finished in 8 secs, took 0.52 GiB\n"
+           "(EngineCore pid=1) INFO [gpu_worker.py:330] Available KV cache memory: 150.32 GiB\n")
+    got = parse_memory_log(log)
+    assert got == {"weights": int(15.3001 * GIB), "graph": int(0.52 * GIB), "kv": int(150.32 * GIB)}
+    size = ModelSize(param_count=8, weights_bytes=15 * GIB, weights_bytes_per_rank=15 * GIB, kv_bytes_per_token=1,
+                     kv_tokens=1, kv_bytes=140 * GIB, activation_bytes=5 * GIB, runtime_overhead_bytes=GIB // 2 * 3,
+                     total_bytes_per_rank=161 * GIB, tp=1, source="estimate")
+    assert compare(size, got) == []  # weights +2 % (ROCm), graph under the runtime overhead, KV larger
+    problems = compare(size, {**got, "weights": 17 * GIB, "kv": 100 * GIB})
+    assert len(problems) == 2 and "weights 17.00 GiB > predicted 15.00" in problems[0] and "KV pool 100.00" in problems[1]

@@ -170,3 +170,25 @@ def test_deep_refuses_while_gpu_processes_run(doctor, node, capsys, tmp_path):
     rc = main(["doctor", "--simulate", "--sim-state", str(node.state_dir), "-c", str(cfg), "--deep"])
     err = capsys.readouterr().err
     assert rc == 1 and "refused while 1 GPU process(es) run" in err and "pid 424242" in err
+
+
+TINY = ('{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048, '
+        '"intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32, "num_key_value_heads": 4, '
+        '"vocab_size": 32000, "max_position_embeddings": 2048, "torch_dtype": "bfloat16"}')
+
+
+def _tiny(max_num_seqs: int) -> str:
+    return (f"version: v1\nmodels:\n  - name: tiny\n    source: org/tiny-llama\n    max_model_len: 2048\n"
+            f"    max_num_seqs: {max_num_seqs}\n    config_json: {TINY}\n")
+
+
+def test_vllm_memory_starts_the_fake_vllm_and_compares_its_kv_pool(doctor, node):
+    rc, checks, _ = doctor("--deep", config=_tiny(4))
+    c = checks["vllm-memory"]
+    assert rc == 0 and c["status"] == "PASS" and "tiny on partition 0.0 (--load-format dummy): kv" in c["measured"]
+    assert node.state()["processes"] == []  # stopped once healthy
+    # 256 sequences x 2048 tokens need more KV than the fake vLLM leaves (it gives 60 % of its claim to KV,
+    # simulator/vllm_server.py): the pool is smaller than the launch contract predicts.
+    rc, checks, _ = doctor("--deep", config=_tiny(256))
+    c = checks["vllm-memory"]
+    assert rc == 1 and c["status"] == "FAIL" and "KV pool" in c["measured"]

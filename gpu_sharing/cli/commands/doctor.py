@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands._runtime_common import sim_state_dir, state_dir
@@ -40,26 +41,28 @@ def _config(args: argparse.Namespace) -> tuple[str | None, Config]:
         return None, Config(version="v1")
 
 
-def _context(args: argparse.Namespace, cfg: Config) -> DoctorContext:
+def _context(args: argparse.Namespace, cfg: Config, path: str | None) -> DoctorContext:
+    config_dir = Path(path).resolve().parent if path else None
     if args.simulate:
         from gpu_sharing.doctor.simulated import SIMULATED_BACKEND_NOTE, SimulatedProbe, simulated_backend
         from simulator.node import SimNode
 
         node = SimNode.open_or_create(sim_state_dir(args))
         return DoctorContext(cfg, SimulatedProbe(node), lambda: simulated_backend(node, cfg.node.backend),
-                             state_dir(args, cfg), simulate=True, deep=args.deep, backend_note=SIMULATED_BACKEND_NOTE)
+                             state_dir(args, cfg), simulate=True, deep=args.deep, config_dir=config_dir,
+                             sim_state_dir=node.state_dir, backend_note=SIMULATED_BACKEND_NOTE)
     from gpu_sharing.backends.factory import make_backend
     from gpu_sharing.doctor.probe import RealProbe
 
     def open_backend():
         with contextlib.redirect_stdout(sys.stderr):  # `import amdsmi` prints when libamd_smi.so is missing
             return make_backend(cfg.node.backend)
-    return DoctorContext(cfg, RealProbe(), open_backend, state_dir(args, cfg), deep=args.deep)
+    return DoctorContext(cfg, RealProbe(), open_backend, state_dir(args, cfg), deep=args.deep, config_dir=config_dir)
 
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = _config(args)
-    ctx = _context(args, cfg)
+    ctx = _context(args, cfg, path)
     if args.deep:
         busy = running_processes(ctx)
         if busy:
