@@ -57,6 +57,7 @@ def _free_port() -> int:
 
 
 def _smallest_model(ctx: DoctorContext):
+    """The smallest model sized from its config.json: a catalog-only size has no breakdown to compare."""
     sized = []
     for model in ctx.config.models:
         if not model.enabled or (model.tensor_parallel_size or 1) != 1:
@@ -85,7 +86,8 @@ def vllm_memory(ctx: DoctorContext) -> Check:
         return check("vllm-memory", F, Status.SKIP, "not run", expected + " (--deep)")
     size, model = _smallest_model(ctx)
     if model is None:
-        return check("vllm-memory", F, Status.SKIP, "no tp=1 model in the config can be sized", expected)
+        return check("vllm-memory", F, Status.SKIP, "no enabled tp=1 model has a config.json to predict its memory from "
+                     "(models[].config_json, a local model dir, or the Hugging Face cache)", expected)
     inv = ctx.inventory(fresh=True)
     if inv is None:
         return check("vllm-memory", F, Status.FAIL, f"cannot read the GPUs: {ctx.inventory_error}", expected)
