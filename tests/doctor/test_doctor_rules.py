@@ -168,3 +168,10 @@ def test_vllm_memory_log_parsing_and_comparison():
     assert compare(size, got) == []  # weights +2 % (ROCm), graph under the runtime overhead, KV larger
     problems = compare(size, {**got, "weights": 17 * GIB, "kv": 100 * GIB})
     assert len(problems) == 2 and "weights 17.00 GiB > predicted 15.00" in problems[0] and "KV pool 100.00" in problems[1]
+
+
+def test_unreadable_simulated_node_is_an_error_line_not_a_traceback(tmp_path, capsys):
+    SimNode.create(tmp_path, "MI300X", 1)
+    (tmp_path / "node.json").write_text("{bad")
+    assert main(["doctor", "--simulate", "--sim-state", str(tmp_path), "-c", str(ROOT / "config/gpu-sharing.yaml")]) == 1
+    assert "simulated node cannot be read" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from gpu_sharing.cli import common
 from gpu_sharing.cli.commands._runtime_common import sim_state_dir, state_dir
 from gpu_sharing.config.schema import Config
 from gpu_sharing.doctor import DoctorContext, Status, run_checks, running_processes, save_facts
-from gpu_sharing.errors import UserError
+from gpu_sharing.errors import OperationError, UserError
 
 _ORDER = {Status.FAIL: 0, Status.WARN: 1, Status.PASS: 2, Status.SKIP: 3}
 
@@ -62,6 +62,17 @@ def _context(args: argparse.Namespace, cfg: Config, path: str | None) -> DoctorC
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = _config(args)
+    if not args.simulate:
+        return _run(args, path, cfg)
+    from simulator.node import SimError
+
+    try:
+        return _run(args, path, cfg)
+    except (SimError, FileNotFoundError) as e:
+        raise OperationError(f"the simulated node cannot be read: {e} (recreate it: gpu-sharing simulator init)") from None
+
+
+def _run(args: argparse.Namespace, path: str | None, cfg: Config) -> int:
     ctx = _context(args, cfg, path)
     if args.deep:
         busy = running_processes(ctx)
