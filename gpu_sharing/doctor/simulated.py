@@ -119,7 +119,7 @@ class SimulatedProbe:
     @contextmanager
     def hold_kfd(self, render_node: str, gpu: int) -> Iterator[int]:
         """A synthetic process holding /dev/kfd with a device cgroup of ``gpu`` only (SimNode.open_kfd)."""
-        pid = 4_000_000 + os.getpid() % 100_000
+        pid = 4_194_304 + os.getpid() % 100_000  # above PID_MAX_LIMIT (2^22): never a real process's pid
         self.node.open_kfd(pid, "gpu-sharing-doctor-kfd-probe", [gpu])
         try:
             yield pid
