@@ -19,6 +19,7 @@ import sys
 import simulator.fake_amdsmi as smi
 from simulator.fake_amdsmi.exceptions import AmdSmiLibraryException
 from simulator.node import SimNode
+from simulator.node_facts import knob
 
 
 def _gpus(handles, selector):
@@ -44,7 +45,27 @@ def _emit(obj) -> None:
     if smi._node().take_fault("list") == "GARBAGE":  # noqa: SLF001 - fault knob
         print('{"gpu_data": [{"gpu": 0, "partition": ')
         return
+    if isinstance(obj, dict) and set(obj) == {"gpu_data"} and knob(smi._node().state(), "amd_smi_json_framing") == "bare":
+        obj = obj["gpu_data"]  # amd-smi < 26 (ROCm 6.4) printed bare arrays (ROCm/rocm-systems PR #223)
     print(json.dumps(obj, indent=4))
+
+
+def cmd_version(args, handles):
+    """CMD71 ``version``: tool, library (amdsmi_get_lib_version), ROCm (librocm-core), amdgpu (driver_info of GPU 0).
+
+    JSON goes through print_output, so it is a one-element array (amdsmi_logger.py); human output is one line."""
+    lib = smi.amdsmi_get_lib_version()
+    ok, rocm = smi.amdsmi_get_rocm_version()
+    out = {"tool": "AMDSMI Tool", "version": str(knob(smi._node().state(), "version.amd_smi_tool")),  # noqa: SLF001
+           "amdsmi_library_version": f"{lib['major']}.{lib['minor']}.{lib['release']}",
+           "rocm_version": rocm if ok else "N/A",
+           "amdgpu_version": smi.amdsmi_get_gpu_driver_info(handles[0])["driver_version"] if handles else "N/A",
+           "amd_hsmp_driver_version": "N/A"}
+    if args.json:
+        print(json.dumps([out], indent=4))
+    else:
+        print(f"AMDSMI Tool: {out['version']} | AMDSMI Library version: {out['amdsmi_library_version']} | "
+              f"ROCm version: {out['rocm_version']} | amdgpu version: {out['amdgpu_version']} | amd_hsmp version: N/A")
 
 
 def cmd_list(args, handles):
@@ -198,7 +219,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amd-smi")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, flags in (("list", ["-e"]), ("static", ["-p", "-a", "-u"]), ("partition", ["-c", "-m"]),
-                        ("process", []), ("metric", ["-m"]), ("reset", ["-r"])):
+                        ("process", []), ("metric", ["-m"]), ("reset", ["-r"]), ("version", [])):
         sp = sub.add_parser(name)
         sp.add_argument("-g", "--gpu", nargs="+")
         sp.add_argument("--json", action="store_true")
@@ -219,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         smi.amdsmi_init()
         handles = smi.amdsmi_get_processor_handles()
         {"list": cmd_list, "static": cmd_static, "partition": cmd_partition, "process": cmd_process,
-         "metric": cmd_metric, "set": cmd_set, "reset": cmd_reset}[args.cmd](args, handles)
+         "metric": cmd_metric, "set": cmd_set, "reset": cmd_reset, "version": cmd_version}[args.cmd](args, handles)
     except AmdSmiLibraryException as e:  # 7.0-era: library errors printed on stdout, exit 0
         print(f"{e.get_error_info()} Error code: {-1000 - e.err_code}")
         return 0

@@ -38,6 +38,14 @@ LOCK_FILE = "node.lock"
 _BUSES = ["0c", "22", "38", "5c", "9f", "af", "bf", "df"]
 FAULT_OPS = ("set_compute", "set_memory", "reload", "list", "process")
 FAULT_CODES = ("BUSY", "NO_PERM", "TIMEOUT", "GARBAGE", "RESTART_FAILED", "NOT_SUPPORTED")
+# When the KFD refuses a compute-partition change (BUSY). "strict": any process that opened /dev/kfd
+# anywhere on the node blocks every compute-mode change ("The KFD currently bars a compute partition mode
+# switch while a KFD process exists"). "cgroup_exclusion": only processes whose device cgroup includes
+# that GPU block it (kgd2kfd_check_and_lock_kfd returns -EBUSY only if a process has a pdd on the device;
+# kfd_init_apertures creates pdds for the GPUs the device cgroup allows). Source: amd-gfx patch
+# "drm/amdkfd: allow compute partition mode switch with cgroup exclusions" (J. Kim, 29 May 2025),
+# commit 96f75f9594466f92b10873cc3a49267cfe15ee49, merged for Linux 6.17 (drm-next-2025-07-30).
+KFD_MODE_SWITCH = ("strict", "cgroup_exclusion")
 
 
 class SimError(Exception):
@@ -123,7 +131,7 @@ class SimNode:
             "gpus": [{"index": i, "bus": _BUSES[i % 8] if i < 8 else f"{0xe0 + i:02x}", "hive_id": 0x5A3F8E21C0D47B19,
                       "numa_node": 0 if i < gpus / 2 or gpus == 1 else 1, "compute_mode": c.value,
                       "memory_mode": m.value, "pending_memory_mode": None} for i in range(gpus)],
-            "processes": [], "faults": {},
+            "processes": [], "faults": {}, "kfd_mode_switch": "strict", "knobs": {},
         }
         d = Path(state_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -272,6 +280,32 @@ class SimNode:
         with self._edit() as state:
             state["reload_time_s"] = float(seconds)
 
+    def set_kfd_mode_switch(self, mode: str) -> None:
+        if mode not in KFD_MODE_SWITCH:
+            raise ValueError(f"kfd_mode_switch must be one of {KFD_MODE_SWITCH}, not {mode!r}")
+        with self._edit() as state:
+            state["kfd_mode_switch"] = mode
+
+    def set_knob(self, name: str, value: Any) -> None:
+        """A fact the node reports differently from a healthy node (simulator/node_facts.py lists them)."""
+        from simulator.node_facts import KNOB_NAMES
+
+        if name not in KNOB_NAMES:
+            raise ValueError(f"unknown knob {name!r}; known: {', '.join(KNOB_NAMES)}")
+        with self._edit() as state:
+            state.setdefault("knobs", {})[name] = value
+
+    def open_kfd(self, pid: int, name: str, gpus: list[int] | None, *, synthetic: bool = True) -> None:
+        """A process opens /dev/kfd with a device cgroup allowing ``gpus`` (None = every GPU).
+
+        It holds no VRAM; amdsmi before ROCm 10 lists it where it has a KFD context (real-stack-findings).
+        """
+        with self._edit() as state:
+            parts = self.partitions(state)
+            first = next(p["hip_index"] for p in parts if gpus is None or p["gpu"] in gpus)
+            state["processes"].append({"pid": pid, "name": name, "hip_index": first, "vram_bytes": 0,
+                                       "synthetic": synthetic, "kfd_gpus": None if gpus is None else list(gpus)})
+
     # ---------------------------------------------------------------- mode changes
     def _fault(self, op: str) -> None:
         code = self.take_fault(op)
@@ -295,6 +329,7 @@ class SimNode:
             if g["compute_mode"] == c.value:
                 return False
             procs = _procs_on_gpu(self, state, gpu)
+            procs += _kfd_blockers(state, gpu, {p["pid"] for p in procs})
             if procs:
                 raise SimError("BUSY", _busy_detail(procs))
             g["compute_mode"] = c.value
@@ -364,6 +399,17 @@ def _gpu(state: dict[str, Any], gpu: int) -> dict[str, Any]:
 def _procs_on_gpu(node: SimNode, state: dict[str, Any], gpu: int) -> list[dict[str, Any]]:
     return [dict(p, partition=f"{part['gpu']}.{part['index']}") for part in node.partitions(state)
             if part["gpu"] == gpu for p in part["processes"]]
+
+
+def _kfd_blockers(state: dict[str, Any], gpu: int, seen: set[int]) -> list[dict[str, Any]]:
+    """Processes elsewhere that hold /dev/kfd and block a compute change on ``gpu`` (KFD_MODE_SWITCH).
+
+    Only processes registered with ``kfd_gpus`` (open_kfd) are considered here, so processes that only
+    claim VRAM keep the per-GPU rule above."""
+    strict = state.get("kfd_mode_switch", "strict") == "strict"
+    return [dict(p, partition=f"kfd hip {p['hip_index']}") for p in state["processes"]
+            if "kfd_gpus" in p and p["pid"] not in seen
+            and (strict or p["kfd_gpus"] is None or gpu in p["kfd_gpus"])]
 
 
 def _busy_detail(procs: list[dict[str, Any]]) -> str:

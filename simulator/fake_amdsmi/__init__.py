@@ -17,6 +17,9 @@ from pathlib import Path
 from simulator.fake_amdsmi.exceptions import (AmdSmiException, AmdSmiLibraryException, AmdSmiParameterException,
                                               AmdSmiRetryException, AmdSmiTimeoutException, STATUS)
 from simulator.node import SimError, SimNode, default_state_dir
+from simulator.node_facts import knob
+
+__version__ = "7.0.2"  # the wheel whose API shape this fake copies; the node's reported wheel is a knob
 
 _state = {"dir": None, "initialized": False}
 
@@ -148,13 +151,35 @@ def amdsmi_get_gpu_kfd_info(h) -> dict:
     return {"kfd_id": 18421 + p["hip_index"], "node_id": p["hip_index"] + 2, "current_partition_id": p["index"]}
 
 
+def amdsmi_get_lib_version() -> dict:
+    """amdsmi_interface.py 7.0.2: {"major", "minor", "release", "build"} of libamd_smi.so (26.x numbering)."""
+    parts = (str(knob(_node().state(), "version.amdsmi_lib")).split(".") + ["0", "0"])[:3]
+    return {"major": int(parts[0]), "minor": int(parts[1]), "release": int(parts[2]), "build": ""}
+
+
+def amdsmi_get_rocm_version() -> tuple[bool, str]:
+    """amdsmi_interface.py 7.0.2: (True, "7.2.0") from librocm-core, or (False, "Could not find librocm-core.so")."""
+    rocm = knob(_node().state(), "version.rocm")
+    return (True, str(rocm)) if rocm else (False, "Could not find librocm-core.so")
+
+
+def amdsmi_get_gpu_driver_info(h) -> dict:
+    """{"driver_name", "driver_version", "driver_date"}: amd-smi version prints driver_version as "amdgpu version"."""
+    node, _p = _part(h)
+    st = node.state()
+    return {"driver_name": "amdgpu", "driver_version": str(knob(st, "version.amdgpu") or knob(st, "version.kernel")),
+            "driver_date": "2015/01/01 00:00"}
+
+
 def amdsmi_get_gpu_asic_info(h) -> dict:
     node, p = _part(h)
     spec = node.spec
-    return {"market_name": spec.market_name, "vendor_id": "0x1002", "vendor_name": "Advanced Micro Devices Inc.",
+    st = node.state()
+    cus = knob(st, "device.cu_per_partition") or p["cu_count"]
+    return {"market_name": knob(st, "device.market_name") or spec.market_name, "vendor_id": "0x1002", "vendor_name": "Advanced Micro Devices Inc.",
             "subvendor_id": "0x1002", "device_id": "0x74a1", "rev_id": "0x00",
             "asic_serial": f"0x{0x5A3F8E21C0D47B00 + p['gpu']:016X}" if p["index"] == 0 else "N/A",
-            "oam_id": p["gpu"], "num_compute_units": p["cu_count"], "target_graphics_version": spec.gfx_target,
+            "oam_id": p["gpu"], "num_compute_units": cus, "target_graphics_version": spec.gfx_target,
             "subsystem_id": "0x74a1"}
 
 
@@ -165,13 +190,15 @@ def amdsmi_get_gpu_compute_partition(h) -> str:
 
 def amdsmi_get_gpu_memory_partition(h) -> str:
     node, p = _part(h)
-    return _primary(node, p)["memory_mode"]
+    g = _primary(node, p)
+    return knob(node.state(), "device.memory_mode_of_gpu").get(str(g["index"]), g["memory_mode"])
 
 
 def amdsmi_get_gpu_memory_partition_config(h) -> dict:
     node, p = _part(h)
     g = _primary(node, p)
-    return {"partition_caps": [m.value for m in node.spec.memory_modes()], "mp_mode": g["memory_mode"],
+    caps = knob(node.state(), "device.memory_caps") or [m.value for m in node.spec.memory_modes()]
+    return {"partition_caps": list(caps), "mp_mode": g["memory_mode"],
             "num_numa_ranges": "N/A", "numa_range": "N/A"}
 
 
@@ -183,8 +210,9 @@ def amdsmi_get_gpu_vram_usage(h) -> dict:
 def amdsmi_get_gpu_memory_total(h, mem_type) -> int:
     if not isinstance(mem_type, AmdSmiMemoryType):
         raise AmdSmiParameterException(mem_type, AmdSmiMemoryType)
-    p = _part(h)[1]
-    return p["vram_total_bytes"] if mem_type != AmdSmiMemoryType.GTT else 128 * 2**30
+    node, p = _part(h)
+    vram = knob(node.state(), "device.vram_per_partition_bytes") or p["vram_total_bytes"]
+    return int(vram) if mem_type != AmdSmiMemoryType.GTT else 128 * 2**30
 
 
 def amdsmi_get_gpu_memory_usage(h, mem_type) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 from gpu_sharing.cli import common
@@ -28,10 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
     common.add_json_flag(show)
     show.set_defaults(func=run_show)
-    fault = ps.add_parser("set-fault", help="inject a failure into the next amd-smi operations")
+    fault = ps.add_parser("set-fault", help="inject a failure into the next amd-smi operations, set a node knob "
+                          "(what the node reports: versions, caps, permissions) or the KFD mode-switch behaviour")
     fault.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
-    fault.add_argument("op", choices=["set_compute", "set_memory", "reload", "list", "process"])
-    fault.add_argument("code", choices=["BUSY", "NO_PERM", "TIMEOUT", "GARBAGE", "RESTART_FAILED", "NOT_SUPPORTED"])
+    fault.add_argument("op", nargs="?", choices=["set_compute", "set_memory", "reload", "list", "process"])
+    fault.add_argument("code", nargs="?", choices=["BUSY", "NO_PERM", "TIMEOUT", "GARBAGE", "RESTART_FAILED",
+                                                    "NOT_SUPPORTED"])
+    fault.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                       help="a node fact (simulator/node_facts.py), VALUE as JSON or a plain string, e.g. "
+                       "version.amdsmi_wheel=7.9.0, device.memory_caps='[\"NPS1\"]', version.amdgpu=null")
+    fault.add_argument("--kfd-mode-switch", choices=["strict", "cgroup_exclusion"],
+                       help="when the KFD refuses a compute-mode change (strict: any /dev/kfd holder on the node)")
     fault.add_argument("--count", type=int, default=1, help="how many calls fail (-1 = all)")
     fault.set_defaults(func=run_fault)
     clear = ps.add_parser("clear-faults", help="remove injected failures")
@@ -78,12 +86,33 @@ def run_show(args: argparse.Namespace) -> int:
     for g in st["gpus"]:
         print(f"  GPU {g['index']}: {g['compute_mode']}+{g['memory_mode']}"
               + (f" (pending {g['pending_memory_mode']})" if g.get("pending_memory_mode") else ""))
-    print(f"  processes: {len(st['processes'])}; faults: {st['faults'] or 'none'}")
+    print(f"  processes: {len(st['processes'])}; faults: {st['faults'] or 'none'}; "
+          f"kfd_mode_switch: {st.get('kfd_mode_switch', 'strict')}; knobs: {st.get('knobs') or 'none'}")
     return 0
 
 
 def run_fault(args: argparse.Namespace) -> int:
-    _node(args).set_fault(args.op, args.code, args.count)
+    node = _node(args)
+    if bool(args.op) != bool(args.code):
+        raise UserError("set-fault: give both OP and CODE (e.g. set_compute BUSY), or only --knob/--kfd-mode-switch")
+    if not (args.op or args.knob or args.kfd_mode_switch):
+        raise UserError("set-fault: nothing to set (OP CODE, --knob NAME=VALUE or --kfd-mode-switch MODE)")
+    for item in args.knob:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--knob {item!r}: expected NAME=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        try:
+            node.set_knob(name, value)
+        except ValueError as e:
+            raise UserError(f"--knob {name}: {e}") from None
+    if args.kfd_mode_switch:
+        node.set_kfd_mode_switch(args.kfd_mode_switch)
+    if args.op:
+        node.set_fault(args.op, args.code, args.count)
     return 0
 
 
