@@ -13,8 +13,10 @@ from pathlib import Path
 import yaml
 
 from gpu_sharing.cli import common
+from gpu_sharing.cli.commands import _fleet
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, state_dir
 from gpu_sharing.errors import UserError
+from gpu_sharing.hardware.backend import BackendError
 from gpu_sharing.planner import plan as make_plan
 from gpu_sharing.reconcile.demands import build_demands
 from gpu_sharing.reconcile.kserve_export import ExportOptions, ResourceNaming, build_manifests, serialize
@@ -33,13 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--resource-naming", choices=[n.value for n in ResourceNaming], default="single",
                    help="AMD device plugin resource naming: amd.com/gpu (single) or amd.com/<cpx>_<nps> (mixed)")
     e.add_argument("--namespace", help="metadata.namespace for every object")
+    _fleet.add_fleet_flag(e)  # --fleet: see _fleet.py
     e.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fleet:  # a fleet of Kubernetes nodes: no local GPU needed (_fleet.py)
+        return _fleet.export(args)
     path, cfg = common.load(args)
-    backend = make_backend(args, cfg)
-    inventory = backend.inventory()
+    try:
+        backend = make_backend(args, cfg)
+        inventory = backend.inventory()
+    except BackendError as e:
+        raise UserError(f"kserve export plans against this node, and no GPU backend is available ({e}); "
+                        "run it on the GPU node, pass --simulate, or plan a fleet with --fleet FILE") from None
     sdir = state_dir(args, cfg)
     demands, policy, _problems = build_demands(cfg, config_dir=Path(path).resolve().parent,
                                                measured=load_measured(sdir / "measured_sizes.json"),

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from gpu_sharing.cli import common
+from gpu_sharing.cli.commands import _fleet
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, sim_state_dir, state_dir
 from gpu_sharing.planner import plan as make_plan
 from gpu_sharing.reconcile.demands import build_demands
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_json_flag(p)
     add_runtime_flags(p)
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no change, 2 changes pending, 1 error")
+    _fleet.add_fleet_flag(p)  # --fleet: see _fleet.py
     p.set_defaults(func=run)
 
 
@@ -45,6 +47,8 @@ def plan_json(plan) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fleet:  # a fleet of Kubernetes nodes: no local GPU needed (_fleet.py)
+        return _fleet.plan_view(args)
     path, cfg = common.load(args)
     from gpu_sharing.reconcile.dedupe import merged_config
 
