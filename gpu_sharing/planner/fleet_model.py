@@ -93,13 +93,13 @@ def _phase_solver(pools, options, weights, replicas, fixed: list[tuple[str, floa
             for size in sorted({o.tp for o in mine}):
                 room = sum(size * (c.get(kind, 0) // size) * n[pi, p.name] for p, c in zip(pool.profiles, pool.counts))
                 s.Add(sum(o.tp * y[o] for o in mine if o.tp >= size) <= room)
-    placed = sum(weights[o.model] * y[o] for o in options)
-    compute = sum(weights[o.model] * o.tp * pools[o.pool].cus[o.kind] * y[o] for o in options)
+    placed = s.Sum([weights[o.model] * y[o] for o in options])
+    compute = s.Sum([weights[o.model] * o.tp * pools[o.pool].cus[o.kind] * y[o] for o in options])
     names = sorted({p.name for pool in pools for p in pool.profiles})
     used = {name: s.BoolVar("") for name in names}
     for (pi, name), var in n.items():
         s.Add(var <= pools[pi].node_count * used[name])
-    terms = {"placed": placed, "compute": compute, "profiles": sum(used.values())}
+    terms = {"placed": placed, "compute": compute, "profiles": s.Sum(list(used.values()))}
     for key, value in fixed:
         if key == "profiles":
             s.Add(terms[key] <= value)
@@ -139,7 +139,7 @@ def solve_fleet(pools: list[PoolInput], options: list[Option], weights: list[int
                 raise RuntimeError("the fleet model found no solution (an empty plan is always feasible)")
             break
         best = _values(n, y)
-        value = terms[key].solution_value()
+        value = s.Objective().Value()
         if phase == 0:
             status = "OPTIMAL" if code == pywraplp.Solver.OPTIMAL else "FEASIBLE"
             bound = int(s.Objective().BestBound() + 1e-6)
