@@ -42,7 +42,7 @@ class FleetPool:
 @dataclass(frozen=True)
 class FleetPolicy:
     headroom_fraction: float = 0.03
-    time_budget_s: float = 8.0
+    time_budget_s: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def plan_fleet(pools: Sequence[FleetPool], demands: Sequence[ModelDemand], polic
     placed_priority = sum(weights[i] for i in (_demand_index(demands, p.model) for p in placements))
     unplaceable = _unplaceable(demands, placements, inputs, options, policy, leftover)
     gap = 0.0 if sol.bound <= 0 else max(0.0, (sol.bound - placed_priority) / sol.bound)
-    info = SolverInfo("fleet-scip", float(placed_priority), float(sol.bound), gap, sol.wall_time_s,
+    info = SolverInfo("fleet-cp-sat", float(placed_priority), float(sol.bound), gap, sol.wall_time_s,
                       f"placed priority {sol.status.lower()}; then compute, then fewest profiles")
     return FleetPlan(tuple(nodes), tuple(placements), tuple(unplaceable), info, sol.compute, sol.distinct_profiles,
                      tuple(_warnings(demands)))

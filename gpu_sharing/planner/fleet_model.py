@@ -1,4 +1,4 @@
-"""The fleet placement problem as one integer program, solved lexicographically by SCIP (pure).
+"""The fleet placement problem as one integer program, solved lexicographically by CP-SAT (pure).
 
 Why a counting model and not a bin per node: on Kubernetes a pod gets whole partitions
 (the device plugin hands out devices, nothing smaller), so a node of one DCM profile is a
@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ortools.linear_solver import pywraplp
+from ortools.sat.python import cp_model
 
 from gpu_sharing.hardware.dcm import DcmProfile, PartitionType
 
-PHASE_SHARES = (0.6, 0.25, 0.15)
+PHASE_SHARES = (0.7, 0.2, 0.1)
 """Shares of the time budget for the three objectives."""
 
 
@@ -71,79 +71,76 @@ class ModelSolution:
     wall_time_s: float
 
 
-def _phase_solver(pools, options, weights, replicas, fixed: list[tuple[str, float]], time_s: float):
-    s = pywraplp.Solver.CreateSolver("SCIP")
-    n = {(pi, p.name): s.IntVar(0, pool.node_count, "") for pi, pool in enumerate(pools) for p in pool.profiles}
+def _phase_model(pools, options, weights, replicas, fixed: list[tuple[str, int]]):
+    m = cp_model.CpModel()
+    n = {(pi, p.name): m.NewIntVar(0, pool.node_count, "") for pi, pool in enumerate(pools) for p in pool.profiles}
     for pi, pool in enumerate(pools):
-        s.Add(sum(n[pi, p.name] for p in pool.profiles) == pool.node_count)
-    y = {o: s.IntVar(0, replicas[o.model], "") for o in options}
+        m.Add(sum(n[pi, p.name] for p in pool.profiles) == pool.node_count)
+    y = {o: m.NewIntVar(0, replicas[o.model], "") for o in options}
     variants: dict[tuple[int, str, PartitionType], list[Option]] = {}
     for o in options:
         variants.setdefault((o.model, pools[o.pool].gpu_model, o.kind), []).append(o)
-    z = {v: s.BoolVar("") for v in variants}
-    for (m, _g, _k), opts in variants.items():
-        s.Add(sum(y[o] for o in opts) <= replicas[m] * z[m, _g, _k])
-    for m in sorted({v[0] for v in variants}):
-        s.Add(sum(zz for v, zz in z.items() if v[0] == m) <= 1)
-        s.Add(sum(y[o] for o in options if o.model == m) <= replicas[m])
+    z = {v: m.NewBoolVar("") for v in variants}
+    for v, opts in variants.items():
+        m.Add(sum(y[o] for o in opts) <= replicas[v[0]] * z[v])
+    for model in sorted({v[0] for v in variants}):
+        m.AddAtMostOne([zz for v, zz in z.items() if v[0] == model])
+        m.Add(sum(y[o] for o in options if o.model == model) <= replicas[model])
     for pi, pool in enumerate(pools):
-        kinds = sorted({k for c in pool.counts for k in c})
-        for kind in kinds:
+        for kind in sorted({k for c in pool.counts for k in c}):
             mine = [o for o in options if o.pool == pi and o.kind == kind]
             for size in sorted({o.tp for o in mine}):
                 room = sum(size * (c.get(kind, 0) // size) * n[pi, p.name] for p, c in zip(pool.profiles, pool.counts))
-                s.Add(sum(o.tp * y[o] for o in mine if o.tp >= size) <= room)
-    placed = s.Sum([weights[o.model] * y[o] for o in options])
-    compute = s.Sum([weights[o.model] * o.tp * pools[o.pool].cus[o.kind] * y[o] for o in options])
+                m.Add(sum(o.tp * y[o] for o in mine if o.tp >= size) <= room)
     names = sorted({p.name for pool in pools for p in pool.profiles})
-    used = {name: s.BoolVar("") for name in names}
+    used = {name: m.NewBoolVar("") for name in names}
     for (pi, name), var in n.items():
-        s.Add(var <= pools[pi].node_count * used[name])
-    terms = {"placed": placed, "compute": compute, "profiles": s.Sum(list(used.values()))}
+        m.Add(var <= pools[pi].node_count * used[name])
+    terms = {"placed": sum(weights[o.model] * y[o] for o in options),
+             "compute": sum(weights[o.model] * o.tp * pools[o.pool].cus[o.kind] * y[o] for o in options),
+             "profiles": sum(used.values())}
     for key, value in fixed:
-        if key == "profiles":
-            s.Add(terms[key] <= value)
-        else:
-            s.Add(terms[key] >= value)
-    s.SetTimeLimit(max(1, int(time_s * 1000)))
-    return s, n, y, terms
+        m.Add(terms[key] <= value if key == "profiles" else terms[key] >= value)
+    return m, n, y, terms
 
 
-def _values(n, y) -> tuple[dict, dict]:
-    return ({k: int(round(v.solution_value())) for k, v in n.items()},
-            {o: int(round(v.solution_value())) for o, v in y.items() if round(v.solution_value())})
-
-
-def _hint(s, n, y, previous) -> None:
-    if previous is None:
-        return
-    pn, py = previous
-    pairs = [(v, float(pn.get(k, 0))) for k, v in n.items()] + [(v, float(py.get(o, 0))) for o, v in y.items()]
-    s.SetHint([v for v, _ in pairs], [x for _, x in pairs])
+def _solver(time_s: float) -> cp_model.CpSolver:
+    """One worker under a deterministic time limit (same input, same plan, whatever the load),
+    with a wall-clock cap 1.5 times as long as the only load-dependent escape."""
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_deterministic_time = time_s
+    solver.parameters.max_time_in_seconds = 1.5 * time_s
+    return solver
 
 
 def solve_fleet(pools: list[PoolInput], options: list[Option], weights: list[int], replicas: list[int],
                 time_budget_s: float) -> ModelSolution:
     """The three phases; a later phase that finds nothing in its time keeps the earlier solution."""
-    fixed: list[tuple[str, float]] = []
-    best = None
+    fixed: list[tuple[str, int]] = []
+    best: tuple[dict, dict] | None = None
     status, bound, wall = "UNKNOWN", 0, 0.0
     for phase, key in enumerate(("placed", "compute", "profiles")):
-        s, n, y, terms = _phase_solver(pools, options, weights, replicas, fixed, time_budget_s * PHASE_SHARES[phase])
-        _hint(s, n, y, best)
-        (s.Minimize if key == "profiles" else s.Maximize)(terms[key])
-        code = s.Solve()
-        wall += s.wall_time() / 1000
-        if code not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        m, n, y, terms = _phase_model(pools, options, weights, replicas, fixed)
+        if best is not None:
+            for k, var in n.items():
+                m.AddHint(var, best[0].get(k, 0))
+            for o, var in y.items():
+                m.AddHint(var, best[1].get(o, 0))
+        (m.Minimize if key == "profiles" else m.Maximize)(terms[key])
+        solver = _solver(time_budget_s * PHASE_SHARES[phase])
+        code = solver.Solve(m)
+        wall += solver.WallTime()
+        if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if phase == 0:
                 raise RuntimeError("the fleet model found no solution (an empty plan is always feasible)")
             break
-        best = _values(n, y)
-        value = s.Objective().Value()
+        best = ({k: solver.Value(v) for k, v in n.items()}, {o: solver.Value(v) for o, v in y.items() if solver.Value(v)})
+        value = int(round(solver.ObjectiveValue()))
         if phase == 0:
-            status = "OPTIMAL" if code == pywraplp.Solver.OPTIMAL else "FEASIBLE"
-            bound = int(s.Objective().BestBound() + 1e-6)
-        fixed.append((key, round(value) - 0.5 if key != "profiles" else round(value) + 0.5))  # integers: keep the optimum found
+            status = "OPTIMAL" if code == cp_model.OPTIMAL else "FEASIBLE"
+            bound = int(solver.BestObjectiveBound() + 1e-6)
+        fixed.append((key, value))  # keep this phase's optimum (or best found) in the next
     pn, py = best
     placed = sum(weights[o.model] * c for o, c in py.items())
     compute = sum(weights[o.model] * o.tp * pools[o.pool].cus[o.kind] * c for o, c in py.items())
