@@ -13,7 +13,8 @@ Files (``kserve export --fleet FILE --out DIR``):
   resource for its partition type (``amd.com/cpx_nps4: <tp>``; requests equal limits, as
   Kubernetes requires for extended resources), a required node affinity on the profiles
   that provide that type on that GPU model (profile names carry the model, so the
-  partition size is the one the memory flags were computed for), ``/dev/shm`` as a
+  partition size is the one the memory flags were computed for) and a preferred one on the
+  nodes the plan chose (``kubernetes.io/hostname``), ``/dev/shm`` as a
   memory-backed emptyDir for tp > 1 (KServe's own vLLM templates mount ``dshm``:
   config/llmisvcconfig/config-llm-decode-worker-data-parallel.yaml, 8Gi), ``storageUri``
   ``hf://org/model:revision`` when a revision is pinned (kserve python/storage/test/
@@ -129,11 +130,14 @@ def inference_service(config: Config, fleet: Fleet, plan: FleetPlan, model: Mode
     profiles = sorted({n.profile.name for n in plan.nodes
                        if n.pool in {p.pool for p in mine} and _provides(n.profile, first.kind)
                        and _gpu_model(fleet, n.pool) == _gpu_model(fleet, first.pool)})
-    predictor: dict[str, Any] = {
-        "minReplicas": len(mine), "maxReplicas": len(mine),
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": PROFILE_LABEL, "operator": "In", "values": profiles}]}]}}},
-        "model": container}
+    affinity: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": PROFILE_LABEL, "operator": "In", "values": profiles}]}]}}
+    planned = sorted({p.node for p in mine if not _placeholder(fleet, p.pool)})
+    if planned:  # lean the scheduler towards the plan's nodes (kubelet sets kubernetes.io/hostname)
+        affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [{"weight": 100, "preference": {
+            "matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": planned}]}}]
+    predictor: dict[str, Any] = {"minReplicas": len(mine), "maxReplicas": len(mine),
+                                 "affinity": {"nodeAffinity": affinity}, "model": container}
     if first.tp > 1:
         container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
         predictor["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(SHM_BYTES)}}]
@@ -147,6 +151,10 @@ def inference_service(config: Config, fleet: Fleet, plan: FleetPlan, model: Mode
 
 def _provides(profile, kind: PartitionType) -> bool:
     return any(e.kind == kind for e in profile.entries)
+
+
+def _placeholder(fleet: Fleet, pool: str) -> bool:
+    return next(p.placeholder_names for p in fleet.pools if p.name == pool)
 
 
 def _gpu_model(fleet: Fleet, pool: str) -> str:
