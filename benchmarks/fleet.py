@@ -128,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--budget", type=float, default=4.0)
+    ap.add_argument("--budget", type=float, default=5.0)
     ap.add_argument("--reference-s", type=float, default=30.0)
     args = ap.parse_args()
     print(f"{'family':<7} {'case':>4} {'placed':>7} {'bound':>7} {'gap':>7} {'ref bound':>9} {'placed/ref':>10} "

@@ -111,7 +111,7 @@ class KServeSettings(Strict):
 
 
 class FleetPlannerSettings(Strict):
-    time_budget_s: float = Field(4.0, gt=0, le=600)
+    time_budget_s: float = Field(5.0, gt=0, le=600)
     """Solver time for the whole fleet plan (split over its three objectives)."""
 
 

@@ -42,7 +42,7 @@ class FleetPool:
 @dataclass(frozen=True)
 class FleetPolicy:
     headroom_fraction: float = 0.03
-    time_budget_s: float = 4.0
+    time_budget_s: float = 5.0
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from ortools.sat.python import cp_model
 
 from gpu_sharing.hardware.dcm import DcmProfile, PartitionType
 
-PHASE_SHARES = (0.7, 0.2, 0.1)
+PHASE_SHARES = (0.8, 0.1, 0.1)
 """Shares of the time budget for the three objectives."""
 
 
