@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gpu_sharing.config.loader import read_yaml, validate_data
-from gpu_sharing.config.schema import Strict
-from gpu_sharing.hardware.catalog import CATALOG, get_spec
+from gpu_sharing.config.schema import Strict, known_gpu_model
+from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.dcm import DcmProfile, PartitionType, ProfileEntry, profile_name, profile_problems
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
@@ -47,10 +47,7 @@ class PoolSettings(Strict):
     @field_validator("gpu_model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        try:
-            return get_spec(v).name
-        except KeyError:
-            raise ValueError(f"unknown GPU model {v!r}; allowed: {', '.join(CATALOG)}") from None
+        return known_gpu_model(v)
 
     @field_validator("node_names")
     @classmethod
