@@ -39,11 +39,11 @@ from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.fleet import FleetPlacement, FleetPlan
 from gpu_sharing.planner.types import Placement
 from gpu_sharing.reconcile.kserve_export import (DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_REQUEST_BYTES, MODEL_FORMAT,
-                                                 RUNTIME_NAME, ExportOptions, model_args, serving_runtime)
+                                                 RUNTIME_NAME, SHM_BYTES, ExportOptions, add_shm, model_args,
+                                                 serving_runtime, storage_uri)
 from gpu_sharing.reconcile.kube_names import isvc_names
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-sharing"}
-SHM_BYTES = 8 * 2**30
 BLOCKED_ENV = ("PYTHONPATH",)
 """KServe's webhook rejects these (kserve pkg/validation/env_policy.go DefaultBlockedEnvVars)."""
 
@@ -78,15 +78,6 @@ def label_script(fleet: Fleet, plan: FleetPlan) -> str:
     lines += ["", "# After DCM reports the partitions (kubectl describe node | grep amd.com/), remove the taints:"]
     lines += [f"# $KUBECTL taint nodes {shlex.quote(n.node)} amd-dcm=up:NoExecute-" for n in plan.nodes]
     return "\n".join(lines) + "\n"
-
-
-def storage_uri(model: ModelSettings) -> str:
-    source = model.source
-    if "://" in source:
-        return source
-    if source.startswith("/"):
-        return f"pvc://models{source}"  # a local path must be published as a PVC; named so users notice
-    return f"hf://{source}:{model.revision}" if model.revision else f"hf://{source}"
 
 
 def _stand_in(p: FleetPlacement) -> Placement:
@@ -139,8 +130,7 @@ def inference_service(config: Config, fleet: Fleet, plan: FleetPlan, model: Mode
     predictor: dict[str, Any] = {"minReplicas": len(mine), "maxReplicas": len(mine),
                                  "affinity": {"nodeAffinity": affinity}, "model": container}
     if first.tp > 1:
-        container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
-        predictor["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(SHM_BYTES)}}]
+        add_shm(predictor, container)
     meta = {"name": name, "namespace": fleet.kserve.namespace, "labels": dict(MANAGED_BY),
             "annotations": {"serving.kserve.io/deploymentMode": fleet.kserve.deployment_mode,
                             "gpu-sharing.io/model": model.name,
