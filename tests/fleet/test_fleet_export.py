@@ -205,3 +205,10 @@ def test_export_without_fleet_or_backend_is_exit_2_without_traceback(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr and "--fleet" in run.stderr and "no GPU backend" in run.stderr
+
+
+@pytest.mark.parametrize("extra, expect", [([], "pass --out DIR"), (["--out", "o", "--namespace", "x"], "kserve.namespace")])
+def test_export_fleet_flag_errors_are_exit_2(tmp_path, capsys, extra, expect):
+    cfg, flt = write(tmp_path)
+    assert main(["kserve", "export", "-c", str(cfg), "--fleet", str(flt), *extra]) == 2
+    assert expect in capsys.readouterr().err

@@ -81,6 +81,8 @@ def plan_view(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     if not args.out:
         raise UserError("kserve export --fleet writes several files (ConfigMap, label script, manifests): pass --out DIR")
+    if getattr(args, "namespace", None):
+        raise UserError("--namespace: with --fleet, set kserve.namespace in the fleet file (it bounds the name length)")
     cfg, fleet, result = _plan(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
