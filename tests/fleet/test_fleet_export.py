@@ -28,6 +28,7 @@ from fixtures import CONFIG, FLEET, write
 from test_dcm_rules import parse
 
 from gpu_sharing.cli.main import main
+from gpu_sharing.config.fleet_schema import load_fleet
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.dcm import profile_problems
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
@@ -52,8 +53,11 @@ def strict(schema):
     return schema
 
 
-def export(tmp_path, config=None, fleet=None):
-    cfg, flt = write(tmp_path, config, fleet)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def export(tmp_path, config=None, fleet=None, paths=None):
+    cfg, flt = paths or write(tmp_path, config, fleet)
     out = tmp_path / "out"
     assert main(["kserve", "export", "-c", str(cfg), "--fleet", str(flt), "--out", str(out)]) == 0
     docs = {f.name: list(yaml.safe_load_all(f.read_text())) for f in sorted(out.glob("*.yaml"))}
@@ -71,10 +75,18 @@ def node_labels(script: str) -> dict[str, str]:
     return labels
 
 
-def test_export_writes_what_the_operator_and_kserve_accept(tmp_path, capsys):
-    out, docs = export(tmp_path)
-    assert sorted(docs) == ["dcm-configmap.yaml", "inferenceservice-llama-3-1-8b.yaml",
-                            "inferenceservice-qwen2-5-0-5b.yaml", "servingruntime-gpu-sharing-vllm-rocm.yaml"]
+@pytest.mark.parametrize("shipped", [False, True], ids=["fixture", "shipped-example"])
+def test_export_writes_what_the_operator_and_kserve_accept(tmp_path, capsys, shipped):
+    """The acceptance: config/gpu-sharing.yaml + config/fleet.yaml without ROCm, and a fixture
+    with a pinned CPX+NPS4 pool, tp > 1 and a pinned revision."""
+    paths = (ROOT / "config" / "gpu-sharing.yaml", ROOT / "config" / "fleet.yaml") if shipped else None
+    out, docs = export(tmp_path, paths=paths)
+    fleet = load_fleet(paths[1]) if shipped else None
+    if not shipped:
+        assert sorted(docs) == ["dcm-configmap.yaml", "inferenceservice-llama-3-1-8b.yaml",
+                                "inferenceservice-qwen2-5-0-5b.yaml", "servingruntime-gpu-sharing-vllm-rocm.yaml"]
+    else:
+        assert len([d for d in docs if d.startswith("inferenceservice-")]) == 4
     assert os.access(out / "label-nodes.sh", os.X_OK)
     kserve = [d for d in docs.values() if d["apiVersion"].startswith("serving.kserve.io/")]
     for doc in kserve:
@@ -85,13 +97,16 @@ def test_export_writes_what_the_operator_and_kserve_accept(tmp_path, capsys):
     assert (cm["apiVersion"], cm["kind"], cm["metadata"]["namespace"]) == ("v1", "ConfigMap", "kube-amd-gpu")
     profiles = json.loads(cm["data"]["config.json"])["gpu-config-profiles"]
     labels = node_labels((out / "label-nodes.sh").read_text())
-    pools = {n: p for p in FLEET["pools"] for n in (p.get("node_names") or [f"{p['name']}-{i}" for i in range(p.get("nodes", 0))])}
+    pool_list = [p.model_dump() for p in fleet.pools] if fleet else FLEET["pools"]
+    pools = {n: p for p in pool_list
+             for n in (p.get("node_names") or [f"{p['name']}-{i}" for i in range(p.get("nodes") or 0)])}
     assert sorted(labels) == sorted(pools)
     for node, profile in labels.items():
         assert LABEL_VALUE.match(profile) and len(profile) <= 63
         pool = pools[node]
         assert profile_problems(parse(profiles[profile]), pool["gpus_per_node"], get_spec(pool["gpu_model"])) == []
-    assert labels["n-1"] == labels["n-2"] and "cpx-nps4" in labels["n-1"]  # the pool's pin
+    if not shipped:
+        assert labels["n-1"] == labels["n-2"] and "cpx-nps4" in labels["n-1"]  # the pool's pin
     # Resources: each pod's request is a mixed-strategy partition type that its nodes advertise
     advertised = {}
     for node, profile in labels.items():
