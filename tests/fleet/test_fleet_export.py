@@ -88,6 +88,10 @@ def test_export_writes_what_the_operator_and_kserve_accept(tmp_path, capsys, shi
     else:
         assert len([d for d in docs if d.startswith("inferenceservice-")]) == 4
     assert os.access(out / "label-nodes.sh", os.X_OK)
+    ran = subprocess.run(["sh", str(out / "label-nodes.sh")], env={**os.environ, "KUBECTL": "echo kubectl"},
+                         capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count(" label node ") == len(node_labels((out / "label-nodes.sh").read_text()))
     kserve = [d for d in docs.values() if d["apiVersion"].startswith("serving.kserve.io/")]
     for doc in kserve:
         schema = CRD[f"{doc['apiVersion']}/{doc['kind']}"]["openAPIV3Schema"]
