@@ -22,6 +22,14 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 """Served model names: no leading '-' (cannot inject a vLLM flag), no '/' or '..' path parts."""
 
 
+def known_gpu_model(name: str) -> str:
+    """The catalog's name for a GPU model, or a ValueError listing the known ones."""
+    try:
+        return get_spec(name).name
+    except KeyError:
+        raise ValueError(f"unknown GPU model {name!r}; allowed: {', '.join(CATALOG)}") from None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -67,10 +75,7 @@ class SimulatorSettings(Strict):
     @field_validator("gpu_model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        try:
-            return get_spec(v).name
-        except KeyError:
-            raise ValueError(f"unknown GPU model {v!r}; allowed: {', '.join(CATALOG)}") from None
+        return known_gpu_model(v)
 
 
 class NodeSettings(Strict):
@@ -91,12 +96,7 @@ class NodeSettings(Strict):
     @field_validator("gpu_model")
     @classmethod
     def _known_model(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        try:
-            return get_spec(v).name
-        except KeyError:
-            raise ValueError(f"unknown GPU model {v!r}; allowed: {', '.join(CATALOG)}") from None
+        return v if v is None else known_gpu_model(v)
 
 
 class GpuSettings(Strict):

@@ -33,6 +33,7 @@ from typing import Any
 from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.hardware.inventory import LogicalPartition
 from gpu_sharing.planner.types import Placement, Plan
+from gpu_sharing.reconcile.kube_names import isvc_name, isvc_names
 from gpu_sharing.runtime.launch_spec import build_launch_spec
 
 ROCM_VLLM_IMAGE_REPO = "vllm/vllm-openai-rocm"
@@ -117,16 +118,29 @@ def serving_runtime(options: ExportOptions) -> dict[str, Any]:
     }
 
 
-def _storage_uri(source: str) -> str:
+def storage_uri(model: ModelSettings) -> str:
+    """``hf://org/model[:revision]`` (KServe's storage initializer takes the revision after ':',
+    kserve python/storage/test/test_hf_storage.py), a URI as given, or a PVC for a local path."""
+    source = model.source
     if "://" in source:
         return source
     if source.startswith("/"):
         return f"pvc://models{source}"  # a local path must be published as a PVC; named so users notice
-    return f"hf://{source}"
+    return f"hf://{source}:{model.revision}" if model.revision else f"hf://{source}"
+
+
+SHM_BYTES = 8 * 2**30
+"""/dev/shm for tensor parallelism: KServe's own vLLM templates mount a memory-backed ``dshm``
+(kserve config/llmisvcconfig/config-llm-decode-worker-data-parallel.yaml, 8Gi)."""
+
+
+def add_shm(predictor: dict[str, Any], container: dict[str, Any]) -> None:
+    container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    predictor["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(SHM_BYTES)}}]
 
 
 def inference_service(config: Config, model: ModelSettings, placement: Placement, plan: Plan,
-                      options: ExportOptions) -> dict[str, Any]:
+                      options: ExportOptions, name: str | None = None) -> dict[str, Any]:
     args, env = model_args(config, model, placement)
     target = next((g for g in plan.gpus if g.gpu == placement.gpu), None)
     compute = target.compute_mode.value if target else "SPX"
@@ -139,17 +153,22 @@ def inference_service(config: Config, model: ModelSettings, placement: Placement
         "modelFormat": {"name": MODEL_FORMAT},
         "runtime": RUNTIME_NAME,
         "runtimeVersion": options.image_tag,  # B1: stops KServe's -cpu image rewrite
-        "storageUri": _storage_uri(model.source),
+        "storageUri": storage_uri(model),
         "args": ["--served-model-name", *model.served_names, *_without_served(args)],
         "resources": {"requests": requests, "limits": {resource: str(placement.tp), "memory": str(int(mem_bytes))}},
     }
     if env:
         predictor_model["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
-    meta: dict[str, Any] = {"name": model.name, "labels": {"app.kubernetes.io/managed-by": "gpu-sharing"}}
+    meta: dict[str, Any] = {"name": name or isvc_name(model.name, options.namespace or "default"),
+                            "labels": {"app.kubernetes.io/managed-by": "gpu-sharing"},
+                            "annotations": {"gpu-sharing.io/model": model.name}}
     if options.namespace:
         meta["namespace"] = options.namespace
+    predictor = {"minReplicas": max(model.replicas, 1), "model": predictor_model}
+    if placement.tp > 1:
+        add_shm(predictor, predictor_model)
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": meta,
-            "spec": {"predictor": {"minReplicas": max(model.replicas, 1), "model": predictor_model}}}
+            "spec": {"predictor": predictor}}
 
 
 def _without_served(args: list[str]) -> list[str]:
@@ -172,11 +191,13 @@ def build_manifests(config: Config, plan: Plan, options: ExportOptions = ExportO
     objects = [serving_runtime(options)]
     seen: set[str] = set()
     by_name = {m.name: m for m in config.models}
+    names = isvc_names(sorted({p.model for p in plan.placements if p.model in by_name}), options.namespace or "default")
     for placement in plan.placements:
         if placement.model in seen or placement.model not in by_name:
             continue
         seen.add(placement.model)
-        objects.append(inference_service(config, by_name[placement.model], placement, plan, options))
+        objects.append(inference_service(config, by_name[placement.model], placement, plan, options,
+                                         names[placement.model]))
     return objects
 
 

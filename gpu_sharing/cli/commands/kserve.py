@@ -13,8 +13,10 @@ from pathlib import Path
 import yaml
 
 from gpu_sharing.cli import common
+from gpu_sharing.cli.commands import _fleet
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
 from gpu_sharing.errors import UserError
+from gpu_sharing.hardware.backend import BackendError
 from gpu_sharing.reconcile.kserve_export import ExportOptions, ResourceNaming, build_manifests, serialize
 
 
@@ -29,12 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--resource-naming", choices=[n.value for n in ResourceNaming], default="single",
                    help="AMD device plugin resource naming: amd.com/gpu (single) or amd.com/<cpx>_<nps> (mixed)")
     e.add_argument("--namespace", help="metadata.namespace for every object")
+    _fleet.add_fleet_flag(e)  # --fleet: see _fleet.py
     e.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fleet:  # a fleet of Kubernetes nodes: no local GPU needed (_fleet.py)
+        return _fleet.export(args)
     path, cfg = common.load(args)
-    result = plan_from_flags(args, cfg, path, simulated_command=False)
+    try:
+        result = plan_from_flags(args, cfg, path, simulated_command=False)
+    except BackendError as e:
+        raise UserError(f"kserve export plans against this node, and no GPU backend is available ({e}); "
+                        "run it on the GPU node, pass --simulate, or plan a fleet with --fleet FILE") from None
     options = ExportOptions(naming=ResourceNaming(args.resource_naming), namespace=args.namespace)
     objects = serialize(build_manifests(result.desired.config, result.plan, options))
     if args.out:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from gpu_sharing.cli import common
+from gpu_sharing.cli.commands import _fleet
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
 
 SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_json_flag(p)
     add_runtime_flags(p)
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0 no change, 2 changes pending, 1 error")
+    _fleet.add_fleet_flag(p)  # --fleet: see _fleet.py
     p.set_defaults(func=run)
 
 
@@ -40,6 +42,8 @@ def plan_json(plan) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.fleet:  # a fleet of Kubernetes nodes: no local GPU needed (_fleet.py)
+        return _fleet.plan_view(args)
     path, cfg = common.load(args)
     result = plan_from_flags(args, cfg, path)
     plan, problems = result.plan, result.desired.problems
