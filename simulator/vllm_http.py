@@ -45,7 +45,7 @@ async def _body(request: web.Request, required: str) -> tuple[dict | None, web.R
 
 def _check_model(fake, body: dict) -> web.Response | None:
     model = body.get("model")
-    if model and model not in fake.names:
+    if model and model not in fake.names and model not in fake.lora_modules:
         return _error(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(fake.names)}.",
                       "NotFoundError", "model")
     return None
@@ -83,6 +83,7 @@ async def models(request: web.Request) -> web.Response:
                               "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
                               "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
                               "organization": "*", "group": None, "is_blocking": False}]} for n in fake.names]
+    cards += _lora_cards(fake, now)
     return web.json_response({"object": "list", "data": cards})
 
 
@@ -120,6 +121,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
     fake.count_request()
     rid = request.headers.get("X-Request-Id") or body.get("request_id") or secrets.token_hex(8)
     rid = ("chatcmpl-" if chat else "cmpl-") + rid
+    served = _served_name(fake, body)
     created, start = int(time.time()), time.monotonic()
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + len(tokens), "completion_tokens": len(tokens)}
     fake.metrics.running.labels(**fake.metrics.labels).inc()
@@ -137,7 +139,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
                       "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None,
                       "weight_versions": None}
         out = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-               "model": fake.names[0], "choices": [choice], "service_tier": None, "system_fingerprint": FINGERPRINT,
+               "model": served, "choices": [choice], "service_tier": None, "system_fingerprint": FINGERPRINT,
                "usage": {**usage, "prompt_tokens_details": None, "completion_tokens_details": None},
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         if chat:
@@ -150,6 +152,7 @@ async def _generate(request: web.Request, chat: bool) -> web.StreamResponse:
 
 
 async def _stream(request, fake, chat, rid, created, tokens, usage, body, start) -> web.StreamResponse:
+    served = _served_name(fake, body)
     resp = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"})
     await resp.prepare(request)
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -159,7 +162,7 @@ async def _stream(request, fake, chat, rid, created, tokens, usage, body, start)
         await resp.write(f"data: {json.dumps(payload) if not isinstance(payload, str) else payload}\n\n".encode())
 
     if chat:
-        await send({"id": rid, "object": obj, "created": created, "model": fake.names[0],
+        await send({"id": rid, "object": obj, "created": created, "model": served,
                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                  "finish_reason": None}], "prompt_token_ids": None, "prompt_text": None})
     first_at = None
@@ -173,17 +176,133 @@ async def _stream(request, fake, chat, rid, created, tokens, usage, body, start)
         else:
             choice = {"index": 0, "text": tok, "logprobs": None, "finish_reason": "length" if last else None,
                       "stop_reason": None, "prompt_token_ids": None, "token_ids": None, "weight_versions": None}
-        chunk = {"id": rid, "object": obj, "created": created, "model": fake.names[0], "choices": [choice]}
+        chunk = {"id": rid, "object": obj, "created": created, "model": served, "choices": [choice]}
         if last and not include_usage:
             chunk["system_fingerprint"] = FINGERPRINT
         chunk["kv_transfer_params"] = None
         await send(chunk)
         first_at = first_at or time.monotonic()
     if include_usage:
-        await send({"id": rid, "object": obj, "created": created, "model": fake.names[0], "choices": [],
+        await send({"id": rid, "object": obj, "created": created, "model": served, "choices": [],
                     "usage": usage, "system_fingerprint": FINGERPRINT})
     await send("[DONE]")
     await resp.write_eof()
     now = time.monotonic()
     fake.metrics.observe(usage["prompt_tokens"], len(tokens), (first_at or now) - start, now - start, "length")
     return resp
+
+
+# ---------------------------------------------------------------------------------------------------- LoRA
+def _served_name(fake, body: dict) -> str:
+    """vLLM answers with the LoRA adapter's name for an adapter request, else the first served name
+    (``OpenAIServingModels.model_name(lora_request)``, vllm/entrypoints/openai/models/serving.py)."""
+    model = body.get("model")
+    return model if model in fake.lora_modules else fake.names[0]
+
+
+def _lora_cards(fake, now: int) -> list[dict]:
+    """One card per adapter: ``root`` = its path, ``parent`` = the base model's first served name,
+    no ``max_model_len`` (``show_available_models``, vllm/entrypoints/openai/models/serving.py)."""
+    return [{"id": name, "object": "model", "created": now, "owned_by": "vllm", "root": path, "parent": fake.names[0],
+             "max_model_len": None,
+             "permission": [{"id": f"modelperm-{secrets.token_hex(8)}", "object": "model_permission", "created": now,
+                             "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                             "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                             "organization": "*", "group": None, "is_blocking": False}]}
+            for name, path in fake.lora_modules.items()]
+
+
+# ------------------------------------------------------------------------------------- /tokenize, /detokenize
+# vLLM: entrypoints/serve/tokenize (TokenizeCompletionRequest: model optional, prompt, add_special_tokens,
+# return_token_strs; TokenizeChatRequest: messages; TokenizeResponse: count, max_model_len, tokens,
+# token_strs; DetokenizeRequest: model optional, tokens; DetokenizeResponse: prompt). Not under /v1: no API key.
+def _fake_token_ids(text: str) -> list[int]:
+    """A reversible fake tokenizer: one token per UTF-8 byte (the real ids depend on the model)."""
+    return list(text.encode("utf-8"))
+
+
+@routes.post("/tokenize")
+async def tokenize(request: web.Request) -> web.Response:
+    fake = request.app["fake"]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
+                      "Bad Request", "body")
+    if not isinstance(body, dict) or not ("prompt" in body or "messages" in body):
+        return _error(400, "1 validation error:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': 'Field required'}",
+                      "Bad Request", "body.prompt")
+    err = _check_model(fake, body)
+    if err:
+        return err
+    if "messages" in body:
+        text = " ".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    else:
+        text = str(body["prompt"])
+    tokens = _fake_token_ids(text)
+    strs = [bytes([t]).decode("latin-1") for t in tokens] if body.get("return_token_strs") else None
+    return web.json_response({"count": len(tokens), "max_model_len": fake.max_model_len, "tokens": tokens,
+                              "token_strs": strs})
+
+
+@routes.post("/detokenize")
+async def detokenize(request: web.Request) -> web.Response:
+    fake = request.app["fake"]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
+                      "Bad Request", "body")
+    if not isinstance(body, dict) or not isinstance(body.get("tokens"), list):
+        return _error(400, "1 validation error:\n  {'type': 'missing', 'loc': 'body.tokens', 'msg': 'Field required'}",
+                      "Bad Request", "body.tokens")
+    err = _check_model(fake, body)
+    if err:
+        return err
+    try:
+        prompt = bytes(int(t) for t in body["tokens"]).decode("utf-8", "replace")
+    except (ValueError, TypeError):
+        return _error(400, "Token id out of vocabulary range", "BadRequestError", "tokens")
+    return web.json_response({"prompt": prompt})
+
+
+# ---------------------------------------------------------------------------------------------- /v1/responses
+# vLLM: entrypoints/openai/responses (ResponsesRequest: input str | items, instructions, max_output_tokens,
+# stream; ResponsesResponse: id "resp_<hex>", object "response", status, output [message item with
+# output_text content], usage {input_tokens, output_tokens, total_tokens, *_details}). Non-streaming here;
+# stream=true is answered 501 like any unimplemented feature (error table, NotImplementedError).
+@routes.post("/v1/responses")
+async def responses(request: web.Request) -> web.Response:
+    fake = request.app["fake"]
+    body, err = await _body(request, "input")
+    if err:
+        return err
+    err = _check_model(fake, body)
+    if err:
+        return err
+    if body.get("stream"):
+        return _error(501, "streaming /v1/responses is not implemented by the simulator", "NotImplementedError")
+    items = body["input"]
+    if isinstance(items, str):
+        text = items
+    else:
+        text = " ".join(str(c.get("text", c) if isinstance(c, dict) else c)
+                        for it in items if isinstance(it, dict)
+                        for c in (it.get("content") if isinstance(it.get("content"), list) else [it.get("content", "")]))
+    n = int(body.get("max_output_tokens") or 8)
+    tokens = _words(text, n)
+    fake.count_request()
+    now, in_tok = int(time.time()), max(1, len(text.split()))
+    out = {"id": f"resp_{secrets.token_hex(16)}", "created_at": now, "incomplete_details": None,
+           "instructions": body.get("instructions"), "metadata": body.get("metadata"), "model": _served_name(fake, body),
+           "object": "response",
+           "output": [{"id": f"msg_{secrets.token_hex(16)}", "type": "message", "role": "assistant", "status": "completed",
+                       "content": [{"type": "output_text", "text": "".join(tokens), "annotations": [], "logprobs": None}]}],
+           "parallel_tool_calls": True, "temperature": body.get("temperature", 1.0), "tool_choice": "auto", "tools": [],
+           "top_p": body.get("top_p", 1.0), "background": False, "max_output_tokens": n, "max_tool_calls": None,
+           "previous_response_id": None, "prompt": None, "reasoning": None, "service_tier": "auto",
+           "status": "completed", "text": None, "top_logprobs": None, "truncation": "disabled",
+           "usage": {"input_tokens": in_tok, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": len(tokens),
+                     "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": in_tok + len(tokens)},
+           "user": None}
+    return web.json_response(out)

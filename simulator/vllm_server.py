@@ -61,6 +61,20 @@ def check_cu_mask(env: dict[str, str], visible: int) -> str | None:
     return mask
 
 
+def parse_lora_modules(values: list[str]) -> dict[str, str]:
+    """``--lora-modules name=path ...`` or JSON ``{"name": .., "path": ..}`` items, as vLLM's
+    ``LoRAParserAction`` reads them (vllm/entrypoints/openai/cli_args.py)."""
+    out: dict[str, str] = {}
+    for v in values:
+        if v.lstrip().startswith("{"):
+            item = json.loads(v)
+            out[item["name"]] = item["path"]
+        else:
+            name, _, path = v.partition("=")
+            out[name] = path
+    return out
+
+
 class FakeVllm:
     def __init__(self, args: ServeArgs, devices: list[int], node: SimNode | None, cu_mask: str | None):
         self.args = args
@@ -68,6 +82,8 @@ class FakeVllm:
         self.node = node
         self.cu_mask = cu_mask
         self.names = args.names
+        self.lora_modules = parse_lora_modules(args.raw.get("--lora-modules", []))
+        """LoRA adapter name -> path (``--lora-modules``): accepted as ``model`` and listed in /v1/models."""
         self.max_model_len = args.max_model_len or 4096
         self.metrics = FakeMetrics(self.names[0], args, cu_mask)
         self.requests = 0

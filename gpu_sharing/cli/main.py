@@ -15,12 +15,12 @@ import sys
 from typing import Sequence
 
 from gpu_sharing import __version__
-from gpu_sharing.cli.commands import (apply, doctor, export, isolation, kserve, partition, plan, run, schema, simulator,
-                                      size, stage, status, stop, validate)
+from gpu_sharing.cli.commands import (apply, doctor, export, hold, isolation, kserve, logs, partition, plan, release,
+                                      restart, run, schema, simulator, size, stage, status, stop, validate)
 from gpu_sharing.errors import GpuSharingError
 
-COMMANDS = (apply, doctor, export, isolation, kserve, partition, plan, run, schema, simulator, size, stage, status,
-            stop, validate)
+COMMANDS = (apply, doctor, export, hold, isolation, kserve, logs, partition, plan, release, restart, run, schema,
+            simulator, size, stage, status, stop, validate)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

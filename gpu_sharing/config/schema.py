@@ -312,6 +312,9 @@ class VllmSettings(Strict):
     """Disk budget for staged weights; default: the free space of the cache's disk."""
     log_dir: str | None = None
     """Per-instance logs; default: <state_dir>/logs."""
+    cache_dir: str | None = None
+    """Root of the caches of launched vLLMs (HF_HOME, VLLM_CACHE_ROOT, TRITON_CACHE_DIR, XDG_CACHE_HOME, MIOpen);
+    default: <node.state_dir>/cache. A variable set in vllm.env, a model's env or the daemon's environment wins."""
     log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     log_backups: int = Field(3, ge=0, le=100)
 

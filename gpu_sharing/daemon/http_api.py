@@ -1,4 +1,5 @@
-"""The daemon's HTTP API (aiohttp): /status, /metrics, /healthz, POST /admin/reload, and the /v1 router.
+"""The daemon's HTTP API (aiohttp): /status, /metrics, /healthz, POST /admin/reload, and the OpenAI router
+(/v1/..., /tokenize, /detokenize, /version). Recovery endpoints are in ops_api.py.
 
 Binds 127.0.0.1 unless configured. State-changing endpoints need ``Authorization:
 Bearer <token>`` with the token from api.token_file (constant-time compare); with no
@@ -16,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gpu_sharing.config.schema import ApiSettings
-from gpu_sharing.daemon.router import Router
+from gpu_sharing.daemon.router import PROXIED_POST_PATHS, Router
 
 
 def read_token(path: str | None) -> str | None:
@@ -35,14 +36,20 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
-             reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
+def make_authorizer(api: ApiSettings, token: str | None) -> Callable[[web.Request], bool]:
+    """The check every state-changing endpoint uses (reload here, restart/hold/release in ops_api)."""
     def authorized(request: web.Request) -> bool:
         if token is None:
             return is_loopback(api.host)
         got = request.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    return authorized
+
+
+def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
+             reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
+    authorized = make_authorizer(api, token)
 
     async def get_status(request: web.Request) -> web.Response:
         return web.json_response(status())
@@ -68,6 +75,7 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/admin/reload", admin_reload)
     app.router.add_get("/v1/models", router.models)
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in PROXIED_POST_PATHS:
         app.router.add_post(path, router.proxy)
+    app.router.add_get("/version", router.version)
     return app

@@ -12,8 +12,10 @@ from typing import Callable
 from gpu_sharing.daemon.demand import DemandTracker
 from gpu_sharing.reconcile.autoscale import Autoscaler, ScaleDecision
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.events import EventKind
 
-EventFn = Callable[[str, str], None]
+EventFn = Callable[..., None]
+"""Daemon.event(kind, message, **fields)."""
 
 
 class DemandScaler:
@@ -34,7 +36,8 @@ class DemandScaler:
         before = self.autoscaler.targets()
         decisions = self.autoscaler.decide(config, self.tracker.samples(), self.clock(), unplaced)
         for d in decisions:
-            event(f"scale-{d.kind.value}", f"{d.model}: {d.from_replicas} -> {d.to_replicas} replica(s): {d.reason}")
+            event(EventKind(f"scale-{d.kind.value}"), f"{d.from_replicas} -> {d.to_replicas} replica(s): {d.reason}",
+                  model=d.model)
             self.tracker.scale_events.labels(d.model, d.kind.value).inc()
         self.decisions = (self.decisions + decisions)[-200:]
         targets = self.autoscaler.targets()

@@ -30,21 +30,26 @@ from prometheus_client import CollectorRegistry
 
 from gpu_sharing.config.loader import load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
+from gpu_sharing.daemon import ops_api
 from gpu_sharing.daemon.demand import DemandTracker
-from gpu_sharing.daemon.http_api import make_app, read_token
+from gpu_sharing.daemon.event_log import EventLog
+from gpu_sharing.daemon.http_api import make_app, make_authorizer, read_token
 from gpu_sharing.daemon.router import Router
 from gpu_sharing.daemon.scaling import DemandScaler
 from gpu_sharing.daemon.sd_notify import Notifier
 from gpu_sharing.daemon.status import build_snapshot, status_json
 from gpu_sharing.daemon.vram_policy import run_vram_check
-from gpu_sharing.errors import GpuSharingError
+from gpu_sharing.errors import ConfigError, GpuSharingError
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.metrics.collector import DaemonCollector
-from gpu_sharing.metrics.snapshot import DaemonCounters, NodeSnapshot
+from gpu_sharing.metrics.instruments import DaemonMetrics
+from gpu_sharing.metrics.snapshot import NodeSnapshot
+from gpu_sharing.reconcile import operations
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime import logs as instance_logs
+from gpu_sharing.runtime.events import Event, EventKind, EventStream
 
 log = logging.getLogger("gpu_sharing.daemon")
-MAX_EVENTS = 200
 AUTOSCALE_INTERVAL_S = 0.25
 
 
@@ -59,17 +64,19 @@ def file_signature(path: str | None) -> str:
 
 class Daemon:
     def __init__(self, config_path: str, reconciler: Reconciler, *, notifier: Notifier | None = None,
-                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0):
+                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0, json_logs: bool = False):
         self.config_path = config_path
         self.reconciler = reconciler
         self.notifier = notifier or Notifier()
         self.tick_interval_s = tick_interval_s
         self.watch_interval_s = watch_interval_s
-        self.counters = DaemonCounters()
         self.registry = CollectorRegistry()
-        self.registry.register(DaemonCollector(self.snapshot, self.counters))
+        self.metrics = DaemonMetrics(self.registry)
+        self.registry.register(DaemonCollector(self.snapshot))
+        self.stream = EventStream()
+        self.event_log = EventLog(self.stream, self.metrics, json_lines=json_logs)
+        reconciler.attach_events(self.stream)
         self.generation = 1
-        self.events: list[dict] = []
         self._snapshot = NodeSnapshot()
         self._inventory: Inventory | None = None
         self._last_reconcile_at: float | None = None
@@ -84,7 +91,7 @@ class Daemon:
                                     default_retry_after_s=self.config.api.retry_after_s)
         self.scaler = DemandScaler(self.demand, clock=time.monotonic)
         self.scaler.step(self.reconciler, self.event)  # start targets before the first pass
-        self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s,
+        self.router = Router(self.snapshot, self.metrics, retry_after_s=self.config.api.retry_after_s,
                              demand=self.demand)
         self.site: web.TCPSite | None = None
         self.bound_port: int | None = None
@@ -95,10 +102,14 @@ class Daemon:
         return self.reconciler.config
 
     # ------------------------------------------------------------------ helpers
-    def event(self, kind: str, message: str) -> None:
-        self.events.append({"time": time.time(), "kind": kind, "message": message})
-        del self.events[:-MAX_EVENTS]
-        (log.warning if kind.endswith("error") else log.info)("%s: %s", kind, message)
+    def event(self, kind: EventKind, message: str, **fields) -> None:
+        """Emit one typed event (log line, /status, counters: see event_log.py)."""
+        self.stream.emit(Event(kind, message, **fields))
+
+    @property
+    def events(self) -> list[dict]:
+        """The recent events, oldest first (what GET /status shows)."""
+        return self.event_log.recent()
 
     def _watched_signatures(self) -> tuple[str, str]:
         catalog = None
@@ -116,7 +127,7 @@ class Daemon:
     def _refresh_snapshot(self) -> None:
         """Runs on the worker thread: statuses + (cached) inventory -> a new frozen snapshot."""
         self._snapshot = build_snapshot(self.reconciler, self._inventory, generation=self.generation,
-                                        last_reconcile_at=self._last_reconcile_at, events=self.events)
+                                        last_reconcile_at=self._last_reconcile_at, events=self.event_log.recent(50))
         if self._loop is not None and self.demand.any_held():  # held requests look for a READY replica again
             self._loop.call_soon_threadsafe(self.demand.notify)
 
@@ -128,27 +139,26 @@ class Daemon:
         """One reconcile pass, then a fresh inventory and snapshot. Blocking: call from the worker thread."""
         t0 = time.monotonic()
         report = self.reconciler.reconcile_once()
-        self.counters.reconcile_durations_s.append(time.monotonic() - t0)
-        del self.counters.reconcile_durations_s[:-10_000]
+        self.metrics.reconcile_duration.observe(time.monotonic() - t0)
         try:
             self._inventory = self.reconciler.backend.inventory()
         except GpuSharingError as e:  # a failed observation must not kill the loop
-            self.event("inventory-error", str(e))
+            self.event(EventKind.ERROR, f"inventory: {e}")
         self._last_reconcile_at = time.time()
         for err in report.errors:
-            self.event("reconcile-error", err)
+            self.event(EventKind.ERROR, f"reconcile: {err}")
         self._refresh_snapshot()
 
     def vram_pass(self) -> None:
         inventory = self.reconciler.backend.inventory()
         self._inventory = inventory
-        run_vram_check(self.reconciler, inventory, self.counters, self.event, self.reconcile_pass)
+        run_vram_check(self.reconciler, inventory, self.metrics, self.stream.emit, self.reconcile_pass)
         self._refresh_snapshot()
 
     def tick_pass(self) -> None:
         self.reconciler.tick()
         for err in self.reconciler.recorder.errors:
-            self.event("measured-size-error", err)
+            self.event(EventKind.ERROR, f"measured size: {err}")
         self.reconciler.recorder.errors.clear()
         self._refresh_snapshot()
 
@@ -184,7 +194,7 @@ class Daemon:
         try:
             await self._in_worker(self.vram_pass)
         except GpuSharingError as e:  # a failed observation must not stop the daemon
-            self.event("vram-check-error", str(e))
+            self.event(EventKind.ERROR, f"vram check: {e}")
 
     async def tick(self) -> None:
         self._tick_pending = True
@@ -199,20 +209,34 @@ class Daemon:
             try:
                 new = load_config(self.config_path)
             except GpuSharingError as e:
-                self.counters.reload_total["error"] += 1
-                self.event("reload-error", f"{reason}: config rejected, still running generation {self.generation}: {e}")
+                self.metrics.config_reload.labels(result="error").inc()
+                key = e.problems[0][0] if isinstance(e, ConfigError) and e.problems else ""
+                self.event(EventKind.RELOAD_REJECTED, f"{reason}: config rejected, still running generation "
+                                                      f"{self.generation}: {e}", key_path=key)
                 return {"ok": False, "error": str(e), "generation": self.generation}
             diff = await self._in_worker(self.reconciler.update_config, new)
             self.generation += 1
             self._signatures = self._watched_signatures()
-            self.counters.reload_total["ok"] += 1
-            self.event("reload", f"{reason}: generation {self.generation}: added {list(diff.added)}, changed "
-                                 f"{list(diff.changed)}, removed {list(diff.removed)}")
+            self.metrics.config_reload.labels(result="ok").inc()
+            self.event(EventKind.RELOAD, f"{reason}: generation {self.generation}: added {list(diff.added)}, changed "
+                                         f"{list(diff.changed)}, removed {list(diff.removed)}")
             await self.reconcile()
             return {"ok": True, "generation": self.generation, "added": list(diff.added),
                     "changed": list(diff.changed), "removed": list(diff.removed)}
         finally:
             self.notifier.ready()
+
+    async def operate(self, action: str, target: str) -> dict:
+        """POST /admin/restart|hold|release: run the operation on the worker thread, then reconcile."""
+        fn = {"restart": operations.restart, "hold": operations.hold, "release": operations.release}[action]
+        result = await self._in_worker(fn, self.reconciler, target)
+        await self.reconcile()
+        return {"ok": True, **result.as_dict()}
+
+    def log_path(self, instance_id: str) -> Path | None:
+        if instance_id not in {ln.instance_id for ln in self.reconciler.supervisor.launches()}:
+            return None
+        return instance_logs.log_path(self.reconciler.supervisor.log_dir, instance_id)
 
     async def watch(self) -> None:
         if self._watched_signatures() != self._signatures:
@@ -243,18 +267,19 @@ class Daemon:
             loop.add_signal_handler(sig, fn)
         await self.router.start()
         api = self.config.api
-        runner = web.AppRunner(make_app(api, status=self.status_json,
-                                        registry=self.registry if self.config.metrics.enabled else None,
-                                        router=self.router, reload=lambda: self.reload("POST /admin/reload"),
-                                        token=read_token(api.token_file)), access_log=None)
+        token = read_token(api.token_file)
+        app = make_app(api, status=self.status_json, registry=self.registry if self.config.metrics.enabled else None,
+                       router=self.router, reload=lambda: self.reload("POST /admin/reload"), token=token)
+        ops_api.add_routes(app, authorized=make_authorizer(api, token), operate=self.operate, log_path=self.log_path)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.site = web.TCPSite(runner, api.host, api.port)
         await self.site.start()
         self.bound_port = self.site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - port 0 = ephemeral
-        self.event("start", f"API on http://{api.host}:{self.bound_port}")
+        self.event(EventKind.DAEMON, f"start: API on http://{api.host}:{self.bound_port}")
         adopted = await self._in_worker(self.reconciler.adopt)
         if adopted:
-            self.event("adopt", f"adopted {len(adopted)} running instances: {', '.join(adopted)}")
+            self.event(EventKind.DAEMON, f"adopted {len(adopted)} running instances: {', '.join(adopted)}")
         await self.reconcile()
         self.notifier.ready(f"serving {len(self._snapshot.instances)} instances")
         scheduler = self._schedule_jobs(loop)
@@ -264,10 +289,10 @@ class Daemon:
             self.notifier.stopping()
             scheduler.shutdown(wait=False)
             if self.config.on_exit == OnExit.STOP:
-                self.event("stop", "stopping all instances (on_exit: stop)")
+                self.event(EventKind.DAEMON, "stop: stopping all instances (on_exit: stop)")
                 await self._in_worker(self.reconciler.stop_all, self.config.vllm.stop_grace_s + 5)
             else:
-                self.event("stop", "leaving instances running for the next daemon (on_exit: keep)")
+                self.event(EventKind.DAEMON, "stop: leaving instances running for the next daemon (on_exit: keep)")
                 await self._in_worker(self.reconciler.detach)
             await self.router.close()
             await runner.cleanup()

@@ -7,15 +7,16 @@ loop while the worker thread reconciles; swapping one immutable object needs no 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from gpu_sharing.hardware.inventory import Inventory
-from gpu_sharing.metrics.snapshot import GpuSnapshot, InstanceSnapshot, NodeSnapshot, PartitionSnapshot
+from gpu_sharing.metrics.snapshot import GpuSnapshot, InstanceSnapshot, ModelSnapshot, NodeSnapshot, PartitionSnapshot
 from gpu_sharing.reconcile.reconciler import Reconciler
 
 
 def build_snapshot(reconciler: Reconciler, inventory: Inventory | None, *, generation: int,
-                   last_reconcile_at: float | None, events: Sequence[dict]) -> NodeSnapshot:
+                   last_reconcile_at: float | None, events: Sequence[dict],
+                   draining: Iterable[str] = ()) -> NodeSnapshot:
     gpus_inv = inventory.gpus if inventory else ()
     vram_by_pid = {p.pid: p.vram_bytes for g in gpus_inv for part in g.partitions for p in part.processes}
     gpus = tuple(GpuSnapshot(g.index, g.model, g.compute_mode.value, g.memory_mode.value, tuple(
@@ -28,9 +29,13 @@ def build_snapshot(reconciler: Reconciler, inventory: Inventory | None, *, gener
     report = reconciler.last_report
     unplaceable = tuple({"model": u.model, "replica": u.replica, "reason": u.reason}
                         for u in (report.unplaceable if report else ()))
+    held = reconciler.held_models
+    models = tuple(ModelSnapshot(m.name, tuple(m.served_names), m.source, m.replicas,
+                                 tuple(sorted(m.lora.modules.items())) if m.lora else (), m.name in held)
+                   for m in reconciler.config.models if m.enabled)
     return NodeSnapshot(gpus, instances, unplaceable, generation, last_reconcile_at,
                         report.ok if report else None, "; ".join(report.errors) if report else "",
-                        tuple(events[-50:]))
+                        tuple(events[-50:]), models, frozenset(draining))
 
 
 def status_json(snapshot: NodeSnapshot, reconciler: Reconciler, config_path: str) -> dict[str, Any]:
@@ -40,4 +45,6 @@ def status_json(snapshot: NodeSnapshot, reconciler: Reconciler, config_path: str
     out["solver"] = asdict(plan.solver) if plan else None
     out["config_path"] = config_path
     out["held"] = reconciler.held
+    out["held_models"] = reconciler.held_models
+    out["draining"] = sorted(snapshot.draining)
     return out

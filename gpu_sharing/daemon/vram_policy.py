@@ -11,12 +11,11 @@ from typing import Callable, Iterator
 
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.isolation import MemoryAction, VramBudget, VramReport, VramViolation, VramWatch
-from gpu_sharing.metrics.snapshot import DaemonCounters
+from gpu_sharing.metrics.instruments import DaemonMetrics
 from gpu_sharing.reconcile.observe import parse_partition
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.events import Event, EventKind, EventSink
 from gpu_sharing.runtime.instance_state import InstanceState
-
-EventFn = Callable[[str, str], None]
 
 
 def instance_budgets(reconciler: Reconciler) -> Iterator[VramBudget]:
@@ -31,11 +30,14 @@ def instance_budgets(reconciler: Reconciler) -> Iterator[VramBudget]:
                          MemoryAction(m.limits.memory_policy.value), m.limits.memory_tolerance_fraction)
 
 
-def run_vram_check(reconciler: Reconciler, inventory: Inventory, counters: DaemonCounters, event: EventFn,
+def run_vram_check(reconciler: Reconciler, inventory: Inventory, metrics: DaemonMetrics, events: EventSink,
                    reconcile: Callable[[], None]) -> VramReport:
     """One check: act on violations (warn / restart / stop and hold), count them, report foreign pids."""
+    models = {s.instance_id: s.model for s in reconciler.statuses()}
+
     def act(v: VramViolation) -> None:
-        event("vram-over-budget", v.message)
+        events(Event(EventKind.VRAM_POLICY, f"{v.action.value}: {v.message}", instance_id=v.instance_id,
+                     model=models.get(v.instance_id, "")))
         if v.action in (MemoryAction.RESTART, MemoryAction.STOP):
             reconciler.stop_instances([v.instance_id], reconciler.config.vllm.stop_grace_s + 5)
             if v.action == MemoryAction.STOP:
@@ -45,11 +47,11 @@ def run_vram_check(reconciler: Reconciler, inventory: Inventory, counters: Daemo
     watch = VramWatch(inventory=lambda: inventory, budgets=lambda: instance_budgets(reconciler), act=act)
     report = watch.run_once()
     for err in watch.errors:
-        event("vram-policy-error", err)
+        events(Event(EventKind.ERROR, f"vram policy: {err}"))
     for v in report.violations:
-        key = (v.instance_id, v.action.value)
-        counters.vram_violations[key] = counters.vram_violations.get(key, 0) + 1
-    counters.foreign_processes = len(report.foreign)
+        metrics.vram_violations.labels(instance=v.instance_id, action=v.action.value).inc()
+    metrics.foreign_processes.set(len(report.foreign))
     for f in report.foreign:
-        event("foreign-process", f"pid {f.pid} ({f.name}) on managed partition {f.partition}: reported, not killed")
+        events(Event(EventKind.FOREIGN_PROCESS,
+                     f"pid {f.pid} ({f.name}) on managed partition {f.partition}: reported, not killed"))
     return report

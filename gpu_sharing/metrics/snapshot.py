@@ -47,6 +47,19 @@ class InstanceSnapshot:
 
 
 @dataclass(frozen=True)
+class ModelSnapshot:
+    """A configured model as the router lists it in /v1/models (also while nothing of it runs)."""
+
+    name: str
+    served_names: tuple[str, ...]
+    source: str
+    replicas: int
+    lora_adapters: tuple[tuple[str, str], ...] = ()
+    """(adapter name, path) served by each of its instances (``--lora-modules name=path``)."""
+    held: bool = False
+
+
+@dataclass(frozen=True)
 class NodeSnapshot:
     gpus: tuple[GpuSnapshot, ...] = ()
     instances: tuple[InstanceSnapshot, ...] = ()
@@ -56,18 +69,9 @@ class NodeSnapshot:
     last_reconcile_ok: bool | None = None
     last_reconcile_error: str = ""
     events: tuple[dict, ...] = ()
+    models: tuple[ModelSnapshot, ...] = ()
+    draining: frozenset[str] = frozenset()
+    """Instance ids the router must stop sending to (a rolling change is about to stop them)."""
 
 
 INSTANCE_STATES = ("PENDING", "STAGING", "STARTING", "READY", "BACKOFF", "FAILED", "STOPPING", "STOPPED")
-
-
-@dataclass
-class DaemonCounters:
-    """Monotonic counters and histogram samples the daemon accumulates (read by the collector)."""
-
-    reconcile_durations_s: list[float] = field(default_factory=list)
-    reload_total: dict[str, int] = field(default_factory=lambda: {"ok": 0, "error": 0})
-    router_requests: dict[tuple[str, str], int] = field(default_factory=dict)
-    router_durations_s: list[float] = field(default_factory=list)
-    vram_violations: dict[tuple[str, str], int] = field(default_factory=dict)
-    foreign_processes: int = 0

@@ -9,6 +9,7 @@ is the lowest that sees all four. The Reconciler receives ``build_launch`` and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Sequence
 
@@ -17,6 +18,7 @@ from gpu_sharing.errors import OperationError
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, PartitionRef
 from gpu_sharing.isolation import ComputeLimits, ResourceIsolator
 from gpu_sharing.planner.types import Placement, Plan
+from gpu_sharing.reconcile.cache_env import cache_env
 from gpu_sharing.runtime.launch_spec import LaunchSpec, build_launch_spec
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
@@ -65,6 +67,7 @@ def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], p
     spec = build_launch_spec(
         instance_id=placement.instance_id, model=model, vllm=config.vllm, partitions=list(partitions),
         tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask)
+    spec = dataclasses.replace(spec, env=cache_env(config, spec.env))  # caches under the state dir
     argv, preexec = _confine(config, model, placement, spec, partitions, inventory)
     return InstanceLaunch(
         instance_id=placement.instance_id, model=placement.model, replica=placement.replica,

@@ -36,6 +36,7 @@ from gpu_sharing.reconcile.launch import build_launch, cu_masks_for
 from gpu_sharing.reconcile.measure import MeasuredRecorder
 from gpu_sharing.reconcile.observe import parse_partition
 from gpu_sharing.reconcile.staging_gate import StagingGate
+from gpu_sharing.runtime.events import Event, EventKind, EventSink, no_events
 from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
@@ -89,8 +90,10 @@ class Reconciler:
                  sim_state_dir: Path | None = None, progress: Progress | None = None,
                  planner: Planner = run_planner, demands: DemandBuilder = desired_state,
                  launches: LaunchBuilder = build_launch, cu_masks: CuMaskPolicy = cu_masks_for,
-                 measured: MeasuredStore | None = None, staging_manager: StagingManager | None = None):
+                 measured: MeasuredStore | None = None, staging_manager: StagingManager | None = None,
+                 events: EventSink | None = None):
         self.backend = backend
+        self.events: EventSink = events or no_events
         self.state_dir = Path(state_dir)
         self.config_path = config_path
         self.config_dir = Path(config_path).resolve().parent if config_path else None
@@ -114,13 +117,16 @@ class Reconciler:
         self.staging = StagingGate(lambda: self.config, staging_manager)
         self.supervisor = Supervisor(self.config.vllm, log_dir=log_dir, clock=clock, spawner=spawner,
                                      health_checker=self.health, on_ready=self.recorder.on_ready,
-                                     stage_gate=self.staging)
+                                     stage_gate=self.staging, events=self.events)
         self.ports = PortAllocator(tuple(self.config.vllm.port_range), self.config.vllm.host)
         self._fingerprints: dict[str, str] = {}
         self._reconcile_lock = threading.Lock()
         self._saved_version = -1
         self._held: dict[str, str] = {}
-        """instance id -> why it is held stopped (memory_policy: stop, operator); cleared by update_config."""
+        """instance id -> why it is held stopped (memory_policy: stop); cleared by update_config."""
+        self._held_models: dict[str, str] = {}
+        """model -> why the operator holds it stopped (``gpu-sharing hold``); only ``release`` clears it."""
+        self._unplaceable_seen: frozenset = frozenset()
         self._desired_cache: tuple[tuple, DesiredState] | None = None
         self._replica_targets: dict[str, int] = {}
         """Autoscaler targets for models with ``scaling`` (see set_replica_targets)."""
@@ -145,6 +151,11 @@ class Reconciler:
         self.staging.reset()  # a failed staging is retried after a reload
         return diff
 
+    def attach_events(self, sink: EventSink) -> None:
+        """Send this reconciler's and its supervisor's events to ``sink`` (the daemon's stream)."""
+        self.events = sink
+        self.supervisor.events = sink
+
     # ---- operator / policy holds -------------------------------------------------------------------
     def hold(self, instance_id: str, reason: str) -> None:
         """Keep an instance stopped (it is not started again) until ``release`` or a config reload."""
@@ -165,6 +176,24 @@ class Reconciler:
     def held(self) -> dict[str, str]:
         """A copy: instance id -> why it is held."""
         return dict(self._held)
+
+    def hold_model(self, model: str, reason: str) -> None:
+        """Keep every replica of a model out of the plan until ``release_model`` (survives reloads)."""
+        self._held_models[model] = reason
+
+    def release_model(self, model: str) -> bool:
+        return self._held_models.pop(model, None) is not None
+
+    @property
+    def held_models(self) -> dict[str, str]:
+        return dict(self._held_models)
+
+    def _held_ids(self, desired: DesiredState) -> set[str]:
+        ids = set(self._held)
+        for d in desired.demands:
+            if d.name in self._held_models:
+                ids.update(d.instance_id(r) for r in range(d.replicas))
+        return ids
 
     # ---- observe -> plan -> apply ----------------------------------------------------------------
     def current_instances(self) -> tuple[RunningInstance, ...]:
@@ -198,7 +227,8 @@ class Reconciler:
         desired = self.desired(inventory)
         self.last_desired = desired
         self._fingerprints = desired.fingerprints
-        plan = plan_desired(desired, inventory, self.current_instances(), held=self._held, planner=self.planner)
+        plan = plan_desired(desired, inventory, self.current_instances(), held=self._held_ids(desired),
+                            planner=self.planner)
         return plan, desired.problems
 
     def reconcile_once(self) -> ReconcileReport:
@@ -218,7 +248,19 @@ class Reconciler:
             report = ReconcileReport(plan=plan, apply=result, unplaceable=tuple(plan.unplaceable) + problems,
                                      errors=errors, duration_s=self.clock() - t0)
             self.last_report = report
+            self._report_events(plan, report)
             return report
+
+    def _report_events(self, plan: Plan, report: ReconcileReport) -> None:
+        """Repartitions done, and unplaceable replicas when that set changes (not on every pass)."""
+        if report.ok:
+            for t in plan.to_repartition:
+                self.events(Event(EventKind.REPARTITION, f"GPU {t.gpu}: compute {t.compute_mode.value}, "
+                                  f"memory {t.memory_mode.value}"))
+        seen = frozenset((u.model, u.replica, u.reason) for u in report.unplaceable)
+        for model, replica, reason in sorted(seen - self._unplaceable_seen):
+            self.events(Event(EventKind.UNPLACEABLE, f"replica {replica} not placed: {reason}", model=model))
+        self._unplaceable_seen = seen
 
     def apply_plan(self, plan: Plan) -> ApplyReport:
         """Apply a given plan (``apply`` shows the plan first; tests force placements the planner refuses)."""

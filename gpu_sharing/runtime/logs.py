@@ -17,7 +17,11 @@ import os
 import shutil
 from pathlib import Path
 
+from gpu_sharing.runtime.root_cause import root_cause
+
 TAIL_BYTES = 8192
+ROOT_CAUSE_TAIL_BYTES = 65536
+"""Two vLLM tracebacks (EngineCore, then the API process) fit well within 64 KiB."""
 
 
 def log_path(log_dir: Path, instance_id: str) -> Path:
@@ -64,13 +68,13 @@ def open_for_child(path: Path, max_bytes: int, backups: int) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
 
 
-def tail_lines(path: Path, max_lines: int = 8) -> list[str]:
+def tail_lines(path: Path, max_lines: int = 8, tail_bytes: int = TAIL_BYTES) -> list[str]:
     """The last non-empty lines of a log (for status: vLLM's own error text)."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
+            f.seek(max(0, size - tail_bytes))
             data = f.read()
     except OSError:
         return []
@@ -79,7 +83,11 @@ def tail_lines(path: Path, max_lines: int = 8) -> list[str]:
 
 
 def failure_reason(path: Path, max_lines: int = 4) -> str:
-    """Lines that look like the error (Error/Exception/failed), else the plain tail."""
+    """vLLM's root cause from the traceback chain (root_cause.py); else lines that look like the error
+    (Error/Exception/failed); else the plain tail."""
+    cause = root_cause(tail_lines(path, 400, tail_bytes=ROOT_CAUSE_TAIL_BYTES))
+    if cause:
+        return cause
     lines = tail_lines(path, 40)
     keys = ("error", "exception", "failed", "free memory", "traceback")
     hits = [ln for ln in lines if any(k in ln.lower() for k in keys)]

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 from gpu_sharing.config.schema import VllmSettings
 from gpu_sharing.runtime import logs
+from gpu_sharing.runtime.events import Event, EventKind, EventSink, no_events
 from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState, backoff_delay_s, check_transition
 from gpu_sharing.runtime.spawner import ProcessHandle, SpawnRequest, Spawner, SubprocessSpawner
@@ -93,6 +94,8 @@ class _Record:
     next_probe: float = 0.0
     health_failures: int = 0
     stop_requested: bool = False
+    restart_after_stop: bool = False
+    """Operator restart of a live instance: STOPPING -> STOPPED -> STAGING, not counted as a crash."""
 
 
 class Supervisor:
@@ -102,8 +105,10 @@ class Supervisor:
                  wall_clock: Callable[[], float] = time.time, spawner: Spawner | None = None,
                  health_checker: HealthChecker | None = None,
                  on_ready: Callable[[InstanceStatus], None] | None = None,
-                 stage_gate: Callable[[InstanceLaunch], bool] | None = None):
+                 stage_gate: Callable[[InstanceLaunch], bool] | None = None, events: EventSink | None = None):
         self.vllm = vllm
+        self.events: EventSink = events or no_events
+        """Every state change, crash, restart and FAILED goes here (see runtime/events.py)."""
         self.stage_gate = stage_gate
         """STAGING -> STARTING only when this says the instance's weights are on local disk."""
         self.log_dir = Path(log_dir)
@@ -187,6 +192,27 @@ class Supervisor:
             else:
                 self._move(rec, S.STOPPING if rec.state in (S.STARTING, S.READY) else S.STOPPED)
 
+    def restart(self, instance_id: str, now: float | None = None) -> bool:
+        """Operator restart: FAILED/BACKOFF/STOPPED start again at once with a clean crash history; a live
+        instance is stopped first (never counted as a crash). False when the id is unknown."""
+        with self._lock:
+            rec = self._records.get(instance_id)
+            if rec is None:
+                return False
+            rec.restart_times.clear()
+            rec.backoff_until = 0.0
+            self.events(Event(EventKind.OPERATOR_RESTART, f"operator restart from {rec.state.value}",
+                              instance_id=instance_id, model=rec.launch.model))
+            if rec.state in (S.FAILED, S.BACKOFF, S.STOPPED):
+                self._move(rec, S.STAGING)
+                return True
+            rec.restart_after_stop = True
+            self.stop(instance_id, now)
+            if rec.state == S.STOPPED:  # nothing was running (PENDING/STAGING)
+                rec.restart_after_stop = False
+                self._move(rec, S.STAGING)
+            return True
+
     def stop_many(self, instance_ids: Iterable[str], now: float | None = None) -> None:
         for iid in instance_ids:
             self.stop(iid, now)
@@ -243,7 +269,7 @@ class Supervisor:
         assert rec.handle is not None
         code = rec.handle.poll()
         if code is not None:  # STARTING -> BACKOFF/FAILED: exited before becoming healthy
-            self._fail(rec, now, f"exited with code {code} while starting: {self._log_reason(rec)}")
+            self._fail(rec, now, f"exited with code {code} while starting: {self._log_reason(rec)}", exit_code=code)
             return False
         if now >= rec.next_probe:
             rec.next_probe = now + STARTING_PROBE_INTERVAL_S
@@ -263,7 +289,7 @@ class Supervisor:
         assert rec.handle is not None
         code = rec.handle.poll()
         if code is not None:  # READY -> BACKOFF: crashed
-            self._fail(rec, now, f"exited with code {code}: {self._log_reason(rec)}")
+            self._fail(rec, now, f"exited with code {code}: {self._log_reason(rec)}", exit_code=code)
             return
         if now < rec.next_probe:
             return
@@ -279,6 +305,10 @@ class Supervisor:
     def _step_stopping(self, rec: _Record, now: float) -> None:
         if rec.handle is None or (rec.handle.poll() is not None and rec.handle.group_empty()):
             self._move(rec, S.STOPPED)  # STOPPING -> STOPPED
+            if rec.restart_after_stop:  # operator restart: STOPPED -> STAGING
+                rec.restart_after_stop = False
+                rec.stop_requested = False
+                self._move(rec, S.STAGING)
             return
         if not rec.killed and now >= rec.stop_deadline:  # grace over: SIGKILL the group
             rec.handle.signal_group(signal.SIGKILL)
@@ -287,8 +317,10 @@ class Supervisor:
     # ---- helpers ----------------------------------------------------------------------------
     def _move(self, rec: _Record, target: InstanceState) -> None:
         check_transition(rec.launch.instance_id, rec.state, target)
-        rec.state = target
+        before, rec.state = rec.state, target
         self.version += 1
+        self.events(Event(EventKind.STATE, f"{before.value} -> {target.value}", instance_id=rec.launch.instance_id,
+                          model=rec.launch.model, from_state=before.value, to_state=target.value))
 
     def _neighbour_starting(self, rec: _Record) -> bool:
         mine = set(rec.launch.partitions)
@@ -312,6 +344,8 @@ class Supervisor:
                            preexec_fn=ln.preexec_fn)
         if rec.started_at is not None:
             rec.restarts += 1
+            self.events(Event(EventKind.RESTART, f"starting again (restart {rec.restarts})",
+                              instance_id=ln.instance_id, model=ln.model))
         try:
             rec.handle = self.spawner.spawn(req)
         except (OSError, ValueError) as e:
@@ -326,7 +360,7 @@ class Supervisor:
         rec.next_probe = now
         self._move(rec, S.STARTING)
 
-    def _fail(self, rec: _Record, now: float, reason: str) -> None:
+    def _fail(self, rec: _Record, now: float, reason: str, exit_code: int | None = None) -> None:
         """Crash bookkeeping: BACKOFF with capped exponential delay, or FAILED past max_restarts."""
         rec.last_error = reason
         rec.ready_at = None
@@ -335,11 +369,22 @@ class Supervisor:
         if len(rec.restart_times) > self.vllm.max_restarts:
             rec.last_error = (f"{reason} (gave up: {len(rec.restart_times)} failures within "
                               f"vllm.restart_window_s={window:g}s, vllm.max_restarts={self.vllm.max_restarts})")
+            self._crash_event(rec, reason, exit_code, None)
             self._move(rec, S.FAILED)
+            self.events(Event(EventKind.FAILED, rec.last_error, instance_id=rec.launch.instance_id,
+                              model=rec.launch.model, exit_code=exit_code, cause=reason))
             return
         delay = backoff_delay_s(len(rec.restart_times), self.vllm.backoff_initial_s, self.vllm.backoff_max_s)
         rec.backoff_until = now + delay
+        self._crash_event(rec, reason, exit_code, delay)
         self._move(rec, S.BACKOFF)
+
+    def _crash_event(self, rec: _Record, reason: str, exit_code: int | None, delay_s: float | None) -> None:
+        code = "" if exit_code is None else f"exit code {exit_code}, "
+        then = (f"restarting in {delay_s:g}s (failure {len(rec.restart_times)} of at most "
+                f"{self.vllm.max_restarts} in {self.vllm.restart_window_s:g}s)") if delay_s is not None else "giving up"
+        self.events(Event(EventKind.CRASH, f"{code}{then}: {reason}", instance_id=rec.launch.instance_id,
+                          model=rec.launch.model, exit_code=exit_code, cause=reason, backoff_s=delay_s))
 
     def _log_reason(self, rec: _Record) -> str:
         return logs.failure_reason(logs.log_path(self.log_dir, rec.launch.instance_id)) or "(empty log)"

@@ -58,7 +58,8 @@ def test_memory_policy(tmp_path, policy):
         pid = start(d)
         d.vram_pass()
         assert any(e["kind"] == "vram-over-budget" for e in d.events)
-        assert d.counters.vram_violations[("leaky-0", policy)] == 1
+        assert d.registry.get_sample_value("gpu_sharing_vram_violations_total",
+                                           {"instance": "leaky-0", "action": policy}) == 1
         statuses = {s.instance_id: s for s in d.reconciler.statuses()}
         if policy == "warn":
             assert statuses["leaky-0"].pid == pid and pid_alive(pid)
@@ -81,7 +82,7 @@ def test_foreign_process_is_reported_not_killed(tmp_path):
         start(d)
         SimNode.open(tmp_path / "sim").claim_memory(0, os.getpid(), "python-foreign", GIB, synthetic=True)
         d.vram_pass()
-        assert d.counters.foreign_processes == 1
+        assert d.registry.get_sample_value("gpu_sharing_foreign_processes") == 1
         assert any(e["kind"] == "foreign-process" and str(os.getpid()) in e["message"] for e in d.events)
         assert pid_alive(os.getpid())
     finally:

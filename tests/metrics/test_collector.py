@@ -17,16 +17,16 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gpu_sharing.metrics.collector import DaemonCollector
-from gpu_sharing.metrics.snapshot import (INSTANCE_STATES, DaemonCounters, GpuSnapshot, InstanceSnapshot,
-                                          NodeSnapshot, PartitionSnapshot)
+from gpu_sharing.metrics.instruments import DaemonMetrics
+from gpu_sharing.metrics.snapshot import INSTANCE_STATES, GpuSnapshot, InstanceSnapshot, NodeSnapshot, PartitionSnapshot
 
 GIB = 1 << 30
 
 
-def make(snap: NodeSnapshot, counters: DaemonCounters) -> CollectorRegistry:
+def make(snap: NodeSnapshot) -> tuple[CollectorRegistry, DaemonMetrics]:
     reg = CollectorRegistry()
-    reg.register(DaemonCollector(lambda: snap, counters))
-    return reg
+    reg.register(DaemonCollector(lambda: snap))
+    return reg, DaemonMetrics(reg)
 
 
 def sample_snapshot() -> NodeSnapshot:
@@ -40,7 +40,7 @@ def sample_snapshot() -> NodeSnapshot:
 
 
 def test_gpu_and_partition_values():
-    reg = make(sample_snapshot(), DaemonCounters())
+    reg, _ = make(sample_snapshot())
     assert reg.get_sample_value("gpu_sharing_gpu_info", {"gpu": "0", "model": "MI300X", "compute_partition": "CPX",
                                                          "memory_partition": "NPS4"}) == 1
     assert reg.get_sample_value("gpu_sharing_partition_vram_total_bytes", {"gpu": "0", "partition": "0.1"}) == 48 * GIB
@@ -49,7 +49,8 @@ def test_gpu_and_partition_values():
 
 
 def test_instance_state_one_hot_restarts_and_vram():
-    reg = make(sample_snapshot(), DaemonCounters())
+    reg, metrics = make(sample_snapshot())
+    metrics.instance_restarts.labels(instance="qwen-0", model="qwen").inc(2)
     states = {s: reg.get_sample_value("gpu_sharing_instance_state", {"instance": "llama-0", "model": "llama", "state": s})
               for s in INSTANCE_STATES}
     assert states["BACKOFF"] == 1 and sum(states.values()) == 1
@@ -59,37 +60,38 @@ def test_instance_state_one_hot_restarts_and_vram():
 
 
 def test_counters_follow_the_daemon():
-    counters = DaemonCounters()
-    reg = make(NodeSnapshot(), counters)
+    reg, metrics = make(NodeSnapshot())
     assert reg.get_sample_value("gpu_sharing_config_reload_total", {"result": "error"}) == 0
-    counters.reload_total["error"] += 2
-    counters.reload_total["ok"] += 1
-    counters.router_requests[("qwen", "200")] = 5
-    counters.router_requests[("nope", "404")] = 1
+    metrics.config_reload.labels(result="error").inc(2)
+    metrics.config_reload.labels(result="ok").inc()
+    for _ in range(5):
+        metrics.observe_request("qwen", 200, 0.01)
+    metrics.observe_request("__unknown__", 404, 0.0001)
     assert reg.get_sample_value("gpu_sharing_config_reload_total", {"result": "error"}) == 2
     assert reg.get_sample_value("gpu_sharing_config_reload_total", {"result": "ok"}) == 1
     assert reg.get_sample_value("gpu_sharing_router_requests_total", {"model": "qwen", "code": "200"}) == 5
-    assert reg.get_sample_value("gpu_sharing_router_requests_total", {"model": "nope", "code": "404"}) == 1
+    assert reg.get_sample_value("gpu_sharing_router_requests_total", {"model": "__unknown__", "code": "404"}) == 1
+    assert reg.get_sample_value("gpu_sharing_router_request_duration_seconds_count") == 6
 
 
 def test_histograms_are_cumulative():
-    counters = DaemonCounters(reconcile_durations_s=[0.003, 0.015, 0.015, 3.0], router_durations_s=[0.0005, 0.2])
-    reg = make(NodeSnapshot(), counters)
+    reg, metrics = make(NodeSnapshot())
+    for d in (0.003, 0.015, 0.015, 3.0):
+        metrics.reconcile_duration.observe(d)
     name = "gpu_sharing_reconcile_duration_seconds"
     assert reg.get_sample_value(name + "_bucket", {"le": "0.005"}) == 1
     assert reg.get_sample_value(name + "_bucket", {"le": "0.02"}) == 3
     assert reg.get_sample_value(name + "_bucket", {"le": "+Inf"}) == 4
     assert reg.get_sample_value(name + "_count") == 4
     assert abs(reg.get_sample_value(name + "_sum") - 3.033) < 1e-9
-    rname = "gpu_sharing_router_request_duration_seconds"
-    assert reg.get_sample_value(rname + "_bucket", {"le": "0.001"}) == 1
-    assert reg.get_sample_value(rname + "_count") == 2
 
 
 def test_exposition_names_have_prefix():
-    text = generate_latest(make(sample_snapshot(), DaemonCounters(reconcile_durations_s=[0.01]))).decode()
+    reg, _ = make(sample_snapshot())
+    text = generate_latest(reg).decode()
     names = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")}
-    assert names and all(n.startswith("gpu_sharing_") for n in names)
+    assert names and all(n.startswith(("gpu_sharing_", "process_")) for n in names)
+    assert "process_cpu_seconds_total" in names  # the daemon's own process collector
 
 
 PROMTOOL = shutil.which("promtool")
@@ -97,9 +99,12 @@ PROMTOOL = shutil.which("promtool")
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian: apt-get install prometheus)")
 def test_collector_output_passes_promtool():
-    counters = DaemonCounters(reconcile_durations_s=[0.01, 0.2], router_durations_s=[0.002],
-                              router_requests={("qwen", "200"): 3}, vram_violations={("qwen-0", "restart"): 1})
-    counters.reload_total["error"] = 1
-    r = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(make(sample_snapshot(), counters)),
+    reg, metrics = make(sample_snapshot())
+    metrics.reconcile_duration.observe(0.01)
+    metrics.observe_request("qwen", 200, 0.002)
+    metrics.vram_violations.labels(instance="qwen-0", action="restart").inc()
+    metrics.config_reload.labels(result="error").inc()
+    metrics.declare_event_kinds(["crash"])
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(reg),
                        capture_output=True, timeout=30)
     assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (r.stdout + r.stderr).decode()

@@ -17,14 +17,18 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gpu_sharing.metrics.collector import DaemonCollector
-from gpu_sharing.metrics.snapshot import DaemonCounters, NodeSnapshot
+from gpu_sharing.metrics.instruments import DaemonMetrics
+from gpu_sharing.metrics.snapshot import NodeSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def exported_names() -> set[str]:
     reg = CollectorRegistry()
-    reg.register(DaemonCollector(NodeSnapshot, DaemonCounters(reconcile_durations_s=[0.1], router_durations_s=[0.1])))
+    reg.register(DaemonCollector(NodeSnapshot))
+    metrics = DaemonMetrics(reg)
+    metrics.instance_restarts.labels(instance="m-0", model="m").inc()
+    metrics.observe_request("m", 200, 0.1)
     text = generate_latest(reg).decode()
     names = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")}
     samples = {re.split(r"[{ ]", ln)[0] for ln in text.splitlines() if ln and not ln.startswith("#")}

@@ -100,7 +100,7 @@ def test_config_deleted_or_replaced_mid_run_keeps_everything_serving(tmp_path):
         path.write_text("version: v1\nmodels: [{name: x}]\n")  # replaced by a half-written file
         result = asyncio.run(daemon.reload("test: file replaced"))
         assert not result["ok"] and "models[0].source" in result["error"]
-        assert daemon.counters.reload_total["error"] == 2
+        assert daemon.registry.get_sample_value("gpu_sharing_config_reload_total", {"result": "error"}) == 2
         assert {s.instance_id: s.pid for s in rec.statuses()} == pids
         assert all(s.state.value == "READY" for s in rec.statuses())
     finally:

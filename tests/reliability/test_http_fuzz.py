@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from gpu_sharing.config.schema import ApiSettings
 from gpu_sharing.daemon.http_api import make_app
 from gpu_sharing.daemon.router import Router
-from gpu_sharing.metrics.snapshot import DaemonCounters, InstanceSnapshot, NodeSnapshot
+from gpu_sharing.metrics.instruments import DaemonMetrics
+from gpu_sharing.metrics.snapshot import InstanceSnapshot, NodeSnapshot
 
 SNAP = NodeSnapshot(instances=(InstanceSnapshot("m-0", "m", 0, ("m",), "STARTING", 1, 9, "http://127.0.0.1:9",
                                                 ("0.0",), 0, "", 1),))
@@ -24,7 +25,7 @@ async def reload():
 @pytest.mark.asyncio
 async def test_random_requests_get_4xx_never_5xx():
     api = ApiSettings(max_body_bytes=64 * 1024)
-    router = Router(lambda: SNAP, DaemonCounters())
+    router = Router(lambda: SNAP, DaemonMetrics(CollectorRegistry(), process_collector=False))
     await router.start()
     app = make_app(api, status=lambda: {"ok": True}, registry=CollectorRegistry(), router=router, reload=reload,
                    token="secret")

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_runtime_flags(p)
     p.add_argument("--api-port", type=int, help="override api.port (0 = any free port)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="event lines as readable text (default) or one JSON object per line")
     p.set_defaults(func=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"port": args.api_port})})
     args.json = False
     reconciler = make_reconciler(args, cfg, path)
-    daemon = Daemon(path, reconciler)
+    daemon = Daemon(path, reconciler, json_logs=args.log_format == "json")
     print(f"gpu-sharing: {len(cfg.models)} models from {path}; API on http://{cfg.api.host}:{cfg.api.port}"
           + (" (simulated node)" if args.simulate else ""), file=sys.stderr, flush=True)
     return asyncio.run(daemon.run())

@@ -2,6 +2,10 @@
 
 Only processes identified as ours (alive, same argv as recorded in the state
 file) are signalled; the state file is updated.
+
+Under a running daemon (its API answers), ``stop MODEL`` is ``hold MODEL`` through the
+API: the daemon stops the instances and keeps them stopped until ``release`` (a stop
+behind its back would look like a crash and be restarted).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from gpu_sharing.cli import common
+from gpu_sharing.cli.commands._daemon_api import daemon_running, operate
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_reconciler
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import UserError
@@ -22,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_simulate_flags(p)
     add_runtime_flags(p)
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="default: vllm.stop_grace_s + 10")
+    p.add_argument("--api", metavar="URL", help="the running daemon's API (default: from the config)")
+    p.add_argument("--token-file", metavar="FILE", help="bearer token for the daemon (default: api.token_file)")
+    p.add_argument("--no-daemon", action="store_true", help="stop processes directly even if a daemon runs")
     common.add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -31,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("say what to stop: MODEL names, or --all")
     if args.all and args.models:
         raise UserError("give MODEL names or --all, not both")
+    if not args.no_daemon and (url := daemon_running(args)):
+        if args.all:
+            raise UserError(f"a gpu-sharing daemon is running at {url}: stop it (systemctl stop gpu-sharing, "
+                            "on_exit: stop) or hold models one by one (gpu-sharing hold MODEL)")
+        args.api = url
+        for m in args.models:
+            operate(args, "hold", m)
+        return 0
     try:
         path, cfg = common.load(args)
     except UserError:
