@@ -96,13 +96,15 @@ def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable
     return best
 
 
-def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules):
+def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules,
+            keep_ids: set[str] | None = None):
     """Pack at the current modes (valid ones; pinned modes win): what runs stays, nothing is
     repartitioned. Good enough whenever it places every replica, and a start for CP-SAT."""
     candidates = _candidates(inventory, policy, specs, memory)
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
-    best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, set(keepable(prob, current)))
+    keep_ids = set(keepable(prob, current)) if keep_ids is None else keep_ids
+    best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, keep_ids)
     return modes, best, sum(a.item.weight for a in best.assignments.values())
 
 
@@ -145,7 +147,11 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     memory = {g.index: g.memory_mode for g in inventory.gpus}
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
-    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
+    # what may stay is judged over the feasible set the plans were made in: an instance the
+    # full-set search placed at tp=2 across GPUs is not restarted because rule 2 would not place it so
+    where = prob if policy.prefer_local_tp else build_problem(inventory, demands, policy, full=True)
+    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules,
+                                      set(keepable(where, current)))
     packing = fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules, may_repartition=False)
     placed = placed_weight(packing)
