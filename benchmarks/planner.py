@@ -2,8 +2,10 @@
 
     python benchmarks/planner.py [--cases 20] [--seed 1] [--ref-time 20]
 
-Families (seeded; every case is 8 GPUs, MI300X / MI325X mixed, and 64 replicas of models of
-priority 0-9, up to 8 replicas each):
+Families (seeded; every case but "small" is 8 GPUs, MI300X / MI325X mixed, and 64 replicas of
+models of priority 0-9, up to 8 replicas each):
+  small      2 GPUs, 6 replicas, every mode, tp, share and NPS choice: the reference is the
+             exhaustive search, so it always has the exact optimum.
   auto       GPUs start in SPX or CPX, the planner chooses the modes; models of 2 to 160 GiB.
   cpx        every GPU pinned to CPX (64 partitions of 24 or 32 GiB); models of 2 to 75 GiB.
   shares     as auto, and every model has a compute share (0.1 to 0.5).
@@ -55,7 +57,7 @@ from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, Run
 GIB = 1024**3
 AUTO_SIZES_GB = [2, 6, 14, 16, 30, 60, 75, 140, 160]
 CPX_SIZES_GB = [2, 6, 10, 14, 16, 20, 30, 45, 60, 75]
-FAMILIES = ("auto", "cpx", "shares", "pinned-tp", "nps", "replan")
+FAMILIES = ("small", "auto", "cpx", "shares", "pinned-tp", "nps", "replan")
 
 
 def gpu(index: int, model: str, compute: str, memory: str = "NPS1") -> PhysicalGpu:
@@ -89,6 +91,11 @@ def _demands(rng: random.Random, sizes: list[int], family: str) -> list[ModelDem
 
 
 def make_case(rng: random.Random, family: str):
+    if family == "small":
+        inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), rng.choice(["SPX", "CPX"])) for i in range(2)))
+        out = [demand(f"m{i}", rng.choice(AUTO_SIZES_GB + [230]), 2, rng.randint(0, 9),
+                      rng.choice([(1, 2, 4, 8), (1, 2), (4,)]), rng.choice([None, None, 0.5])) for i in range(3)]
+        return inv, out, PlannerPolicy(allow_driver_reload=rng.random() < 0.5)
     kinds = [rng.choice(["MI300X", "MI300X", "MI325X"]) for _ in range(8)]
     if family == "cpx":
         inv = Inventory(tuple(gpu(i, k, "CPX") for i, k in enumerate(kinds)))
@@ -156,7 +163,7 @@ def run_case(rng, family, ref_time):
     t0 = time.perf_counter()
     p = plan(inv, demands, current, policy)
     took = time.perf_counter() - t0
-    ref, how = reference_optimum(inv, demands, policy, p, ref_time)
+    ref, how = reference_optimum(inv, demands, policy, p, ref_time) if ref_time > 0 else (None, "not computed")
     stacked, fair = compute_view(inv, p, demands)
     return {"planner": placed_priority(p, demands), "ref": ref, "how": how, "ffd": ffd(inv, demands, policy),
             "invalid": bool(check_plan(inv, demands, policy, p)), "stacked": stacked, "fair": fair,
@@ -167,7 +174,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=20, help="cases per family")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--ref-time", type=float, default=20.0, help="seconds for the reference's assignment model")
+    ap.add_argument("--ref-time", type=float, default=20.0, help="seconds for the reference's assignment model (0: timing only)")
     ap.add_argument("--families", default=",".join(FAMILIES))
     args = ap.parse_args()
     print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} {'invalid':>7} "

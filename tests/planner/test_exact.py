@@ -69,7 +69,7 @@ def test_first_pass_dominance_step_loses_nothing_on_seeded_fleets():
                               for i in range(rng.randint(1, 4))))
         demands = [demand(f"m{i}", rng.choice([2, 14, 30, 60, 140, 200]), rng.randint(1, 4), rng.randint(0, 9))
                    for i in range(rng.randint(2, 6))]
-        full = solve_by_configurations(build_problem(inv, demands, local), 30.0)
+        full = solve_by_configurations(build_problem(inv, demands, local), 30.0, max_fillings=20000)
         assert full is not None and full.status == "OPTIMAL"
         assert plan(inv, demands, [], local).solver.objective == full.objective
 
