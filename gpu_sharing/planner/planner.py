@@ -28,6 +28,7 @@ from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
 from gpu_sharing.planner.assemble import to_plan
 from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import widen
@@ -118,7 +119,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
-    candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    warnings = policy_warnings(inventory, policy)
+    candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings)
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
@@ -159,7 +161,7 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
-    return to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
 
 
 def _first_pass(inventory, demands, current, policy):
