@@ -28,7 +28,10 @@ Columns:
   top>=fair  plans where the highest-priority instance gets at least its fair CU share
              (gpu_sharing/planner/spread.py: the node's CUs in proportion to priority x bytes,
              capped at the CUs of the GPUs it occupies).
-  disrupted  running instances of unchanged models the plan stops or moves (replan only).
+  disrupted  running instances of unchanged models the plan stops or moves (replan only):
+             priority evictions by strictly higher-priority replicas are allowed.
+  unjust.    of those, instances for which the plan starts nothing of strictly higher priority
+             (checked here, not by the planner): planner.preempt says this must be 0.
   p50/p95    planner wall time, ms, one OR-Tools worker, on this machine.
 """
 
@@ -153,6 +156,17 @@ def converged_replan(rng: random.Random, inv: Inventory, demands, first):
     return conv, changed, running, unchanged
 
 
+def unjustified(p, demands, current, unchanged: set[str]) -> int:
+    """Stopped or moved instances of unchanged models for which the plan starts no instance of
+    strictly higher priority that did not run before (so no higher-priority gain can explain it)."""
+    prio = {d.name: d.priority for d in demands}
+    ran = {r.instance_id for r in current}
+    started = [prio[x.model] for x in p.to_start if x.instance_id not in ran or x.model not in
+               {d.name for d in demands if d.fingerprint == "f1"}]
+    top = max(started, default=-1)
+    return sum(1 for iid in p.to_stop if iid in unchanged and prio[iid.rsplit("-", 1)[0]] >= top)
+
+
 def run_case(rng, family, ref_time):
     base = "auto" if family == "replan" else family
     inv, demands, policy = make_case(rng, base)
@@ -167,7 +181,8 @@ def run_case(rng, family, ref_time):
     stacked, fair = compute_view(inv, p, demands)
     return {"planner": placed_priority(p, demands), "ref": ref, "how": how, "ffd": ffd(inv, demands, policy),
             "invalid": bool(check_plan(inv, demands, policy, p)), "stacked": stacked, "fair": fair,
-            "disrupted": sum(1 for iid in p.to_stop if iid in unchanged), "time": took, "gap": p.solver.gap}
+            "disrupted": sum(1 for iid in p.to_stop if iid in unchanged),
+            "unjustified": unjustified(p, demands, current, unchanged), "time": took, "gap": p.solver.gap}
 
 
 def main() -> int:
@@ -178,7 +193,7 @@ def main() -> int:
     ap.add_argument("--families", default=",".join(FAMILIES))
     args = ap.parse_args()
     print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} {'invalid':>7} "
-          f"{'stacked':>7} {'top>=fair':>9} {'disrupted':>9} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}")
+          f"{'stacked':>7} {'top>=fair':>9} {'disrupted':>9} {'unjust.':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}")
     notes = []
     for family in args.families.split(","):
         rng = random.Random(f"{args.seed}-{family}")
@@ -191,6 +206,7 @@ def main() -> int:
               f"{sum(r['planner'] for r in proven) / total:>8.3f} {sum(r['ffd'] for r in proven) / total:>8.3f} "
               f"{len(rows) - len(proven):>8} {sum(r['invalid'] for r in rows):>7} {sum(r['stacked'] for r in rows):>7} "
               f"{sum(r['fair'] for r in rows):>9} {sum(r['disrupted'] for r in rows):>9} "
+              f"{sum(r['unjustified'] for r in rows):>7} "
               f"{statistics.median(times) * 1000:>7.1f} {p95 * 1000:>7.1f} {times[-1] * 1000:>7.1f}")
         notes += [f"{family}: planner {r['planner']}, reference {r['ref']} ({r['how']})" for r in rows
                   if r["ref"] is None or r["planner"] != r["ref"]]

@@ -126,11 +126,11 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
         return candidate
     keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
-    if set(hit) <= set(disturbed(keeping, guard)):
-        return candidate  # nothing keeps them (e.g. a pinned mode forces a drain): the best plan stands
-    if justified(candidate, keeping, hit, guard, demands, policy):
+    also = set(disturbed(keeping, guard))  # stopped anyway: evicted for higher priority, or a forced drain
+    extra = [iid for iid in hit if iid not in also]
+    if not extra or justified(candidate, keeping, extra, guard, demands, policy):
         return candidate
-    return replace(keeping, warnings=keeping.warnings + (explain(candidate, hit, policy),))
+    return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
 
 
 def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, packing: Packing, rules: SpanRules,
