@@ -27,7 +27,7 @@ from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
 from gpu_sharing.planner.assemble import to_plan
-from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
 from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
@@ -120,7 +120,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
     warnings = policy_warnings(inventory, policy)
-    candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings)
+    candidate = _name_the_rule(packing, policy,
+                               to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
@@ -131,6 +132,28 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     if not extra or justified(candidate, keeping, extra, guard, demands, policy):
         return candidate
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
+
+
+def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
+    """Under ``prefer_local_tp``, an unplaced replica that fits the room left over the full
+    feasible set is blocked by that rule, not by priority or GPU count: say so."""
+    if not policy.prefer_local_tp or not p.unplaceable:
+        return p
+    placed_gpus: dict[str, set[int]] = {}
+    fits = {}
+    for item in packing.unplaced:
+        a = choose_free(packing.slots, item, placed_gpus, policy)  # looks only: nothing is occupied
+        if a is not None:
+            fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
+    out = []
+    for u in p.unplaceable:
+        if (u.model, u.replica) in fits:
+            tp, gpus = fits[u.model, u.replica]
+            head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
+            u = replace(u, reason=f"{head}; it fits the room left at tp={tp} on {gpus} GPU(s), which "
+                                  "planner.prefer_local_tp rules out (set it to false to place it)")
+        out.append(u)
+    return replace(p, unplaceable=tuple(out))
 
 
 def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, packing: Packing, rules: SpanRules,

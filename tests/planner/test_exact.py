@@ -57,6 +57,9 @@ def test_issue_counterexample_places_all_three_with_tp2_across_gpus():
     assert brute_force(node(2), [a, b], POLICY) == 21
     local = plan(node(2), [a, b], [], PlannerPolicy(prefer_local_tp=True))  # the operator's restriction
     assert local.solver.objective == 20 and [u.model for u in local.unplaceable] == ["b"]
+    reason = local.unplaceable[0].reason
+    assert "planner.prefer_local_tp rules out" in reason and "tp=2 on 2 GPU(s)" in reason
+    assert "add GPUs" not in reason and "priority" not in reason
 
 
 def test_first_pass_dominance_step_loses_nothing_on_seeded_fleets():
