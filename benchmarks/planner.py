@@ -1,28 +1,38 @@
-"""Planner quality and speed on seeded random fleets, against first-fit decreasing and the proven optimum.
+"""Planner quality and speed at 8 GPUs x 64 replicas, against an optimum computed without the planner.
 
-    python benchmarks/planner.py [--cases 120] [--seed 1] [--full-node 20]
+    python benchmarks/planner.py [--cases 20] [--seed 1] [--ref-time 20]
 
-Case families (seeded):
-  auto     1 to 8 GPUs (MI300X / MI325X mix, starting in SPX or CPX), 1 to 64 replicas of
-           models of 2 to 160 GiB, priorities 0-9; the planner chooses the compute modes.
-  cpx      8 GPUs pinned to CPX (64 partitions of 24 or 32 GiB), 64 replicas of 2 to 75 GiB:
-           small models pack, larger ones take tp=2/4/8 across partitions of one GPU.
-  replan   an auto case converged to its own plan, then one model's options change and a
-           new model arrives: counts instances of unchanged models that were stopped or moved.
+Families (seeded; every case but "small" is 8 GPUs, MI300X / MI325X mixed, and 64 replicas of
+models of priority 0-9, up to 8 replicas each):
+  small      2 GPUs, 6 replicas, every mode, tp, share and NPS choice: the reference is the
+             exhaustive search, so it always has the exact optimum.
+  auto       GPUs start in SPX or CPX, the planner chooses the modes; models of 2 to 160 GiB.
+  cpx        every GPU pinned to CPX (64 partitions of 24 or 32 GiB); models of 2 to 75 GiB.
+  shares     as auto, and every model has a compute share (0.1 to 0.5).
+  pinned-tp  as auto, and half the models have their tp pinned (tensor_parallel_size 2, 4 or 8).
+  nps        as auto, with node.allow_driver_reload: the planner also chooses NPS1 or NPS4.
+  replan     an auto case converged to its own plan, then one model's options change and a
+             priority-0 newcomer arrives (timed, and its disruption counted).
 Columns:
-  planner/opt   placed priority (sum of priority+1 over placed replicas) of the planner over
-                the proven optimum. The optimum comes from a different model and solver than
-                the planner's main path: the configuration model (gpu_sharing/planner/mip.py)
-                run by SCIP on the unrestricted problem (every layout of every GPU, no
-                dominance step), 60 s per case. A case it cannot prove counts as "unproven".
-  FFD/opt       first-fit decreasing over the current partitions (tp=1, largest first).
-  =opt, >=FFD   cases where the planner reaches the optimum / is at least as good as FFD.
-  self-proven   cases where the planner's own SolverInfo reports gap 0 (its own proof).
-  disrupted     replan only: running instances of unchanged models stopped or moved. The
-                placed-priority objective comes first (DESIGN.md): a move or stop happens
-                for priority eviction or a repacking that places more priority.
-  p50/p95 ms    planner wall time (one core, OR-Tools with one worker).
-A final table times the acceptance shape: 8 GPUs and 64 replicas (auto and CPX-pinned).
+  ref        the reference optimum of placed priority (sum of priority+1 over placed replicas)
+             from benchmarks/reference_optimum.py, written without the planner's problem
+             builder or solvers: a plan that passes its independent feasibility check and
+             reaches its knapsack bound is optimal; otherwise its direct assignment model
+             (CP-SAT, --ref-time seconds) is told the planner's value and must find better or
+             prove nothing better exists. "unproven": neither happened in time.
+  =ref       cases where the planner's placed priority equals the reference optimum.
+  plan/ref   the planner's placed priority over the reference's, summed over proven cases.
+  FFD/ref    first-fit decreasing over the current partitions (tp=1, largest first).
+  invalid    plans the independent check rejects (must be 0).
+  stacked    plans with an empty GPU while another GPU holds two or more instances.
+  top>=fair  plans where the highest-priority instance gets at least its fair CU share
+             (gpu_sharing/planner/spread.py: the node's CUs in proportion to priority x bytes,
+             capped at the CUs of the GPUs it occupies).
+  disrupted  running instances of unchanged models the plan stops or moves (replan only):
+             priority evictions by strictly higher-priority replicas are allowed.
+  unjust.    of those, instances for which the plan starts nothing of strictly higher priority
+             (checked here, not by the planner): planner.preempt says this must be 0.
+  p50/p95    planner wall time, ms, one OR-Tools worker, on this machine.
 """
 
 from __future__ import annotations
@@ -36,46 +46,67 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "planner"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from builders import demand, gpu  # noqa: E402
+from reference_optimum import check_plan, placed_priority, reference_optimum  # noqa: E402
 
-from gpu_sharing.hardware.inventory import Inventory  # noqa: E402
-from gpu_sharing.hardware.modes import ComputePartitionMode as C  # noqa: E402
+from gpu_sharing.hardware.catalog import get_spec  # noqa: E402
+from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, PhysicalGpu  # noqa: E402
+from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M  # noqa: E402
 from gpu_sharing.planner import plan  # noqa: E402
-from gpu_sharing.planner.exact import solve_placed_priority  # noqa: E402
-from gpu_sharing.planner.mip import solve_by_configurations  # noqa: E402
-from gpu_sharing.planner.problem import build_problem  # noqa: E402
-from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy, RunningInstance  # noqa: E402
+from gpu_sharing.planner.spread import fair_cus  # noqa: E402
+from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, RunningInstance  # noqa: E402
 
-POLICY = PlannerPolicy()
-UNPROVEN: list[tuple] = []
-"""(best found, best bound) of the reference on cases it could not prove."""
+GIB = 1024**3
 AUTO_SIZES_GB = [2, 6, 14, 16, 30, 60, 75, 140, 160]
 CPX_SIZES_GB = [2, 6, 10, 14, 16, 20, 30, 45, 60, 75]
+FAMILIES = ("small", "auto", "cpx", "shares", "pinned-tp", "nps", "replan")
 
 
-def _demands(rng: random.Random, replicas: int, sizes: list[int]):
-    out, i = [], 0
-    while replicas > 0:
-        reps = min(replicas, rng.randint(1, 8))
-        out.append(demand(f"m{i}", rng.choice(sizes), reps, rng.randint(0, 9)))
-        replicas -= reps
+def gpu(index: int, model: str, compute: str, memory: str = "NPS1") -> PhysicalGpu:
+    spec = get_spec(model)
+    c = C(compute)
+    parts = tuple(LogicalPartition(index, k, index * 8 + k, f"renderD{128 + index * 8 + k}", spec.cus_per_partition(c),
+                                   spec.xccs_per_partition(c), spec.vram_per_partition_bytes(c), 0)
+                  for k in range(spec.partitions(c)))
+    return PhysicalGpu(index, f"0000:{index:02x}:00.0", spec.name, 1, 0, c, M(memory), parts)
+
+
+def demand(name: str, gb_tp1: float, replicas: int, priority: int, tps=(1, 2, 4, 8), share=None,
+           fingerprint: str = "f1") -> ModelDemand:
+    """Bytes per rank: weights split over tp ranks plus 1.5 GiB of KV cache and runtime per rank."""
+    return ModelDemand(name, replicas, priority, {tp: int(gb_tp1 * GIB / tp + 1.5 * GIB) for tp in tps},
+                       fingerprint, compute_share=share)
+
+
+def _demands(rng: random.Random, sizes: list[int], family: str) -> list[ModelDemand]:
+    out, left, i = [], 64, 0
+    while left > 0:
+        reps = min(left, rng.randint(1, 8))
+        share = rng.choice([0.1, 0.2, 0.25, 0.5]) if family == "shares" else None
+        tps = (1, 2, 4, 8)
+        if family == "pinned-tp" and i % 2 == 0:
+            tps = (rng.choice([2, 4, 8]),)
+        out.append(demand(f"m{i}", rng.choice(sizes), reps, rng.randint(0, 9), tps, share))
+        left -= reps
         i += 1
     return out
 
 
-def auto_case(rng: random.Random, n_gpus: int | None = None, replicas: int | None = None):
-    n = n_gpus or rng.randint(1, 8)
-    inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI300X", "MI325X"]), rng.choice(["SPX", "SPX", "CPX"]))
-                          for i in range(n)))
-    return inv, _demands(rng, replicas or rng.randint(1, 64), AUTO_SIZES_GB), POLICY
-
-
-def cpx_case(rng: random.Random):
-    inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), "CPX") for i in range(8)))
-    policy = PlannerPolicy(gpus=tuple(GpuPolicy(g.index, C.CPX) for g in inv.gpus))
-    return inv, _demands(rng, 64, CPX_SIZES_GB), policy
+def make_case(rng: random.Random, family: str):
+    if family == "small":
+        inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), rng.choice(["SPX", "CPX"])) for i in range(2)))
+        out = [demand(f"m{i}", rng.choice(AUTO_SIZES_GB + [230]), 2, rng.randint(0, 9),
+                      rng.choice([(1, 2, 4, 8), (1, 2), (4,)]), rng.choice([None, None, 0.5])) for i in range(3)]
+        return inv, out, PlannerPolicy(allow_driver_reload=rng.random() < 0.5)
+    kinds = [rng.choice(["MI300X", "MI300X", "MI325X"]) for _ in range(8)]
+    if family == "cpx":
+        inv = Inventory(tuple(gpu(i, k, "CPX") for i, k in enumerate(kinds)))
+        policy = PlannerPolicy(gpus=tuple(GpuPolicy(g.index, C.CPX) for g in inv.gpus))
+        return inv, _demands(rng, CPX_SIZES_GB, family), policy
+    inv = Inventory(tuple(gpu(i, k, rng.choice(["SPX", "SPX", "CPX"])) for i, k in enumerate(kinds)))
+    policy = PlannerPolicy(allow_driver_reload=family == "nps")
+    return inv, _demands(rng, AUTO_SIZES_GB, family), policy
 
 
 def ffd(inv: Inventory, demands, policy: PlannerPolicy) -> int:
@@ -92,30 +123,25 @@ def ffd(inv: Inventory, demands, policy: PlannerPolicy) -> int:
     return placed
 
 
-def optimum(inv: Inventory, demands, policy: PlannerPolicy) -> tuple[int | None, float]:
-    """The unrestricted problem's optimum: the configuration model (SCIP, 60 s), then, if that
-    leaves a gap, the counts model (CP-SAT, 8 workers, 60 s)."""
-    t0 = time.perf_counter()
-    prob = build_problem(inv, demands, policy)
-    res = solve_by_configurations(prob, 60.0)
-    if res is None or res.status != "OPTIMAL":
-        res = solve_placed_priority(prob, None, 60.0, workers=8)
-    took = time.perf_counter() - t0
-    if res is None or res.status != "OPTIMAL":
-        UNPROVEN.append((res.objective, res.bound) if res is not None else (None, None))
-        return None, took
-    return res.objective, took
+def compute_view(inv: Inventory, p, demands) -> tuple[bool, bool]:
+    """(an empty GPU while another holds 2+ instances, the top-priority instance gets its fair share)."""
+    tenants: dict[int, int] = {}
+    for x in p.placements:
+        for g in {r.gpu for r in x.partitions}:
+            tenants[g] = tenants.get(g, 0) + 1
+    stacked = len(tenants) < len(inv.gpus) and any(n > 1 for n in tenants.values())
+    if not p.placements:
+        return stacked, True
+
+    prio = {d.name: d.priority for d in demands}
+    fair = fair_cus({x.instance_id: ((prio[x.model] + 1) * x.tp * x.memory_bytes_per_rank,
+                                     frozenset(r.gpu for r in x.partitions)) for x in p.placements},
+                    {g.index: get_spec(g.model).cu_count for g in inv.gpus})
+    top = max(p.placements, key=lambda x: (prio[x.model], x.instance_id))
+    return stacked, top.compute_units >= fair[top.instance_id] - 1
 
 
-def timed_plan(inv, demands, current, policy):
-    t0 = time.perf_counter()
-    p = plan(inv, demands, current, policy)
-    return p, time.perf_counter() - t0
-
-
-def replan(rng: random.Random, inv: Inventory, demands, first) -> tuple[float, int]:
-    """Converge to ``first``, change one model's options, add a model; count the running
-    instances of unchanged models that were stopped or moved."""
+def converged_replan(rng: random.Random, inv: Inventory, demands, first):
     fp = {d.name: d.fingerprint for d in demands}
     running = [RunningInstance(x.instance_id, x.model, x.replica, fp[x.model], x.partitions, x.memory_bytes_per_rank)
                for x in first.placements]
@@ -124,70 +150,68 @@ def replan(rng: random.Random, inv: Inventory, demands, first) -> tuple[float, i
     changed = list(demands)
     k = rng.randrange(len(changed))
     d = changed[k]
-    changed[k] = demand(d.name, (d.bytes_per_rank_by_tp[1] / 2**30) - 1.5, d.replicas, d.priority, fingerprint="f2")
+    changed[k] = demand(d.name, d.bytes_per_rank_by_tp[1] / GIB - 1.5 - 1, d.replicas, d.priority, fingerprint="f2")
     changed.append(demand("newcomer", rng.choice([4, 16]), 1, 0))
-    again, took = timed_plan(conv, changed, running, POLICY)
-    unchanged_models = {x.name for x in changed if x.fingerprint == "f1"}
-    kept_before = {r.instance_id for r in running if r.model in unchanged_models}
-    disrupted = sum(1 for iid in again.to_stop if iid in kept_before)
-    return took, disrupted
+    unchanged = {r.instance_id for r in running if r.model != d.name}
+    return conv, changed, running, unchanged
+
+
+def unjustified(p, demands, current, unchanged: set[str]) -> int:
+    """Stopped or moved instances of unchanged models for which the plan starts no instance of
+    strictly higher priority that did not run before (so no higher-priority gain can explain it)."""
+    prio = {d.name: d.priority for d in demands}
+    ran = {r.instance_id for r in current}
+    started = [prio[x.model] for x in p.to_start if x.instance_id not in ran or x.model not in
+               {d.name for d in demands if d.fingerprint == "f1"}]
+    top = max(started, default=-1)
+    return sum(1 for iid in p.to_stop if iid in unchanged and prio[iid.rsplit("-", 1)[0]] >= top)
+
+
+def run_case(rng, family, ref_time):
+    base = "auto" if family == "replan" else family
+    inv, demands, policy = make_case(rng, base)
+    current, unchanged = [], set()
+    if family == "replan":
+        first = plan(inv, demands, [], policy)
+        inv, demands, current, unchanged = converged_replan(rng, inv, demands, first)
+    t0 = time.perf_counter()
+    p = plan(inv, demands, current, policy)
+    took = time.perf_counter() - t0
+    ref, how = reference_optimum(inv, demands, policy, p, ref_time) if ref_time > 0 else (None, "not computed")
+    stacked, fair = compute_view(inv, p, demands)
+    return {"planner": placed_priority(p, demands), "ref": ref, "how": how, "ffd": ffd(inv, demands, policy),
+            "invalid": bool(check_plan(inv, demands, policy, p)), "stacked": stacked, "fair": fair,
+            "disrupted": sum(1 for iid in p.to_stop if iid in unchanged),
+            "unjustified": unjustified(p, demands, current, unchanged), "time": took, "gap": p.solver.gap}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", type=int, default=120)
+    ap.add_argument("--cases", type=int, default=20, help="cases per family")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--full-node", type=int, default=20, help="cases of the 8-GPU, 64-replica timing table")
+    ap.add_argument("--ref-time", type=float, default=20.0, help="seconds for the reference's assignment model (0: timing only)")
+    ap.add_argument("--families", default=",".join(FAMILIES))
     args = ap.parse_args()
-    rng = random.Random(args.seed)
-    rows: dict[str, list[dict]] = {"auto": [], "cpx": [], "replan": []}
-    for c in range(args.cases):
-        family = "cpx" if c % 6 == 5 else "auto"
-        inv, demands, policy = cpx_case(rng) if family == "cpx" else auto_case(rng)
-        p, took = timed_plan(inv, demands, [], policy)
-        opt, _ = optimum(inv, demands, policy)
-        if opt is None:
-            UNPROVEN[-1] = (*UNPROVEN[-1], int(p.solver.objective), p.solver.gap == 0)
-        row = {"gpus": len(inv.gpus), "planner": int(p.solver.objective), "ffd": ffd(inv, demands, policy),
-               "opt": opt, "self_proven": p.solver.gap == 0, "time": took, "disrupted": 0}
-        rows[family].append(row)
-        if family == "auto" and c % 3 == 0 and p.placements:
-            t, disrupted = replan(rng, inv, demands, p)
-            rows["replan"].append({**row, "time": t, "disrupted": disrupted})
-    print(f"{'family':<8} {'cases':>5} {'planner/opt':>11} {'FFD/opt':>8} {'=opt':>5} {'>=FFD':>6} {'unproven':>8} "
-          f"{'self-proven':>11} {'disrupted':>9} {'p50 ms':>7} {'p95 ms':>7}")
-    for family, sub in rows.items():
-        if not sub:
-            continue
-        proven = [r for r in sub if r["opt"] is not None]
-        total_opt = sum(r["opt"] for r in proven) or 1
-        times = sorted(r["time"] for r in sub)
-        print(f"{family:<8} {len(sub):>5} {sum(r['planner'] for r in proven) / total_opt:>11.3f} "
-              f"{sum(r['ffd'] for r in proven) / total_opt:>8.3f} {sum(r['planner'] == r['opt'] for r in proven):>5} "
-              f"{sum(r['planner'] >= r['ffd'] for r in sub):>6} {len(sub) - len(proven):>8} "
-              f"{sum(r['self_proven'] for r in sub):>11} {sum(r['disrupted'] for r in sub):>9} "
-              f"{times[len(times) // 2] * 1000:>7.1f} {times[int(len(times) * 0.95)] * 1000:>7.1f}")
-    for found, bound, planner_value, self_proven in (u for u in UNPROVEN if len(u) == 4):
-        print(f"reference left a gap: it found {found}, bound {bound}; the planner placed {planner_value}"
-              f"{' with its own proof (dominance.py)' if self_proven else ''}")
-    moved = [r for r in rows["replan"] if r["disrupted"]]
-    print(f"\nreplan: {len(moved)} of {len(rows['replan'])} re-plans stopped or moved running instances of unchanged "
-          f"models ({sum(r['disrupted'] for r in moved)} instances), by priority eviction or a repacking that places "
-          f"more priority (placed priority comes first, DESIGN.md)")
-    print(f"\n8 GPUs x 64 replicas ({args.full_node} cases each):")
-    print(f"{'family':<8} {'=opt':>5} {'self-proven':>11} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}")
-    for family in ("auto", "cpx"):
-        times, hits, selfp = [], 0, 0
-        for _ in range(args.full_node):
-            inv, demands, policy = cpx_case(rng) if family == "cpx" else auto_case(rng, 8, 64)
-            p, took = timed_plan(inv, demands, [], policy)
-            opt, _ = optimum(inv, demands, policy)
-            times.append(took)
-            hits += opt is not None and int(p.solver.objective) == opt
-            selfp += p.solver.gap == 0
-        times.sort()
-        print(f"{family:<8} {hits:>5} {selfp:>11} {statistics.median(times) * 1000:>7.1f} "
-              f"{times[int(len(times) * 0.95)] * 1000:>7.1f} {times[-1] * 1000:>7.1f}")
+    print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} {'invalid':>7} "
+          f"{'stacked':>7} {'top>=fair':>9} {'disrupted':>9} {'unjust.':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7}")
+    notes = []
+    for family in args.families.split(","):
+        rng = random.Random(f"{args.seed}-{family}")
+        rows = [run_case(rng, family, args.ref_time) for _ in range(args.cases)]
+        proven = [r for r in rows if r["ref"] is not None]
+        total = sum(r["ref"] for r in proven) or 1
+        times = sorted(r["time"] for r in rows)
+        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+        print(f"{family:<10} {len(rows):>5} {sum(r['planner'] == r['ref'] for r in proven):>5} "
+              f"{sum(r['planner'] for r in proven) / total:>8.3f} {sum(r['ffd'] for r in proven) / total:>8.3f} "
+              f"{len(rows) - len(proven):>8} {sum(r['invalid'] for r in rows):>7} {sum(r['stacked'] for r in rows):>7} "
+              f"{sum(r['fair'] for r in rows):>9} {sum(r['disrupted'] for r in rows):>9} "
+              f"{sum(r['unjustified'] for r in rows):>7} "
+              f"{statistics.median(times) * 1000:>7.1f} {p95 * 1000:>7.1f} {times[-1] * 1000:>7.1f}")
+        notes += [f"{family}: planner {r['planner']}, reference {r['ref']} ({r['how']})" for r in rows
+                  if r["ref"] is None or r["planner"] != r["ref"]]
+    for n in notes:
+        print(n)
     return 0
 
 

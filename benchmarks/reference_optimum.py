@@ -235,7 +235,7 @@ def placed_priority(plan, demands) -> int:
     return sum(prio[x.model] + 1 for x in plan.placements)
 
 
-def assignment_optimum(inventory, demands, policy, time_limit_s: float = 60.0, workers: int = 2,
+def assignment_optimum(inventory, demands, policy, time_limit_s: float = 60.0, workers: int = 1,
                        at_least: int = 0) -> tuple[int, int]:
     """(best found, proven bound) of the direct assignment model: for every instance slot j of
     every model, every tp t and every partition p of every layout, x[j, t, p] = 1 when the
@@ -311,6 +311,8 @@ def assignment_optimum(inventory, demands, policy, time_limit_s: float = 60.0, w
 def reference_optimum(inventory, demands, policy, plan=None, time_limit_s: float = 60.0) -> tuple[int | None, str]:
     """The optimum and how it is known: a feasible plan (checked here) that reaches the knapsack
     bound; else the assignment model, told that the plan's value is reachable."""
+    if len(inventory.gpus) <= 2 and sum(d.replicas for d in demands) <= 6:
+        return brute_force(inventory, demands, policy), "brute force"
     bound = upper_bound(inventory, demands, policy)
     value = None
     if plan is not None and not check_plan(inventory, demands, policy, plan):

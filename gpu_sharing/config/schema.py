@@ -351,6 +351,12 @@ class PlannerSettings(Strict):
     headroom_fraction: float = Field(0.03, ge=0, lt=0.5)
     """Share of each partition left free (fragmentation, HIP context of neighbours)."""
     spread_replicas: bool = True
+    preempt: Literal["strictly_higher_priority", "never", "any_gain"] = "strictly_higher_priority"
+    """When a running instance of an unchanged model may be stopped or moved: only for a gain in
+    strictly higher priority (default), never, or for any gain in placed priority."""
+    prefer_local_tp: bool = False
+    """Keep the planner's fast rules (smallest tp that fits, one GPU per model one GPU can hold);
+    its proof is then against those rules, not the hardware's full set of placements."""
 
 
 class SizingSettings(Strict):

@@ -16,8 +16,8 @@ the tightest fit.
 
 from __future__ import annotations
 
-from gpu_sharing.planner.packing import (ORDERS, Assignment, Item, Packing, Slot, SpanRules, _choose, _occupy)
-from gpu_sharing.planner.problem import rank_fits
+from gpu_sharing.planner.packing import (ORDERS, Assignment, Item, Packing, Slot, SpanRules, _choose, _occupy,
+                                         fitting_slots)
 from gpu_sharing.planner.types import PlannerPolicy
 
 
@@ -28,12 +28,10 @@ def _free(s: Slot) -> int:
 def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], policy: PlannerPolicy) -> Assignment | None:
     """The best way ``item`` fits the room left, over the real feasible set, or None."""
     d = item.demand
-    allowed = set(d.allowed_gpus) if d.allowed_gpus is not None else None
     siblings = placed_gpus.get(item.model, set())
     for tp in sorted(d.bytes_per_rank_by_tp):
         need = d.bytes_per_rank_by_tp[tp]
-        cands = [s for s in slots.values() if (allowed is None or s.ref.gpu in allowed)
-                 and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp=True) and s.fits(need, d.compute_share)]
+        cands = fitting_slots(slots, d, tp, free_tp=True)
         options: list[tuple[tuple, tuple]] = []
         by_hive: dict[int, list[Slot]] = {}
         for s in cands:

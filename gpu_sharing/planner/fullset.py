@@ -24,12 +24,15 @@ from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.exact import solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.fill import fill_free_room, placed_weight
 from gpu_sharing.planner.packing import Packing
-from gpu_sharing.planner.problem import build_problem, total_weight
+from gpu_sharing.planner.problem import Problem, build_problem, narrow, total_weight
 from gpu_sharing.planner.surrogate import surrogate
 from gpu_sharing.planner.types import PlannerPolicy, SolverInfo
 
-FULL_SHARE = 0.25
+FULL_SHARE = 0.15
 """Share of the time budget (as CP-SAT deterministic time) for the full-set search."""
+FULL_MAX_RANK_VARS = 1500
+"""Above this the counts model's build alone takes longer than the budget allows (measured:
+about 2,500 variables, 8 CPX GPUs x 40 classes, take 0.9 s to build in Python)."""
 FULL_DISRUPTION_SHARE = 0.05
 
 
@@ -43,6 +46,25 @@ class Widened:
 
 def _gap(objective: int, bound: int) -> float:
     return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
+
+
+def _size(prob: Problem) -> int:
+    """Rank variables the counts model would have (what its build and search time grow with)."""
+    return sum(len(g.layouts) * g.slots for g in prob.gpus) * len(prob.classes)
+
+
+def _search_space(full: Problem, modes, memory) -> tuple[Problem | None, str]:
+    """The full problem when it is small; else the full set at the first pass's modes (tp and
+    rank placement still free); else nothing (the plan keeps its gap against the full bound)."""
+    if _size(full) <= FULL_MAX_RANK_VARS:
+        return full, "every layout"
+    fixed = {g.gpu: tuple(o for o, lay in enumerate(g.layouts)
+                          if (lay.compute, lay.memory) == (modes[g.gpu], memory[g.gpu]))[:1] for g in full.gpus}
+    if all(fixed.values()):
+        at_modes = narrow(full, fixed)
+        if _size(at_modes) <= FULL_MAX_RANK_VARS:
+            return at_modes, "the first pass's modes"
+    return None, f"more than {FULL_MAX_RANK_VARS} rank variables"
 
 
 def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, packing: Packing,
@@ -63,8 +85,15 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
         return Widened(modes, memory, packing, replace(
             info, objective=float(placed), bound=float(bound), gap=0.0,
             status=f"{info.status}; optimal over the full feasible set (surrogate bound {bound})"))
-    hint = solution_from_packing(full, inventory, modes, packing)
-    res = solve_placed_priority(full, hint, policy.time_budget_s * FULL_SHARE, at_most=bound)
+    search, scope = _search_space(full, modes, memory)
+    if search is None:
+        return Widened(modes, memory, packing, replace(
+            info, objective=float(placed), bound=float(bound), gap=_gap(placed, bound),
+            status=f"{info.status}; full feasible set: bound {bound}, search skipped ({scope})"))
+    hint = solution_from_packing(search, inventory, modes, packing)
+    res = solve_placed_priority(search, hint, policy.time_budget_s * FULL_SHARE, at_most=bound)
+    if scope != "every layout" and res.solution is not None:
+        res = replace(res, bound=max(bound, res.objective))  # a bound at fixed modes bounds nothing else
     wall = info.wall_time_s + res.wall_time_s
     if res.solution is not None:
         bound = min(bound, max(res.bound, res.objective))
@@ -73,21 +102,21 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
         verdict = "proved it optimal" if placed >= bound else f"{res.status.lower()}, best bound {bound}"
         return Widened(modes, memory, packing, replace(
             info, objective=float(placed), bound=float(bound), gap=_gap(placed, bound), wall_time_s=wall,
-            status=f"{info.status}; full feasible set: cp-sat {verdict}"))
+            status=f"{info.status}; full feasible set ({scope}): cp-sat {verdict}"))
     solution = res.solution
     if current:
-        second = solve_least_disruption(full, res.objective, current, solution,
+        second = solve_least_disruption(search, res.objective, current, solution,
                                         policy.time_budget_s * FULL_DISRUPTION_SHARE)
         if second.solution is not None:
             solution = second.solution
         wall += second.wall_time_s
-    chosen = {g.gpu: g.layouts[solution.layout[g.gpu]] for g in full.gpus}
+    chosen = {g.gpu: g.layouts[solution.layout[g.gpu]] for g in search.gpus}
     modes = {g: lay.compute for g, lay in chosen.items()}
     memory = {g: lay.memory for g, lay in chosen.items()}
-    packing = fill_free_room(to_packing(full, solution, demands, current), policy)
+    packing = fill_free_room(to_packing(search, solution, demands, current), policy)
     placed = placed_weight(packing)
     bound = max(bound, placed)
     return Widened(modes, memory, packing, SolverInfo(
         "cp-sat", float(placed), float(bound), _gap(placed, bound), wall,
-        f"{info.status}; full feasible set: cp-sat {res.status.lower()} placed {placed} "
+        f"{info.status}; full feasible set ({scope}): cp-sat {res.status.lower()} placed {placed} "
         f"(first pass {int(info.objective)}), bound {bound}"))

@@ -106,9 +106,10 @@ def _units(prob: Problem, groups: list[_Group], admissible) -> list[_Unit]:
 
 
 def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 0,
-                            max_fillings: int = 20000, at_most: int | None = None) -> SolveResult | None:
-    """Most placed priority with a proof, or None (SCIP missing, too many fillings, or a case
-    the model does not cover). ``at_most``: the surrogate bound when the caller has it."""
+                            max_fillings: int = 4000, at_most: int | None = None) -> SolveResult | None:
+    """Most placed priority with a proof, or None (SCIP missing, more than ``max_fillings``
+    fillings over all partition types, whose Python build alone would exceed the budget, or a
+    case the model does not cover). ``at_most``: the surrogate bound when the caller has it."""
     s = pywraplp.Solver.CreateSolver("SCIP")
     if s is None:
         return None
@@ -128,17 +129,18 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
                 types[key] = types.get(key, 0) + 1
             for (capacity, adm), count in sorted(types.items()):
                 if (capacity, adm) not in cache:
-                    cache[capacity, adm] = _fillings(groups, adm, capacity, max_fillings)
+                    left = max_fillings - sum(len(f) for f in cache.values() if f)
+                    cache[capacity, adm] = _fillings(groups, adm, capacity, left) if left > 0 else None
                 fillings = cache[capacity, adm]
-                if fillings is None:
+                if fillings is None:  # too many for the budget: CP-SAT alone decides
                     return None
                 xs = [(f, s.IntVar(0, count * m, "")) for f in fillings]
                 y[ui, o, (capacity, adm)] = xs
-                s.Add(sum(x for _f, x in xs) == count * z[ui, o])
+                _linear(s, [(1, x) for _f, x in xs] + [(-count, z[ui, o])], 0, 0)
                 for f, x in xs:
                     for j, a in zip(adm, f):
                         if a:
-                            cover.setdefault((ui, j), []).append(a * x)
+                            cover.setdefault((ui, j), []).append((a, x))
         if len(g.layouts) > 1:
             s.Add(sum(z[ui, o] for o in range(len(g.layouts))) == m)
     _same_memory_per_hive(s, units, z)
@@ -148,11 +150,11 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
         t, u = groups[j], units[ui]
         if not t.spans:
             n = instances.setdefault((j, ("unit", ui)), s.IntVar(0, t.ranks // t.tp, ""))
-            s.Add(t.tp * n <= sum(terms))
+            _linear(s, [(t.tp, n)] + [(-a, x) for a, x in terms], -s.infinity(), 0)
         else:  # units with spanning groups hold one GPU
             n = instances.setdefault((j, ("hive", u.choices.hive)), s.IntVar(0, t.ranks // t.tp, ""))
             r = per_gpu_ranks[u.gpus[0], j] = s.IntVar(0, t.ranks // t.tp, "")
-            s.Add(r <= sum(terms))
+            _linear(s, [(1, r)] + [(-a, x) for a, x in terms], -s.infinity(), 0)
             s.Add(r <= n)
     hive_of = {g.gpu: g.hive for g in prob.gpus}
     for (j, scope), n in instances.items():
@@ -183,6 +185,21 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
     bound = int(s.Objective().BestBound() + 1e-6)
     return SolveResult("OPTIMAL" if bound <= objective else "FEASIBLE", objective, max(bound, objective),
                        s.wall_time() / 1000, sol, "scip-configurations")
+
+
+def _linear(s, terms: list, lower: float, upper: float) -> None:
+    """lower <= sum(coef x var) <= upper through the solver's low-level API: the natural API's
+    expression objects made building the model take seconds (profiled: most of plan()'s time);
+    integer constants (a unit with one layout) move into the bounds."""
+    con = s.Constraint(lower, upper)
+    coef: dict = {}
+    for a, v in terms:
+        if isinstance(v, int):
+            con.SetBounds(con.lb() - a * v, con.ub() - a * v)
+        else:
+            coef[v] = coef.get(v, 0) + a
+    for v, a in coef.items():
+        con.SetCoefficient(v, a)
 
 
 def _int(v) -> int:

@@ -139,15 +139,20 @@ def span_rules(prob: Problem) -> SpanRules:
                      {g.gpu: g.layouts[coarsest(g)].partitions for g in prob.gpus})
 
 
+def fitting_slots(slots: dict[PartitionRef, Slot], d: ModelDemand, tp: int, free_tp: bool = False) -> list[Slot]:
+    """Partitions with room for one more tp-``tp`` rank of ``d`` (bytes, share, GPUs allowed)."""
+    need = d.bytes_per_rank_by_tp[tp]
+    return [s for s in slots.values() if (d.allowed_gpus is None or s.ref.gpu in d.allowed_gpus)
+            and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp) and s.fits(need, d.compute_share)]
+
+
 def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, set[int]],
             policy: PlannerPolicy, rules: SpanRules) -> Assignment | None:
     d = item.demand
-    allowed = set(d.allowed_gpus) if d.allowed_gpus is not None else None
     siblings = placed_gpus.get(item.model, set())
     for tp in sorted(d.bytes_per_rank_by_tp):
         need = d.bytes_per_rank_by_tp[tp]
-        cands = [s for s in slots.values() if (allowed is None or s.ref.gpu in allowed)
-                 and rank_fits(d, tp, s.capacity_bytes, s.total_bytes) and s.fits(need, d.compute_share)]
+        cands = fitting_slots(slots, d, tp)
         if len(cands) < tp:
             continue
         by_gpu: dict[int, list[Slot]] = {}

@@ -27,7 +27,8 @@ from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.decode import solution_from_packing, to_packing
 from gpu_sharing.planner.dominance import from_full, restrict, to_full, to_restricted
 from gpu_sharing.planner.assemble import to_plan
-from gpu_sharing.planner.fill import fill_free_room, placed_weight
+from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
+from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import widen
@@ -96,13 +97,15 @@ def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable
     return best
 
 
-def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules):
+def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules,
+            keep_ids: set[str] | None = None):
     """Pack at the current modes (valid ones; pinned modes win): what runs stays, nothing is
     repartitioned. Good enough whenever it places every replica, and a start for CP-SAT."""
     candidates = _candidates(inventory, policy, specs, memory)
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
-    best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, set(keepable(prob, current)))
+    keep_ids = set(keepable(prob, current)) if keep_ids is None else keep_ids
+    best, _disruption = _evaluate(inventory, demands, current, policy, specs, modes, rules, keep_ids)
     return modes, best, sum(a.item.weight for a in best.assignments.values())
 
 
@@ -116,17 +119,41 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
-    candidate = to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    warnings = policy_warnings(inventory, policy)
+    candidate = _name_the_rule(packing, policy,
+                               to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
         return candidate
     keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
-    if set(hit) <= set(disturbed(keeping, guard)):
-        return candidate  # nothing keeps them (e.g. a pinned mode forces a drain): the best plan stands
-    if justified(candidate, keeping, hit, guard, demands, policy):
+    also = set(disturbed(keeping, guard))  # stopped anyway: evicted for higher priority, or a forced drain
+    extra = [iid for iid in hit if iid not in also]
+    if not extra or justified(candidate, keeping, extra, guard, demands, policy):
         return candidate
-    return replace(keeping, warnings=keeping.warnings + (explain(candidate, hit, policy),))
+    return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
+
+
+def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
+    """Under ``prefer_local_tp``, an unplaced replica that fits the room left over the full
+    feasible set is blocked by that rule, not by priority or GPU count: say so."""
+    if not policy.prefer_local_tp or not p.unplaceable:
+        return p
+    placed_gpus: dict[str, set[int]] = {}
+    fits = {}
+    for item in packing.unplaced:
+        a = choose_free(packing.slots, item, placed_gpus, policy)  # looks only: nothing is occupied
+        if a is not None:
+            fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
+    out = []
+    for u in p.unplaceable:
+        if (u.model, u.replica) in fits:
+            tp, gpus = fits[u.model, u.replica]
+            head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
+            u = replace(u, reason=f"{head}; it fits the room left at tp={tp} on {gpus} GPU(s), which "
+                                  "planner.prefer_local_tp rules out (set it to false to place it)")
+        out.append(u)
+    return replace(p, unplaceable=tuple(out))
 
 
 def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, packing: Packing, rules: SpanRules,
@@ -145,7 +172,11 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     memory = {g.index: g.memory_mode for g in inventory.gpus}
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
-    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
+    # what may stay is judged over the feasible set the plans were made in: an instance the
+    # full-set search placed at tp=2 across GPUs is not restarted because rule 2 would not place it so
+    where = prob if policy.prefer_local_tp else build_problem(inventory, demands, policy, full=True)
+    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules,
+                                      set(keepable(where, current)))
     packing = fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules, may_repartition=False)
     placed = placed_weight(packing)
@@ -153,7 +184,7 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
-    return to_plan(inventory, demands, current, policy, modes, memory, packing, info)
+    return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
 
 
 def _first_pass(inventory, demands, current, policy):

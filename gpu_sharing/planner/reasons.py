@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.planner.packing import Item, Packing
 from gpu_sharing.planner.problem import smallest_fitting_tp
 from gpu_sharing.planner.types import PlannerPolicy
@@ -38,8 +39,13 @@ def unplaceable_reason(item: Item, inventory, specs, policy: PlannerPolicy, memo
             parts.append("memory modes are fixed (node.allow_driver_reload is false)")
         parts.append("use a larger tensor_parallel_size, quantization, or a smaller max_model_len/max_num_seqs")
         return "; ".join(parts)
+    blocked = _pinned_too_small(d, inventory, specs, policy, pinned)
+    if blocked:
+        parts.append(blocked)
     taken = sorted({a.item.model for a in packing.assignments.values() if a.item.weight > item.weight})
-    if item.instance_id in packing.evicted_by:
+    if blocked:
+        pass  # the pin binds: neither priority nor more GPUs would place it
+    elif item.instance_id in packing.evicted_by:
         parts.append(f"displaced by higher-priority {packing.evicted_by[item.instance_id]}")
     elif taken:
         parts.append(f"higher-priority models took the room ({', '.join(taken[:5])}); raise its priority or add GPUs")
@@ -50,4 +56,46 @@ def unplaceable_reason(item: Item, inventory, specs, policy: PlannerPolicy, memo
     return "; ".join(parts)
 
 
-__all__ = ["unplaceable_reason"]
+def _pinned_too_small(d, inventory, specs, policy: PlannerPolicy, pinned) -> str:
+    """The pin as the binding constraint: pinned GPUs whose partitions hold no rank of ``d`` at any tp."""
+    hit = []
+    for g in inventory.gpus:
+        if g.index not in pinned or (d.allowed_gpus is not None and g.index not in d.allowed_gpus):
+            continue
+        spec = specs[g.index]
+        cap = int(spec.vram_per_partition_bytes(pinned[g.index]) * (1 - policy.headroom_fraction))
+        if not any(b <= cap for b in d.bytes_per_rank_by_tp.values()):
+            hit.append((g.index, pinned[g.index].value, cap))
+    if not hit:
+        return ""
+    smallest = min(d.bytes_per_rank_by_tp.values())
+    return (f"GPUs {[h[0] for h in hit]} are pinned to {sorted({h[1] for h in hit})} by config: their "
+            f"{_gb(max(h[2] for h in hit))} partitions hold no rank of it (at least {_gb(smallest)} per rank); "
+            "unpin them (compute_partition: auto) or use a larger tensor_parallel_size")
+
+
+def policy_warnings(inventory, policy: PlannerPolicy) -> tuple[str, ...]:
+    """Every config choice the planner cannot honour, said once per plan."""
+    out = []
+    for p in sorted(policy.gpus, key=lambda p: p.gpu):
+        try:
+            g = inventory.gpu(p.gpu)
+        except KeyError:
+            out.append(f"gpu {p.gpu}: in the config but not on this node; its pins are ignored")
+            continue
+        spec = get_spec(g.model)
+        if p.memory_mode is not None and p.memory_mode != g.memory_mode:
+            if spec.memory_mode_fixed:
+                out.append(f"gpu {p.gpu}: memory_partition {p.memory_mode.value} pinned, but {spec.name} fixes "
+                           f"its memory mode at boot; staying in {g.memory_mode.value}")
+            elif not policy.allow_driver_reload:
+                out.append(f"gpu {p.gpu}: memory_partition {p.memory_mode.value} pinned, but "
+                           f"node.allow_driver_reload is false; staying in {g.memory_mode.value}")
+        memory = p.memory_mode if (p.memory_mode and policy.allow_driver_reload) else g.memory_mode
+        if p.compute_mode is not None and not spec.is_valid(p.compute_mode, memory):
+            out.append(f"gpu {p.gpu}: compute_partition {p.compute_mode.value} is not valid with "
+                       f"{memory.value} on {spec.name} (valid: {spec.describe_valid_pairs()})")
+    return tuple(out)
+
+
+__all__ = ["policy_warnings", "unplaceable_reason"]

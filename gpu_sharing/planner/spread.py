@@ -25,10 +25,10 @@ from gpu_sharing.planner.problem import rank_fits
 from gpu_sharing.planner.types import PlannerPolicy
 
 
-def fair_cus(assignments, gpu_cus: dict[int, int]) -> dict[str, float]:
-    """instance id -> its fair CU share of the node (see the module docstring)."""
-    demand = {iid: (a.item.weight * a.tp * a.bytes_per_rank, sum(gpu_cus[g] for g in {r.gpu for r in a.refs}))
-              for iid, a in assignments.items()}
+def fair_cus(instances: dict[str, tuple[int, frozenset[int]]], gpu_cus: dict[int, int]) -> dict[str, float]:
+    """instance id -> its fair CU share of the node (see the module docstring), from
+    instance id -> ((priority + 1) x tp x bytes per rank, the GPUs it occupies)."""
+    demand = {iid: (w, sum(gpu_cus[g] for g in gpus)) for iid, (w, gpus) in instances.items()}
     left, out, open_ = float(sum(gpu_cus.values())), {}, set(demand)
     while open_:
         total = sum(demand[i][0] for i in open_) or 1
@@ -90,7 +90,8 @@ def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing:
         current = Packing(assignments, packing.unplaced, packing.evicted_by, {})
         got = compute_units(current, part_cus)
         gpu_cus = {g.index: specs[g.index].cu_count for g in inventory.gpus}
-        fair = fair_cus(assignments, gpu_cus)
+        fair = fair_cus({iid: (a.item.weight * a.tp * a.bytes_per_rank, frozenset(r.gpu for r in a.refs))
+                         for iid, a in assignments.items()}, gpu_cus)
         movable = sorted((a for iid, a in assignments.items() if iid not in running
                           and len({r.gpu for r in a.refs}) == 1 and tenants[a.refs[0].gpu] > 1),
                          key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9),

@@ -74,3 +74,19 @@ def test_drain_counts_every_running_instance_and_blocks_a_low_priority_gain():
     assert "a-0" in high.to_stop and "a-0" in {x.instance_id for x in high.to_start} and high.unchanged == ()
     stop = next(x for x in high.actions if x.kind.value == "stop" and x.target == "a-0")
     assert "drain" in stop.detail
+
+
+def test_an_instance_only_the_full_set_allows_is_kept_on_replan():
+    """b runs at tp=2 across both GPUs (the placement the first pass's rules do not make); a
+    later re-plan with a priority-0 newcomer must keep it, not restart it under the rules."""
+    from builders import GIB
+    from gpu_sharing.planner.types import ModelDemand
+
+    a = ModelDemand("a", 2, 9, {1: int(121.5 * GIB), 2: int(62 * GIB)}, "f1")
+    b = ModelDemand("b", 1, 0, {1: int(103 * GIB), 2: int(51.5 * GIB)}, "f1")
+    inv = node(2)
+    first = plan(inv, [a, b], [], PlannerPolicy())
+    assert len(first.placements) == 3
+    again = plan(converged(inv, first), [a, b, demand("late", 40, 1, 0, tps=(1,))], running_from(first, [a, b]),
+                 PlannerPolicy())
+    assert again.to_stop == () and set(again.unchanged) == {"a-0", "a-1", "b-0"}

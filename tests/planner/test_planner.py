@@ -201,3 +201,22 @@ def test_properties(kinds, sizes, pinned, local):
     for x in p.placements:
         if local and len({r.gpu for r in x.partitions}) > 1:
             assert not one_gpu_can_hold(inv, by_name[x.model], policy), f"{x.instance_id} spans GPUs"
+
+
+def test_reason_names_a_cpx_pin_not_priority():
+    """Issue 19: a 300 GB model on 2 x MI300X with GPU 1 pinned to CPX: the pin binds (its
+    ranks need at least 39 GiB, CPX partitions hold 23 GiB), not priority and not GPU count."""
+    p = plan(node(2), [demand("huge", 300, 1, 5)], [], PlannerPolicy(gpus=(GpuPolicy(1, C.CPX),)))
+    reason = p.unplaceable[0].reason
+    assert "GPUs [1] are pinned to ['CPX']" in reason and "hold no rank" in reason
+    assert "add GPUs" not in reason and "priority" not in reason
+
+
+def test_pinned_nps_without_driver_reload_is_a_warning():
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+
+    policy = PlannerPolicy(gpus=(GpuPolicy(0, C.CPX, M.NPS4),), allow_driver_reload=False)
+    p = plan(node(1), [demand("a", 10, 1, 1)], [], policy)
+    assert any("memory_partition NPS4 pinned" in w and "allow_driver_reload is false" in w for w in p.warnings)
+    assert p.gpus[0].memory_mode.value == "NPS1"
+    assert plan(node(1), [demand("a", 10, 1, 1)], [], PlannerPolicy()).warnings == ()

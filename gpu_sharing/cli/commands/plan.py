@@ -32,12 +32,17 @@ def plan_json(plan) -> dict:
                   "compute_changes": t.compute_changes, "memory_changes": t.memory_changes} for t in plan.gpus],
         "placements": [{"instance": p.instance_id, "model": p.model, "replica": p.replica, "gpu": p.gpu,
                         "partitions": [str(r) for r in p.partitions], "memory_bytes_per_rank": p.memory_bytes_per_rank,
-                        "tp": p.tp, "memory_fraction": round(p.memory_fraction, 4)} for p in plan.placements],
+                        "tp": p.tp, "memory_fraction": round(p.memory_fraction, 4),
+                        "compute_units": p.compute_units} for p in plan.placements],
         "unplaceable": [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in plan.unplaceable],
         "actions": [{"kind": a.kind.value, "target": a.target, "detail": a.detail} for a in plan.actions],
         "solver": common.to_jsonable(plan.solver),
         "needs_driver_reload": plan.needs_driver_reload,
         "has_changes": plan.has_changes,
+        "warnings": list(plan.warnings),
+        "drain_required": plan.drain_required,
+        "drained": list(plan.drained),
+        "disruption": plan.disruption,
     }
 
 
@@ -58,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
             print("No instances in the plan.")
         for u in out["unplaceable"]:
             print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
+        for w in plan.warnings:
+            print(f"! warning: {w}")
+        if plan.drain_required:
+            print(f"! node-wide drain: stops {', '.join(plan.drained)} for the repartition")
         s = plan.solver
         starts, stops, reparts = len(plan.to_start), len(plan.to_stop), len(plan.to_repartition)
         print(f"\nPlan: {starts} to start, {stops} to stop, {reparts} to repartition, {len(plan.unchanged)} unchanged, "
