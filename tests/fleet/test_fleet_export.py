@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-from fixtures import CONFIG, FLEET, write
+from fleet_fixtures import CONFIG, FLEET, write
 from test_dcm_rules import parse
 
 from gpu_sharing.cli.main import main
