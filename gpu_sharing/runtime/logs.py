@@ -14,6 +14,7 @@ is the documented price of copytruncate (logrotate has the same trade-off).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -78,9 +79,26 @@ def tail_lines(path: Path, max_lines: int = 8) -> list[str]:
     return lines[-max_lines:]
 
 
+GENERIC_FAILURES = ("Engine core initialization failed", "See root cause above", "Traceback (most recent call last)")
+"""vLLM prints the root cause first, then these wrappers (real-stack-findings: the last lines are not the cause)."""
+
+
+def root_cause(lines: list[str]) -> str | None:
+    """vLLM's own refusal text: the last ``SomeError: message`` line that is not a generic wrapper."""
+    for ln in reversed(lines):
+        text = re.sub(r"^\([^)]*\)\s+", "", ln)  # "(EngineCore pid=1) " prefix
+        if re.match(r"^[\w.]*(Error|Exception): \S", text) and not any(g in text for g in GENERIC_FAILURES):
+            return text
+    return None
+
+
 def failure_reason(path: Path, max_lines: int = 4) -> str:
-    """Lines that look like the error (Error/Exception/failed), else the plain tail."""
+    """vLLM's root-cause line (e.g. "ValueError: To serve at least one request ..."), else the lines that
+    look like an error (Error/Exception/failed), else the plain tail."""
     lines = tail_lines(path, 40)
+    cause = root_cause(lines)
+    if cause:
+        return cause
     keys = ("error", "exception", "failed", "free memory", "traceback")
     hits = [ln for ln in lines if any(k in ln.lower() for k in keys)]
     chosen = (hits or lines)[-max_lines:]

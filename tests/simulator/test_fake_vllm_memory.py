@@ -150,3 +150,20 @@ def test_invalid_request_bodies_get_vllms_400(node, model_dir):
     assert body["error"]["type"] == "Bad Request" and body["error"]["param"] == "body.messages"
     assert body["error"]["message"].startswith("1 validation error:\n  {'type': 'list_type', 'loc': 'body.messages'")
     assert wbody["error"]["message"].startswith("2 validation errors:")
+
+
+def test_the_daemon_reports_vllms_refusal_text_as_the_cause(tmp_path, node, model_dir):
+    """The supervisor's cause (runtime/logs.failure_reason) is vLLM's root-cause line, not the wrapper after it."""
+    import subprocess
+    import sys
+
+    from gpu_sharing.runtime.logs import failure_reason
+
+    log = tmp_path / "m-0.log"
+    env = {"GPU_SHARING_SIM_STATE": str(tmp_path / "sim"), "HIP_VISIBLE_DEVICES": "0", "PATH": "/usr/bin:/bin"}
+    with open(log, "w") as out:
+        rc = subprocess.run([sys.executable, "-m", "simulator.vllm_server", "serve", model_dir, "--port", "1"],
+                            stdout=out, stderr=subprocess.STDOUT, env=env, timeout=60).returncode
+    assert rc == 1
+    cause = failure_reason(log)
+    assert cause.startswith("ValueError: To serve at least one request with the model's max seq len (131072)")
