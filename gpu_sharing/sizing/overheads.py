@@ -23,17 +23,20 @@ from dataclasses import dataclass
 
 GIB = 1024**3
 
-RUNTIME_BASE_BYTES = int(0.75 * GIB)
-"""Non-torch memory at tp=1 plus allocator slack (fitted)."""
-RUNTIME_TP_BYTES = int(0.75 * GIB)
-"""Extra non-torch memory per rank when tp > 1 (communication buffers; fitted)."""
-ACT_PER_TOKEN_FACTOR = 6.0
+CONTEXT_BYTES = int(0.4 * GIB)
+"""HIP context and runtime libraries, taken before vLLM's first memory snapshot (so not in its logs, but on
+the partition): measured order of a bare torch process on MI300X."""
+NON_TORCH_BYTES = int(0.1 * GIB)
+"""vLLM's "non_torch_memory" at tp=1 (fitted: logged 0.01-0.25 GiB)."""
+NON_TORCH_TP_BYTES = int(0.25 * GIB)
+"""At tp > 1 (RCCL buffers; logged 0.20 GiB at tp=4)."""
+ACT_PER_TOKEN_FACTOR = 2.0
 """Activation peak per batched token, in units of (hidden + intermediate/tp) x activation dtype bytes (fitted)."""
-LOGITS_COPIES = 3.0
-"""fp32 logit rows of the dummy sampler run held at once (logits, probabilities, sort; fitted)."""
+LOGITS_COPIES = 5.5
+"""fp32 logit rows of the dummy sampler run over min(max_num_seqs, tokens) rows held at once (fitted)."""
 GRAPH_BASE_BYTES = int(0.25 * GIB)
-GRAPH_PER_SEQ_BYTES = 512 * 1024
-"""Graph pools grow with the capture sizes, which go up to max_num_seqs (fitted)."""
+GRAPH_PER_SEQ_BYTES = 1024 * 1024
+"""Graph pools grow with the capture sizes, which go up to max_num_seqs (logged 0.17-0.54 GiB at 256)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Overheads:
     activation_bytes: int
     graph_bytes: int
     runtime_bytes: int
+    """HIP context + vLLM's non-torch memory."""
 
     @property
     def total(self) -> int:
@@ -53,5 +57,5 @@ def estimate_overheads(*, hidden: int, intermediate: int, vocab: int, tp: int, b
     activation = int(ACT_PER_TOKEN_FACTOR * batched_tokens * per_token
                      + LOGITS_COPIES * min(max_num_seqs, batched_tokens) * vocab * 4)
     graph = 0 if enforce_eager else GRAPH_BASE_BYTES + GRAPH_PER_SEQ_BYTES * min(max_num_seqs, 512)
-    runtime = RUNTIME_BASE_BYTES + (RUNTIME_TP_BYTES if tp > 1 else 0)
+    runtime = CONTEXT_BYTES + (NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES)
     return Overheads(activation, graph, runtime)
