@@ -166,7 +166,8 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
     batched = max_num_batched_tokens or default_batched_tokens(max_num_seqs)
     vocab = int(config.get("vocab_size") or 0)
     over = estimate_overheads(hidden=h, intermediate=inter, vocab=vocab, tp=tp, batched_tokens=batched,
-                              max_num_seqs=max_num_seqs, act_dtype_bytes=load_bytes, enforce_eager=enforce_eager)
+                              max_num_seqs=max_num_seqs, act_dtype_bytes=load_bytes, enforce_eager=enforce_eager,
+                              weights_bytes_per_rank=w_rank)
     budget = MemoryBudget(weights_bytes=w_rank, kv_bytes=kv, activation_bytes=over.activation_bytes,
                           graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes)
     contract = LaunchContract(tp=tp, max_model_len=max_model_len, max_model_len_auto=auto,
@@ -175,7 +176,8 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
                               enforce_eager=enforce_eager, budget=budget, fixed_kv_bytes=kv_cache_bytes, layout=layout)
     notes = (f"activations: profile run of {batched} batched tokens + sampler over {max_num_seqs} rows "
              "(gpu_sharing/sizing/overheads.py, fitted to published vLLM profiles)",
-             "runtime: non-torch memory (HIP context, RCCL)" + ("" if enforce_eager else "; graphs: capture pools"))
+             "runtime: HIP context, non-torch memory (RCCL), ROCm's weight padding (+2.5% of weights)"
+             + ("" if enforce_eager else "; graphs: capture pools"))
     return ModelSize(param_count=acc.param_count, weights_bytes=w_total, weights_bytes_per_rank=w_rank,
                      kv_bytes_per_token=layout.bytes_per_token, kv_tokens=tokens if kv_cache_bytes is None else 0,
                      kv_bytes=kv, activation_bytes=over.activation_bytes,

@@ -44,6 +44,29 @@ def plan_json(plan) -> dict:
     }
 
 
+def contract_rows(cfg, plan, config_dir: Path) -> dict[str, dict]:
+    """Per placement, the numbers its vLLM argv will carry (runtime.launch_contract: the same function the
+    launch uses), so `plan` shows the context, sequences, batched tokens and memory fraction vLLM gets."""
+    from gpu_sharing.errors import UserError
+    from gpu_sharing.runtime.launch_contract import launch_contract
+
+    models = {m.name: m for m in cfg.models}
+    out: dict[str, dict] = {}
+    for p in plan.placements:
+        model = models.get(p.model)
+        if model is None:
+            continue
+        try:
+            c = launch_contract(model, tp=p.tp, budget_bytes=p.memory_bytes_per_rank, config_dir=config_dir)
+        except UserError:
+            continue
+        out[p.instance_id] = {"max_model_len": c.max_model_len, "max_model_len_auto": c.max_model_len_auto,
+                              "max_num_seqs": c.max_num_seqs, "max_num_batched_tokens": c.max_num_batched_tokens,
+                              "gpu_memory_utilization": c.memory_fraction(p.partition_bytes) if p.partition_bytes else None,
+                              "budget_bytes_per_rank": c.budget.total_bytes}
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
     from gpu_sharing.reconcile.dedupe import merged_config
@@ -63,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                                               gpu_indices=[g.index for g in inventory.gpus])
     plan = make_plan(inventory, demands, current, policy)
     out = plan_json(plan)
+    contracts = contract_rows(cfg, plan, Path(path).resolve().parent)
+    for row in out["placements"]:
+        row.update(contracts.get(row["instance"], {}))
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
     if args.json:
         common.print_json(out)
@@ -73,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
             print("No instances in the plan.")
         for u in out["unplaceable"]:
             print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
+        if contracts:
+            print("\nLaunch contracts (passed to vLLM as sized):")
+            common.print_table(["INSTANCE", "MAX-MODEL-LEN", "SEQS", "BATCHED", "GPU-MEM-UTIL", "GIB/RANK"],
+                               [[iid, f"{c['max_model_len'] or 'auto'}{' (auto-fit)' if c['max_model_len_auto'] else ''}",
+                                 c["max_num_seqs"], c["max_num_batched_tokens"], f"{c['gpu_memory_utilization'] or 0:.4f}",
+                                 f"{c['budget_bytes_per_rank'] / 2**30:.2f}"] for iid, c in sorted(contracts.items())])
         s = plan.solver
         starts, stops, reparts = len(plan.to_start), len(plan.to_stop), len(plan.to_repartition)
         print(f"\nPlan: {starts} to start, {stops} to stop, {reparts} to repartition, {len(plan.unchanged)} unchanged, "
