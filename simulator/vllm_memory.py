@@ -106,11 +106,15 @@ class Profile:
 
 
 def profile_for(facts: ModelFacts | None, *, tp: int, batched_tokens: int, enforce_eager: bool) -> Profile:
-    hidden = facts.hidden if facts else 4096
-    p = {"weights_bytes": facts.weights_bytes_per_rank if facts else 0,
-         "non_torch_bytes": NON_TORCH_BYTES if tp == 1 else NON_TORCH_TP_BYTES,
-         "activation_peak_bytes": batched_tokens * hidden * ACT_BYTES_PER_TOKEN_PER_HIDDEN,
-         "graph_bytes": 0 if enforce_eager else GRAPH_BYTES}
+    """The model's profile; an unknown model (no config.json beside it, e.g. a Hugging Face id in simulation)
+    gets an empty profile, so only the free-memory and scheduler rules apply to it."""
+    if facts is None:
+        p = {"weights_bytes": 0, "non_torch_bytes": 0, "activation_peak_bytes": 0, "graph_bytes": 0}
+    else:
+        p = {"weights_bytes": facts.weights_bytes_per_rank,
+             "non_torch_bytes": NON_TORCH_BYTES if tp == 1 else NON_TORCH_TP_BYTES,
+             "activation_peak_bytes": batched_tokens * facts.hidden * ACT_BYTES_PER_TOKEN_PER_HIDDEN,
+             "graph_bytes": 0 if enforce_eager else GRAPH_BYTES}
     override = os.environ.get("GPU_SHARING_FAKE_PROFILE")
     if override:
         p.update({k: int(v) for k, v in json.loads(override).items() if k in p})

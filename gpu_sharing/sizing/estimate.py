@@ -117,7 +117,7 @@ def _compressed_tensors_bytes(rows: int, cols: int, qc: dict[str, Any]) -> int:
 def weights_bytes(acc: Accounting, base: int, method: str | None, qc: dict[str, Any], tp: int) -> tuple[int, int]:
     """(all ranks, per rank)."""
     total = per_rank = 0
-    skip = set(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or [])
+    skip = set(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or qc.get("ignore") or [])
     for t in acc.tensors:
         m = None if any(s and s in t.name for s in skip) else method
         b = _tensor_bytes(t.kind, t.rows, t.cols, base, m, qc) * t.count
