@@ -15,7 +15,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_sharing.config.vllm_flags import metadata
+from functools import lru_cache
+from importlib import resources
+
+
+@lru_cache(maxsize=1)
+def metadata() -> dict[str, Any]:
+    """Read directly (not through gpu_sharing.config): the fake starts once per instance and must start fast."""
+    return json.loads(resources.files("gpu_sharing.data").joinpath("vllm_serve_flags.json").read_text())
 
 
 def known_flags() -> frozenset[str]:
