@@ -206,9 +206,13 @@ class ModelSettings(Strict):
     """The model's config.json inline, or a path to it; default: from source / HF cache."""
     revision: str | None = None
     max_model_len: int | None = Field(None, ge=16, le=10_000_000)
+    """Context length passed as --max-model-len. Unset: sized for min(model maximum, 8192), and the launch
+    passes the longest context the placement holds (shown by `plan` and `size`)."""
     max_num_seqs: int = Field(16, ge=1, le=65536)
     """Concurrent sequences the KV cache is sized for (max_model_len x max_num_seqs tokens)."""
     max_num_batched_tokens: int | None = Field(None, ge=16, le=10_000_000)
+    """Passed as --max-num-batched-tokens (the activation peak grows with it). Unset: max(2048, max_num_seqs),
+    passed explicitly so vLLM's device-dependent default (16384 on a 192 GB GPU) does not apply."""
     dtype: Literal["auto", "bfloat16", "float16", "half", "float32", "float"] = "auto"
     quantization: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,40}$")
     """A method ROCm vLLM 0.33 runs (vllm/platforms/rocm.py RocmPlatform.supported_quantization), or unset
