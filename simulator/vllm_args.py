@@ -1,23 +1,32 @@
-"""argv parsing for the fake ``vllm serve``: every 0.33.0 flag accepted, anything else refused.
+"""argv parsing for the fake ``vllm serve``, driven by vLLM 0.33.0's own parser metadata.
 
-vLLM's parser is argparse with ~400 options; we accept exactly the same flag
-names (gpu_sharing/data/vllm-0.33.0-serve-flags.txt) and keep the values of the
-ones the fake acts on. An unknown flag exits 2 with argparse's message, like vLLM.
+gpu_sharing/data/vllm_serve_flags.json is generated from vLLM's parser
+(vllm/entrypoints/common/cli_args.py:431 make_arg_parser; scripts/gen_vllm_flags.py): the fake
+accepts exactly those flag names and reads each the way argparse does (switch pairs such as
+--enable-prefix-caching/--disable-prefix-caching, nargs '+', append, JSON and int types,
+choices). A bad flag or value exits 2 with argparse's message, like vLLM.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from dataclasses import dataclass, field
+from typing import Any
+
+from functools import lru_cache
 from importlib import resources
 
-BOOLEAN_FLAGS = {"--enforce-eager", "--enable-lora", "--trust-remote-code", "--disable-log-stats",
-                 "--enable-prefix-caching", "--disable-log-requests", "--enable-sleep-mode"}
+
+@lru_cache(maxsize=1)
+def metadata() -> dict[str, Any]:
+    """Read directly (not through gpu_sharing.config): the fake starts once per instance and must start fast."""
+    return json.loads(resources.files("gpu_sharing.data").joinpath("vllm_serve_flags.json").read_text())
 
 
 def known_flags() -> frozenset[str]:
-    text = resources.files("gpu_sharing.data").joinpath("vllm-0.33.0-serve-flags.txt").read_text()
-    return frozenset(line.strip() for line in text.splitlines() if line.strip().startswith("-"))
+    return frozenset(metadata()["flags"])
 
 
 @dataclass
@@ -28,10 +37,17 @@ class ServeArgs:
     served_model_names: list[str] = field(default_factory=list)
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
+    """None: unset or auto (vLLM uses the model's maximum, or fits it with auto)."""
+    max_model_len_auto: bool = False
     gpu_memory_utilization: float = 0.92
     kv_cache_memory_bytes: int | None = None
     max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    kv_cache_dtype: str = "auto"
+    block_size: int | None = None
     enforce_eager: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+    """Every parsed flag by its dest, as argparse would store it."""
     raw: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -45,83 +61,135 @@ def _usage_error(msg: str) -> None:
     raise SystemExit(2)
 
 
+def human_readable_int(text: str) -> int:
+    """vllm/utils/argparse_utils.py:30: '1k' = 1000, '1K' = 1024."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", text.strip())
+    if m:
+        number, suffix = m.groups()
+        if suffix.islower():
+            return int(float(number) * {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}[suffix])
+        return int(number) * {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}[suffix]
+    return int(text)
+
+
 def parse_bytes(text: str) -> int:
-    units = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-    t = text.strip().lower()
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(float(t))
+    """--kv-cache-memory-bytes accepts human-readable sizes like 4G (binary) or 4g (decimal)."""
+    return human_readable_int(text)
+
+
+def _index() -> dict[str, tuple[str, bool]]:
+    """Every option string -> (primary flag, is-negation)."""
+    flags = metadata()["flags"]
+    out: dict[str, tuple[str, bool]] = {}
+    for name, e in flags.items():
+        if "negation_of" in e:
+            out[name] = (e["negation_of"], True)
+        elif "alias_of" in e:
+            out[name] = (e["alias_of"], False)
+        else:
+            out[name] = (name, False)
+            for alias in e.get("aliases") or []:
+                out[alias] = (name, False)
+    return out
+
+
+def _convert(flag: str, entry: dict[str, Any], text: str) -> Any:
+    t = (entry.get("type") or "str").removeprefix("optional[").removesuffix("]")
+    if entry.get("type", "").startswith("optional[") and text in ("", "None"):
+        return None
+    try:
+        if t == "int":
+            value: Any = int(text)
+        elif t == "float":
+            value = float(text)
+        elif t == "human_readable_int":
+            value = human_readable_int(text)
+        elif t == "human_readable_int_or_auto":
+            value = -1 if text.lower() in ("auto", "-1") else human_readable_int(text)
+        elif t == "json":
+            value = json.loads(text)
+        else:
+            value = text
+    except ValueError:
+        _usage_error(f"argument {flag}: invalid {t} value: {text!r}")
+    choices = entry.get("choices")
+    if choices is not None and value not in choices:
+        _usage_error(f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(map(str, choices))})")
+    return value
+
+
+def _is_number(tok: str) -> bool:
+    return bool(re.fullmatch(r"-\d+(\.\d+)?", tok))
 
 
 def parse_serve_args(argv: list[str]) -> ServeArgs:
     if argv and argv[0] == "serve":
         argv = argv[1:]
-    flags = known_flags()
+    flags, index = metadata()["flags"], _index()
     model: str | None = None
+    values: dict[str, Any] = {}
     raw: dict[str, list[str]] = {}
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok.startswith("-") and not _is_number(tok):
-            name, _, inline = tok.partition("=")
-            if name == "-tp":
-                name = "--tensor-parallel-size"
-            if name not in flags:
-                _usage_error(f"unrecognized arguments: {tok}")
-            values = [inline] if inline else []
-            i += 1
-            if not inline and name not in BOOLEAN_FLAGS and not name.startswith("--no-"):
-                while i < len(argv) and (not argv[i].startswith("-") or _is_number(argv[i])):
-                    values.append(argv[i])
-                    i += 1
-            raw.setdefault(name, []).extend(values)
+        i += 1
+        if not tok.startswith("-") or _is_number(tok):
+            if model is None:
+                model = tok
+                continue
+            _usage_error(f"unrecognized arguments: {tok}")
+        name, eq, inline = tok.partition("=")
+        if name not in index:
+            _usage_error(f"unrecognized arguments: {tok}")
+        primary, negated = index[name]
+        entry = flags[primary]
+        dest, action, nargs = entry["dest"], entry["action"], entry.get("nargs")
+        if action in ("enable_disable", "boolean_optional", "store_true", "store_false"):
+            if eq:
+                _usage_error(f"argument {name}: ignored explicit argument {inline!r}")
+            values[dest] = (not negated) if action != "store_false" else False
+            raw.setdefault(primary, [])
             continue
-        if model is None:
-            model = tok
-            i += 1
-            continue
-        _usage_error(f"unrecognized arguments: {tok}")
-    if model is None:
-        model = (raw.get("--model") or [None])[0]
+        words = [inline] if eq else []
+        if not eq:
+            while i < len(argv) and (not argv[i].startswith("-") or _is_number(argv[i])):
+                words.append(argv[i])
+                i += 1
+                if nargs not in ("+", "*"):
+                    break
+        if not words and nargs != "*":
+            _usage_error(f"argument {name}: expected {'at least one argument' if nargs == '+' else 'one argument'}")
+        raw.setdefault(primary, []).extend(words)
+        converted = [_convert(name, entry, w) for w in words]
+        if action == "append":
+            values.setdefault(dest, []).extend(converted)
+        elif nargs in ("+", "*") or action == "LoRAParserAction":
+            values[dest] = converted
+        else:
+            values[dest] = converted[0]
+    model = model or values.get("model")
     if not model:
         _usage_error("the following arguments are required: model_tag")
-    return _typed(model, raw)
+    return _typed(model, values, raw)
 
 
-def _is_number(tok: str) -> bool:
-    try:
-        float(tok)
-        return True
-    except ValueError:
-        return False
-
-
-def _one(raw: dict[str, list[str]], flag: str) -> str | None:
-    v = raw.get(flag)
-    if v is None:
-        return None
-    if len(v) != 1:
-        _usage_error(f"argument {flag}: expected one argument")
-    return v[0]
-
-
-def _typed(model: str, raw: dict[str, list[str]]) -> ServeArgs:
-    a = ServeArgs(model=model, raw=raw)
-    try:
-        a.host = _one(raw, "--host")
-        a.port = int(_one(raw, "--port") or 8000)
-        a.served_model_names = list(raw.get("--served-model-name", []))
-        a.tensor_parallel_size = int(_one(raw, "--tensor-parallel-size") or 1)
-        mml = _one(raw, "--max-model-len")
-        a.max_model_len = None if mml in (None, "auto", "-1") else parse_bytes(mml.replace("k", "000").replace("K", "000")) if mml else None
-        a.gpu_memory_utilization = float(_one(raw, "--gpu-memory-utilization") or 0.92)
-        kv = _one(raw, "--kv-cache-memory-bytes")
-        a.kv_cache_memory_bytes = parse_bytes(kv) if kv else None
-        mns = _one(raw, "--max-num-seqs")
-        a.max_num_seqs = int(mns) if mns else None
-        a.enforce_eager = "--enforce-eager" in raw
-    except ValueError as e:
-        _usage_error(f"invalid value: {e}")
+def _typed(model: str, v: dict[str, Any], raw: dict[str, list[str]]) -> ServeArgs:
+    mml = v.get("max_model_len")
+    a = ServeArgs(model=model, values=v, raw=raw)
+    a.host = v.get("host")
+    a.port = int(v.get("port") or 8000)
+    a.served_model_names = list(v.get("served_model_name") or [])
+    a.tensor_parallel_size = int(v.get("tensor_parallel_size") or 1)
+    a.max_model_len = None if mml in (None, -1) else int(mml)
+    a.max_model_len_auto = mml == -1
+    a.gpu_memory_utilization = float(v["gpu_memory_utilization"]) if v.get("gpu_memory_utilization") else 0.92
+    kv = v.get("kv_cache_memory_bytes")
+    a.kv_cache_memory_bytes = parse_bytes(str(kv)) if kv else None
+    a.max_num_seqs = v.get("max_num_seqs")
+    a.max_num_batched_tokens = v.get("max_num_batched_tokens")
+    a.kv_cache_dtype = v.get("kv_cache_dtype") or "auto"
+    a.block_size = v.get("block_size")
+    a.enforce_eager = bool(v.get("enforce_eager"))
     if not 0 < a.gpu_memory_utilization <= 1:
         _usage_error(f"argument --gpu-memory-utilization: must be in (0, 1], got {a.gpu_memory_utilization}")
     return a

@@ -37,10 +37,66 @@ async def _body(request: web.Request, required: str) -> tuple[dict | None, web.R
         return None, _error(400, f"1 validation error:\n  {{'type': 'missing', 'loc': 'body.{required}', 'msg': "
                             f"'Field required', 'input': '<dict of {len(body) if isinstance(body, dict) else 0} items>'}}",
                             "Bad Request", f"body.{required}")
+    problems = _validate(body, required)
+    if problems:
+        return None, _validation_error(problems)
     if body.get("stream_options") is not None and not body.get("stream"):
         return None, _error(400, "Stream options can only be defined when `stream=True`. (parameter=stream_options)",
                             "BadRequestError", "stream_options")
     return body, None
+
+
+def _problem(typ: str, loc: str, msg: str, value) -> dict:
+    return {"type": typ, "loc": loc, "msg": msg, "input": _summary(value)}
+
+
+def _summary(value):
+    """vllm/entrypoints/serve/exception_handling/handlers/validation.py _summarize_error_input."""
+    if isinstance(value, (list, tuple, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return value if isinstance(value, str) else str(value)
+
+
+def _validate(body: dict, required: str) -> list[dict]:
+    """The pydantic checks of vLLM's ChatCompletionRequest / CompletionRequest that clients trip most:
+    messages must be a list of objects with a role; prompt a string or a list; numbers typed."""
+    out: list[dict] = []
+    if required == "messages":
+        msgs = body["messages"]
+        if not isinstance(msgs, list):
+            out.append(_problem("list_type", "body.messages", "Input should be a valid list", msgs))
+        else:
+            for i, m in enumerate(msgs):
+                if not isinstance(m, dict):
+                    out.append(_problem("model_attributes_type", f"body.messages.{i}",
+                                        "Input should be a valid dictionary or object to extract fields from", m))
+                elif "role" not in m:
+                    out.append(_problem("missing", f"body.messages.{i}.role", "Field required", m))
+    else:
+        prompt = body["prompt"]
+        if not isinstance(prompt, (str, list)):
+            out.append(_problem("string_type", "body.prompt", "Input should be a valid string", prompt))
+    for key in ("max_tokens", "max_completion_tokens", "n"):
+        v = body.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            out.append(_problem("int_type", f"body.{key}", "Input should be a valid integer", v))
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            out.append(_problem("float_type", f"body.{key}", "Input should be a valid number", v))
+    if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
+        out.append(_problem("bool_type", "body.stream", "Input should be a valid boolean", body["stream"]))
+    if "model" in body and body["model"] is not None and not isinstance(body["model"], str):
+        out.append(_problem("string_type", "body.model", "Input should be a valid string", body["model"]))
+    return out
+
+
+def _validation_error(problems: list[dict]) -> web.Response:
+    """vllm/entrypoints/serve/exception_handling/handlers/validation.py:149-195: 400, "N validation error(s):",
+    one line per error, type "Bad Request", param = the first error's location."""
+    label = "error" if len(problems) == 1 else "errors"
+    message = f"{len(problems)} validation {label}:\n" + "".join(f"  {p}\n" for p in problems[:10])
+    return _error(400, message.rstrip(), "Bad Request", problems[0]["loc"])
 
 
 def _check_model(fake, body: dict) -> web.Response | None:

@@ -4,9 +4,11 @@ Run as ``python -m simulator.vllm_server serve MODEL [flags]``. What it copies f
 (docs: shared reference vllm-api-shapes.md):
 - the ROCm visibility check (HIP vs CUDA_VISIBLE_DEVICES) before anything else, and an
   HSA_CU_MASK syntax check like ROCm's;
-- memory: per rank it claims ceil(total x gpu_memory_utilization) of its partition on the
-  simulated node (vLLM does not subtract other processes) and fails with vLLM's own
-  "Free memory on device ..." text and exit 1 when the partition lacks it;
+- memory: vLLM 0.33's start-up rules with vLLM's own texts and exit 1 (simulator/vllm_memory.py:
+  free memory vs ceil(total x gpu_memory_utilization), weights that do not fit, a KV pool that
+  cannot hold one max_model_len sequence, device-dependent batch defaults, scheduler limits);
+  per rank it then holds what vLLM would (the requested share, or weights + overheads + the
+  fixed KV pool with --kv-cache-memory-bytes);
 - the port does not listen until the (simulated) engine is ready: connections are refused;
 - /health, /ping, /version, /v1/models, /v1/completions, /v1/chat/completions (also SSE
   streaming), /metrics with vllm:* names; vLLM's error JSON;
@@ -29,8 +31,10 @@ from datetime import datetime
 
 from aiohttp import web
 
+from simulator import vllm_memory as mem
 from simulator.node import SimNode, SimOutOfMemory, default_state_dir
 from simulator.vllm_args import ServeArgs, parse_serve_args
+from simulator.vllm_memory import StartupRefused
 from simulator.vllm_metrics import FakeMetrics
 
 VERSION = "0.33.0"
@@ -90,30 +94,62 @@ class FakeVllm:
         self.crash_after = int(os.environ.get("GPU_SHARING_FAKE_CRASH_AFTER_REQUESTS", "0") or 0)
         self.delay_per_token_s = float(os.environ.get("GPU_SHARING_FAKE_DELAY_PER_TOKEN_S", "0") or 0)
         self.claimed: dict[int, int] = {}
+        self.profile: mem.Profile | None = None
+        self.kv_bytes = 0
 
     # ------------------------------------------------------------------ memory
     def claim(self) -> None:
+        """vLLM 0.33's start-up memory path, rule by rule (simulator/vllm_memory.py cites each source line)."""
+        a = self.args
+        tp = a.tensor_parallel_size
+        if self.node is not None and tp != len(self.devices):
+            raise StartupRefused(f"tensor_parallel_size ({tp}) must equal the number of visible devices "
+                                 f"({len(self.devices)})")
+        kv_dtype_bytes = 1 if a.kv_cache_dtype.startswith("fp8") else None
+        facts = mem.model_facts(a.model, tp, kv_dtype_bytes)
+        infos = [self.node.partition_info(hip) for hip in self.devices] if self.node is not None else []
+        total = min((i["vram_total_bytes"] for i in infos), default=192 * 2**30)
+        tokens_default, seqs_default = mem.batch_defaults(total, "amd instinct mi300x")
+        batched = a.max_num_batched_tokens or tokens_default  # vllm/engine/arg_utils.py:2973-3006
+        seqs = a.max_num_seqs or seqs_default
+        mem.check_scheduler(batched, seqs)
+        self.max_model_len = mem.check_max_model_len(a.max_model_len, facts)
+        self.profile = mem.profile_for(facts, tp=tp, batched_tokens=batched, enforce_eager=a.enforce_eager)
+        log("INFO", "gpu_model_runner.py:5089",
+            f"Model loading took {mem.format_gib(self.profile.weights_bytes)} GiB memory and 0.500000 seconds", "EngineCore")
         if self.node is None:
             return
-        tp = self.args.tensor_parallel_size
-        if tp != len(self.devices):
-            raise ValueError(f"tensor_parallel_size ({tp}) must equal the number of visible devices ({len(self.devices)})")
-        for rank, hip in enumerate(self.devices):
-            info = self.node.partition_info(hip)
-            total = info["vram_total_bytes"]
-            requested = math.ceil(total * self.args.gpu_memory_utilization)
+        block = a.block_size or 16
+        for rank, (hip, info) in enumerate(zip(self.devices, infos)):
+            part_total = info["vram_total_bytes"]
+            free = part_total - info["vram_used_bytes"]
+            requested = mem.request_memory(free, part_total, a.gpu_memory_utilization, rank)
+            mem.check_weights_fit(self.profile.weights_bytes, free, part_total, rank)
+            kv = mem.kv_pool(requested, self.profile, a.kv_cache_memory_bytes)
+            if facts is not None and a.max_model_len_auto and facts.kv_bytes_per_token_per_rank and kv > 0:
+                # --max-model-len auto: the longest that fits the pool (vllm/v1/core/kv_cache_planning.py:95)
+                fit = kv // facts.kv_bytes_per_token_per_rank // block * block
+                self.max_model_len = max(block, min(self.max_model_len, fit))
+            if facts is not None:
+                mem.check_kv(kv, self.max_model_len, facts.kv_bytes_per_token_per_rank, block)
+            elif kv <= 0:
+                mem.check_kv(kv, self.max_model_len, 0, block)
+            use = requested if a.kv_cache_memory_bytes is None else self.profile.non_kv_bytes + kv
+            if use > free:  # the fixed KV pool does not fit beside the weights: the KV allocation fails
+                mem.check_weights_fit(use, free, part_total, rank)
             try:
-                self.node.claim_memory(hip, os.getpid(), "vllm", requested)
-            except SimOutOfMemory as e:
+                self.node.claim_memory(hip, os.getpid(), "vllm", use)
+            except SimOutOfMemory as e:  # another instance took the memory since we read it
                 self.release()
-                free_gib, total_gib = round(e.free_bytes / 2**30, 2), round(total / 2**30, 2)
-                raise ValueError(
-                    f"Free memory on device cuda:{rank} ({free_gib}/{total_gib} GiB) on startup is less than desired "
-                    f"GPU memory utilization ({self.args.gpu_memory_utilization}, {round(requested / 2**30, 2)} GiB). "
-                    "Decrease GPU memory utilization or reduce GPU memory used by other processes.") from None
-            self.claimed[hip] = requested
-        kv_gib = sum(self.claimed.values()) * 0.6 / 2**30
-        log("INFO", "gpu_worker.py:330", f"Available KV cache memory: {kv_gib:.2f} GiB", "EngineCore")
+                mem.request_memory(e.free_bytes, part_total, a.gpu_memory_utilization, rank)
+                raise
+            self.claimed[hip] = use
+            self.kv_bytes = kv
+            log("INFO", "gpu_worker.py:773", f"Available KV cache memory: {mem.format_gib(kv)} GiB", "EngineCore")
+            if facts is not None and facts.kv_bytes_per_token_per_rank:
+                tokens = kv // facts.kv_bytes_per_token_per_rank // block * block
+                log("INFO", "kv_cache_utils.py:1149", f"GPU KV cache size: {tokens:,} tokens, Maximum concurrency for "
+                    f"{self.max_model_len:,} tokens per request: {tokens / self.max_model_len:.2f}x", "EngineCore")
 
     def release(self) -> None:
         if self.node is not None:
@@ -216,9 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             fake.claim()
-        except ValueError as e:
+        except (StartupRefused, SimOutOfMemory) as e:
+            # vLLM prints the root cause, then "Engine core initialization failed" (v1/engine/utils.py): exit 1
+            fake.release()
+            kind = getattr(e, "kind", "ValueError")
             log("ERROR", "core.py:1015", "EngineCore failed to start.", "EngineCore")
-            print(f"ValueError: {e}", file=sys.stdout, flush=True)
+            print(f"{kind}: {e}", file=sys.stdout, flush=True)
             print("RuntimeError: Engine core initialization failed. See root cause above. "
                   "Failed core proc(s): {'EngineCore': 1}", file=sys.stderr, flush=True)
             return 1

@@ -11,8 +11,10 @@ not a test dependency):
                                                                            # modules break `import torch` here
     VLLM_TARGET_DEVICE=cpu /tmp/vllm-venv/bin/python tests/vllm_parser_check.py argvs.json
 
-argvs.json is a JSON list of argv lists as gpu-sharing builds them (``vllm serve MODEL --flag ...``).
-Exit 0 when vLLM's parser accepts every one; 1 with the first rejection otherwise. The pytest test
+argvs.json is a JSON list of argv lists as gpu-sharing builds them (``vllm serve MODEL --flag ...``),
+or of {"argv": [...], "expect": {"max_model_len": 8192, ...}} objects whose parsed values must equal
+``expect``. Exit 0 when vLLM's parser accepts every one; 1 with the first rejection otherwise.
+In 0.33 the parser is vllm.entrypoints.common.cli_args.make_arg_parser (cli_args.py:431). The pytest test
 tests/runtime/test_vllm_real_parser.py runs it when $GPU_SHARING_VLLM_PYTHON points at that python.
 """
 
@@ -25,11 +27,12 @@ import sys
 
 def main(path: str) -> int:
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser  # noqa: PLC0415
+    from vllm.entrypoints.common.cli_args import make_arg_parser  # noqa: PLC0415
     from vllm.utils.argparse_utils import FlexibleArgumentParser  # noqa: PLC0415
 
     argvs = json.load(open(path))
-    for argv in argvs:
+    for item in argvs:
+        argv, expect = (item["argv"], item.get("expect", {})) if isinstance(item, dict) else (item, {})
         args = list(argv)
         while args and args[0] != "serve":
             args.pop(0)
@@ -41,6 +44,11 @@ def main(path: str) -> int:
             print(f"REJECTED: {' '.join(argv)}", file=sys.stderr)
             return 1
         assert ns.model_tag == args[0], (ns.model_tag, args[0])
+        for key, want in expect.items():
+            got = getattr(ns, key)
+            if got != want:
+                print(f"MISMATCH {key}: parsed {got!r}, expected {want!r}: {' '.join(argv)}", file=sys.stderr)
+                return 1
     print(f"vLLM's parser accepted {len(argvs)} argv lists")
     return 0
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gpu_sharing.config.schedule import day_of_week_field, parse_timezone
 from gpu_sharing.config.units import ByteSize
+from gpu_sharing.config.vllm_flags import check_vllm_args, choices_of, rocm_quantizations
 from gpu_sharing.hardware.catalog import CATALOG, get_spec
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
@@ -122,9 +123,30 @@ class GpuSettings(Strict):
 
 class LoraSettings(Strict):
     max_loras: int = Field(1, ge=1, le=256)
-    max_lora_rank: int = Field(16, ge=1, le=512)
+    max_lora_rank: int = 16
+    """One of vLLM 0.33's --max-lora-rank choices: 1, 8, 16, 32, 64, 128, 256, 320, 512."""
     modules: dict[str, str] = {}
-    """name -> adapter path or HF id; served as extra model names."""
+    """name -> adapter path or HF id; served as extra model names (`--lora-modules name=path`)."""
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, v: int) -> int:
+        allowed = choices_of("--max-lora-rank") or ()
+        if v not in allowed:
+            raise ValueError(f"max_lora_rank {v} is not accepted by vLLM 0.33 --max-lora-rank; "
+                             f"allowed: {', '.join(map(str, allowed))}")
+        return v
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"LoRA module name {name!r} must match {NAME_PATTERN} "
+                                 "(no leading '-', no '=' or spaces: it is passed as --lora-modules name=path)")
+            if not path or path.startswith("-") or any(c in path for c in "\x00\n"):
+                raise ValueError(f"LoRA module {name!r}: path {path!r} must be a path or HF id, not start with '-'")
+        return v
 
 
 class SpeculativeSettings(Strict):
@@ -230,11 +252,17 @@ class ModelSettings(Strict):
     """The model's config.json inline, or a path to it; default: from source / HF cache."""
     revision: str | None = None
     max_model_len: int | None = Field(None, ge=16, le=10_000_000)
+    """Context length passed as --max-model-len. Unset: sized for min(model maximum, 8192), and the launch
+    passes the longest context the placement holds (shown by `plan` and `size`)."""
     max_num_seqs: int = Field(16, ge=1, le=65536)
     """Concurrent sequences the KV cache is sized for (max_model_len x max_num_seqs tokens)."""
     max_num_batched_tokens: int | None = Field(None, ge=16, le=10_000_000)
+    """Passed as --max-num-batched-tokens (the activation peak grows with it). Unset: max(2048, max_num_seqs),
+    passed explicitly so vLLM's device-dependent default (16384 on a 192 GB GPU) does not apply."""
     dtype: Literal["auto", "bfloat16", "float16", "half", "float32", "float"] = "auto"
     quantization: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,40}$")
+    """A method ROCm vLLM 0.33 runs (vllm/platforms/rocm.py RocmPlatform.supported_quantization), or unset
+    to use the checkpoint's quantization_config."""
     kv_cache_dtype: Literal["auto", "bfloat16", "fp8", "fp8_e4m3"] = "auto"
     kv_cache_bytes: ByteSize | None = None
     """Fixed KV pool per rank (vLLM --kv-cache-memory-bytes) instead of context x sequences."""
@@ -251,8 +279,10 @@ class ModelSettings(Strict):
     """Serve only inside this window; outside it the room goes to others."""
     gpus: list[int] | None = None
     """Restrict placement to these physical GPUs."""
-    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], None]] = {}
-    """Extra `vllm serve` flags (without --), merged over the defaults in vllm.vllm_args."""
+    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], dict[str, Any], None]] = {}
+    """Extra `vllm serve` flags (without --), merged over the defaults in vllm.vllm_args. Checked against
+    vLLM 0.33's parser: `x: false` gives --no-x or --disable-x, lists repeat or extend the flag as vLLM
+    expects, JSON-typed flags take a list or mapping."""
     env: dict[str, str] = {}
 
     @field_validator("aliases")
@@ -280,10 +310,23 @@ class ModelSettings(Strict):
     @field_validator("vllm_args")
     @classmethod
     def _args(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for k in v:
-            if not re.match(r"^[a-z0-9][a-z0-9-]*$", k):
-                raise ValueError(f"vllm_args key {k!r} must be a flag name like 'block-size' (no leading --)")
+        return _check_args(v)
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantization(cls, v: str | None) -> str | None:
+        if v is not None and v not in rocm_quantizations():
+            raise ValueError(f"quantization {v!r} is not run by vLLM 0.33 on ROCm; allowed: "
+                             f"{', '.join(rocm_quantizations())}")
         return v
+
+    @model_validator(mode="after")
+    def _lora_names(self) -> "ModelSettings":
+        if self.lora is not None:
+            for n in self.lora.modules:
+                if n in self.served_names:
+                    raise ValueError(f"lora.modules: adapter name {n!r} is also a served name of this model")
+        return self
 
     @property
     def served_names(self) -> list[str]:
@@ -303,7 +346,10 @@ class VllmSettings(Strict):
     backoff_initial_s: float = Field(2.0, gt=0)
     backoff_max_s: float = Field(300.0, gt=0)
     memory_flag: MemoryFlag = MemoryFlag.UTILIZATION
-    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], None]] = {}
+    """gpu-memory-utilization: the sized budget as a fraction of the partition. kv-cache-memory-bytes: the
+    sized KV pool passed as bytes, plus the budget's fraction (vLLM 0.33 still checks free memory against
+    gpu_memory_utilization at start-up, vllm/v1/worker/utils.py:716 request_memory)."""
+    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], dict[str, Any], None]] = {}
     env: dict[str, str] = {}
     stage_weights: bool = False
     """Download (huggingface_hub) and verify weights before starting an instance (state STAGING);
@@ -317,6 +363,11 @@ class VllmSettings(Strict):
     default: <node.state_dir>/cache. A variable set in vllm.env, a model's env or the daemon's environment wins."""
     log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     log_backups: int = Field(3, ge=0, le=100)
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _args(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _check_args(v)
 
     @field_validator("port_range")
     @classmethod
@@ -390,6 +441,14 @@ class Config(Strict):
 
     def gpu_model(self, simulate: bool = False) -> str | None:
         return self.node.simulator.gpu_model if simulate and self.node.gpu_model is None else self.node.gpu_model
+
+
+def _check_args(v: dict[str, Any]) -> dict[str, Any]:
+    for k in v:
+        if not re.match(r"^[a-z0-9][a-z0-9-]*$", k):
+            raise ValueError(f"vllm_args key {k!r} must be a flag name like 'block-size' (no leading --)")
+    check_vllm_args(v, "vllm_args")
+    return v
 
 
 def _check_unique_names(models: list[ModelSettings]) -> None:

@@ -2,15 +2,22 @@
 
 Seed schema: a list of entries ``model_id, parameters, memory_gb, quantization,
 recommended_partition_gb``. We accept the list at the top level or under ``models:``
-(with an optional ``version: v1``). ``memory_gb`` is the serving footprint per
-replica in decimal GB (weights + KV + overhead) as the operator measured or chose it.
+(with an optional ``version: v1``), and the seed's other shape: ``models:`` keyed by model id,
+with ``quantization`` a list of the variants an entry covers. ``memory_gb`` is the serving
+footprint per replica in decimal GB, a MINIMUM (seed 003): when the computed size (weights +
+the configured context + overheads) is larger, the computed size is used, and `validate` refuses
+an entry below the computed weights or total unless the entry says ``trust_catalog: true``.
+``recommended_partition_gb`` is the smallest partition this model should get (a placement
+floor, ``min_partition_bytes``).
 """
 
 from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SizingEntry(BaseModel):
@@ -25,6 +32,8 @@ class SizingEntry(BaseModel):
     quantization: str | None = None
     recommended_partition_gb: float | None = Field(None, gt=0, le=100_000)
     """Smallest partition this model should get, decimal GB."""
+    trust_catalog: bool = False
+    """Use memory_gb even when it is below the size computed from config.json (weights + context + overheads)."""
 
     @field_validator("parameters")
     @classmethod
@@ -46,6 +55,26 @@ class SizingCatalog(BaseModel):
 
     version: Literal["v1"] = "v1"
     models: list[SizingEntry] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_shapes(cls, data: Any) -> Any:
+        """Models keyed by id, and ``quantization: [null, fp8]`` (one entry per listed variant)."""
+        if not isinstance(data, dict):
+            return data
+        models = data.get("models")
+        if isinstance(models, dict):
+            models = [{"model_id": k, **(v if isinstance(v, dict) else {"memory_gb": v})} for k, v in models.items()]
+        if isinstance(models, list):
+            out = []
+            for m in models:
+                q = m.get("quantization") if isinstance(m, dict) else None
+                if isinstance(q, list):
+                    out += [{**m, "quantization": v} for v in (q or [None])]
+                else:
+                    out.append(m)
+            data = {**data, "models": out}
+        return data
 
     def find(self, model_id: str, quantization: str | None = None) -> SizingEntry | None:
         """Exact id match; with several entries, the one with the same quantization wins."""

@@ -14,6 +14,7 @@ is the documented price of copytruncate (logrotate has the same trade-off).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 

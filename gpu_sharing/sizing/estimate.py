@@ -5,16 +5,10 @@ quantization format; per rank, linears, experts, embeddings and lm_head are
 split over tp (vLLM's column/row/vocab-parallel layers), norms, biases and
 routers are replicated.
 KV: kv_cache.py, for max_model_len x max_num_seqs tokens (or a fixed pool).
-Overheads (documented estimates, always shown in the breakdown):
-- activations: the profile run's peak for max_num_batched_tokens tokens,
-  T x (4 x hidden + 2 x intermediate / tp) x dtype bytes, plus fp32 logits for
-  max_num_seqs sampled rows (max_num_seqs x vocab x 4);
-- ROCm runtime: HIP context, RCCL and the torch allocator's reserve, 1 GiB per rank
-  (what a bare `torch.empty(1, device="cuda")` process shows in amd-smi on MI300X
-  plus allocator slack);
-- graph capture: 0.5 GiB per rank unless enforce_eager (vLLM's cudagraph estimate
-  is subtracted from the budget since v0.21; HIP graphs for the default capture sizes).
-Measured sizes (measured_store.py) replace all of this once an instance has run.
+Overheads: overheads.py (activation peak, graphs, non-torch runtime; fitted to published
+vLLM memory profiles). Every number assumed is kept in the LaunchContract (contract.py) that
+the launch passes to vLLM. Measured sizes (measured_store.py) replace the total once an
+instance has run.
 """
 
 from __future__ import annotations
@@ -24,26 +18,33 @@ from typing import Any
 
 from gpu_sharing.errors import UserError
 from gpu_sharing.sizing.architectures import Accounting, account
+from gpu_sharing.sizing.contract import DEFAULT_CONTEXT_CAP, LaunchContract, MemoryBudget, default_batched_tokens
 from gpu_sharing.sizing.kv_cache import KV_DTYPE_BYTES, kv_layout
+from gpu_sharing.sizing.overheads import estimate_overheads
 from gpu_sharing.sizing.types import ModelSize, SizeSource
 
 GIB = 1024**3
-RUNTIME_OVERHEAD_BYTES = 1 * GIB
-GRAPH_CAPTURE_BYTES = GIB // 2
-DEFAULT_MAX_MODEL_LEN_CAP = 8192
-DEFAULT_BATCHED_TOKENS = 2048
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
 QUANTIZED_KINDS = ("linear", "expert")
 SPLIT_KINDS = ("linear", "expert", "embed", "lm_head")
 KNOWN_QUANT = ("fp8", "awq", "gptq", "mxfp4", "bitsandbytes", "compressed-tensors")
 
 
-def _dtype_bytes(dtype: str, config: dict[str, Any]) -> int:
-    # A config without torch_dtype describes a float32 checkpoint (transformers' default).
-    name = (config.get("torch_dtype") or config.get("dtype") or "float32") if dtype == "auto" else dtype
-    if name not in DTYPE_BYTES:
-        raise UserError(f"config.json: torch_dtype {name!r} is not one of {', '.join(DTYPE_BYTES)}")
-    return DTYPE_BYTES[name]
+def _dtype_bytes(dtype: str, config: dict[str, Any]) -> tuple[int, int]:
+    """(bytes per value in the checkpoint, bytes per value as vLLM loads it).
+
+    Under --dtype auto vLLM 0.33 loads a float32 or dtype-less checkpoint in bfloat16
+    (vllm/config/model.py _get_and_verify_dtype: float32 -> the platform's preferred half type),
+    so only the checkpoint figure stays 4 bytes."""
+    stored = config.get("torch_dtype") or config.get("dtype")
+    if stored is not None and stored not in DTYPE_BYTES:
+        raise UserError(f"config.json: torch_dtype {stored!r} is not one of {', '.join(DTYPE_BYTES)}")
+    if dtype != "auto":
+        if dtype not in DTYPE_BYTES:
+            raise UserError(f"dtype {dtype!r} is not one of auto, {', '.join(DTYPE_BYTES)}")
+        return DTYPE_BYTES[stored or "float32"], DTYPE_BYTES[dtype]
+    ckpt = DTYPE_BYTES[stored or "float32"]  # transformers' default for the stored checkpoint
+    return ckpt, min(ckpt, 2)
 
 
 def quantization_method(config: dict[str, Any], override: str | None) -> tuple[str | None, dict[str, Any]]:
@@ -66,7 +67,9 @@ def _tensor_bytes(kind: str, rows: int, cols: int, base: int, method: str | None
     n = rows * cols
     if method is None or kind not in QUANTIZED_KINDS:
         return n * base
-    if method in ("fp8", "compressed-tensors"):
+    if method == "compressed-tensors":
+        return _compressed_tensors_bytes(rows, cols, qc)
+    if method == "fp8":
         return n + 4  # 1 byte per weight + one fp32 per-tensor scale
     if method in ("awq", "gptq"):
         bits = int(qc.get("bits", qc.get("w_bit", 4)))
@@ -88,10 +91,33 @@ def _tensor_bytes(kind: str, rows: int, cols: int, base: int, method: str | None
     return n * base
 
 
+def _compressed_tensors_bytes(rows: int, cols: int, qc: dict[str, Any]) -> int:
+    """compressed-tensors: the first config group's weight scheme. 4-bit pack-quantized stores two
+    values per byte plus one bf16 scale per group (and zero points when asymmetric); nvfp4 stores fp8
+    scales per 16 values; 8-bit (int8/fp8) one byte per value plus per-channel scales."""
+    groups_cfg = qc.get("config_groups") or {}
+    scheme = next(iter(groups_cfg.values()), {}) if isinstance(groups_cfg, dict) else {}
+    w = (scheme.get("weights") or {}) if isinstance(scheme, dict) else {}
+    bits = int(w.get("num_bits") or 8)
+    n = rows * cols
+    strategy = str(w.get("strategy") or "tensor")
+    group = int(w.get("group_size") or 0) if strategy in ("group", "tensor_group") else 0
+    fmt = str(qc.get("format") or "")
+    scale_bytes = 1 if "nvfp4" in fmt or (w.get("type") == "float" and bits == 4) else 2
+    if group:
+        scales = math.ceil(cols / group) * rows * scale_bytes
+    elif strategy == "channel":
+        scales = rows * scale_bytes
+    else:
+        scales = 4
+    zeros = 0 if w.get("symmetric", True) else math.ceil(scales / scale_bytes * bits / 8)
+    return math.ceil(n * bits / 8) + scales + zeros
+
+
 def weights_bytes(acc: Accounting, base: int, method: str | None, qc: dict[str, Any], tp: int) -> tuple[int, int]:
     """(all ranks, per rank)."""
     total = per_rank = 0
-    skip = set(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or [])
+    skip = set(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or qc.get("ignore") or [])
     for t in acc.tensors:
         m = None if any(s and s in t.name for s in skip) else method
         b = _tensor_bytes(t.kind, t.rows, t.cols, base, m, qc) * t.count
@@ -113,35 +139,51 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
         source = SizeSource.ESTIMATE_GENERIC
         warnings.append(f"model_type {config.get('model_type')!r} is not a known architecture: estimated with the "
                         "llama rule (source estimate-generic); add it to the sizing catalog for an exact size")
-    base = _dtype_bytes(dtype, config)
+    ckpt_bytes, load_bytes = _dtype_bytes(dtype, config)
     method, qc = quantization_method(config, quantization)
-    w_total, w_rank = weights_bytes(acc, base, method, qc, tp)
-    kv_b = KV_DTYPE_BYTES.get(kv_cache_dtype)
+    w_total, _ = weights_bytes(acc, ckpt_bytes, method, qc, tp)
+    _, w_rank = weights_bytes(acc, load_bytes, method, qc, tp)
     if kv_cache_dtype not in KV_DTYPE_BYTES:
         raise UserError(f"kv_cache_dtype {kv_cache_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
-    kv_dtype_bytes = kv_b if kv_b else (2 if base == 4 else base)
+    kv_dtype_bytes = KV_DTYPE_BYTES[kv_cache_dtype] or load_bytes
     layout = kv_layout(config, tp=tp, dtype_bytes=kv_dtype_bytes, source=config_name)
     max_pos = config.get("max_position_embeddings") or config.get("n_positions")
-    if max_model_len is None:
-        max_model_len = min(int(max_pos or DEFAULT_MAX_MODEL_LEN_CAP), DEFAULT_MAX_MODEL_LEN_CAP)
-        warnings.append(f"max_model_len not set: sized for {max_model_len} tokens (set it to match what vLLM will use)")
-    elif max_pos and max_model_len > int(max_pos):
+    max_pos = int(max_pos) if max_pos else None
+    auto = max_model_len is None
+    if auto:
+        max_model_len = min(max_pos or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+        if kv_cache_bytes is not None and layout.bytes_per_token:
+            fits = kv_cache_bytes // (layout.bytes_per_token * max(1, max_num_seqs)) // block_size * block_size
+            max_model_len = max(block_size, min(max_model_len, fits))
+        warnings.append(f"max_model_len not set: sized for {max_model_len} tokens; the launch fits the longest "
+                        "context the placement holds and passes it as --max-model-len")
+    elif max_pos and max_model_len > max_pos:
         warnings.append(f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {max_pos}")
     tokens = max_model_len * max_num_seqs
     kv = kv_cache_bytes if kv_cache_bytes is not None else layout.bytes_for(max_model_len, max_num_seqs, block_size)
     h = int(config.get("hidden_size") or config.get("n_embd") or config.get("n_embed") or 0)
     inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner") or 4 * h)
-    batched = max_num_batched_tokens or max(DEFAULT_BATCHED_TOKENS, max_num_seqs)
+    batched = max_num_batched_tokens or default_batched_tokens(max_num_seqs)
     vocab = int(config.get("vocab_size") or 0)
-    activation = batched * (4 * h + 2 * inter // tp) * min(base, 2) + max_num_seqs * math.ceil(vocab / tp) * 4
-    runtime = RUNTIME_OVERHEAD_BYTES + (0 if enforce_eager else GRAPH_CAPTURE_BYTES)
-    notes = ("activations: T x (4 x hidden + 2 x intermediate / tp) x dtype + fp32 logits",
-             "runtime: 1 GiB HIP/RCCL/allocator per rank" + ("" if enforce_eager else " + 0.5 GiB graph capture"))
+    over = estimate_overheads(hidden=h, intermediate=inter, vocab=vocab, tp=tp, batched_tokens=batched,
+                              max_num_seqs=max_num_seqs, act_dtype_bytes=load_bytes, enforce_eager=enforce_eager,
+                              weights_bytes_per_rank=w_rank)
+    budget = MemoryBudget(weights_bytes=w_rank, kv_bytes=kv, activation_bytes=over.activation_bytes,
+                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes)
+    contract = LaunchContract(tp=tp, max_model_len=max_model_len, max_model_len_auto=auto,
+                              max_position_embeddings=max_pos, max_num_seqs=max_num_seqs,
+                              max_num_batched_tokens=batched, kv_cache_dtype=kv_cache_dtype, block_size=block_size,
+                              enforce_eager=enforce_eager, budget=budget, fixed_kv_bytes=kv_cache_bytes, layout=layout)
+    notes = (f"activations: profile run of {batched} batched tokens + sampler over {max_num_seqs} rows "
+             "(gpu_sharing/sizing/overheads.py, fitted to published vLLM profiles)",
+             "runtime: HIP context, non-torch memory (RCCL), ROCm's weight padding (+2.5% of weights)"
+             + ("" if enforce_eager else "; graphs: capture pools"))
     return ModelSize(param_count=acc.param_count, weights_bytes=w_total, weights_bytes_per_rank=w_rank,
                      kv_bytes_per_token=layout.bytes_per_token, kv_tokens=tokens if kv_cache_bytes is None else 0,
-                     kv_bytes=kv, activation_bytes=activation, runtime_overhead_bytes=runtime,
-                     total_bytes_per_rank=w_rank + kv + activation + runtime, tp=tp, source=source,
-                     warnings=tuple(warnings), notes=notes)
+                     kv_bytes=kv, activation_bytes=over.activation_bytes,
+                     runtime_overhead_bytes=over.runtime_bytes + over.graph_bytes,
+                     total_bytes_per_rank=budget.total_bytes, tp=tp, source=source,
+                     warnings=tuple(warnings), notes=notes, contract=contract)
 
 
 def attention_heads(config: dict[str, Any]) -> int | None:

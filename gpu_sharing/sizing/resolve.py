@@ -87,26 +87,75 @@ def size_model(model: ModelSettings, *, tp: int = 1, catalog: SizingCatalog | No
             cfg, tp=tp, max_model_len=model.max_model_len, max_num_seqs=model.max_num_seqs,
             max_num_batched_tokens=model.max_num_batched_tokens, dtype=model.dtype, quantization=model.quantization,
             kv_cache_dtype=model.kv_cache_dtype, kv_cache_bytes=model.kv_cache_bytes,
-            enforce_eager=model.enforce_eager, config_name=where)
+            enforce_eager=model.enforce_eager, block_size=block_size_of(model), config_name=where)
         estimate = _add_extras(estimate, model, tp, config_dir, hf_cache_dir)
     if measured is not None:
         got = measured.get(measured_key(model, tp=tp))
         if got:
             base = estimate or _empty(tp)
             return replace(base, total_bytes_per_rank=got, source=SizeSource.MEASURED,
+                           contract=base.contract.with_total(got) if base.contract else None,
                            notes=base.notes + ("measured VRAM per rank from an earlier run",))
-    entry = catalog.find(model.source, model.quantization) or catalog.find(model.name, model.quantization) if catalog else None
+    entry = catalog_entry(model, catalog)
     if entry is not None:
         base = estimate or _empty(tp)
         per_rank = math.ceil(entry.memory_bytes / tp)
+        notes = base.notes + (f"catalog: {entry.memory_gb} GB per replica for {entry.model_id}",)
+        if estimate is not None and per_rank < estimate.total_bytes_per_rank and not entry.trust_catalog:
+            per_rank = estimate.total_bytes_per_rank  # memory_gb is a minimum (seed 003)
+            notes += ("catalog entry is below the computed size: the computed size is used "
+                      "(set trust_catalog: true on the entry to force it)",)
         return replace(base, param_count=base.param_count or entry.parameter_count, tp=tp,
-                       total_bytes_per_rank=per_rank, source=SizeSource.CATALOG,
-                       notes=base.notes + (f"catalog: {entry.memory_gb} GB per replica for {entry.model_id}",))
+                       total_bytes_per_rank=per_rank, source=SizeSource.CATALOG, notes=notes,
+                       contract=base.contract.with_total(per_rank) if base.contract else None)
     if estimate is not None:
         return estimate
     raise UserError(f"cannot size model {model.name!r} ({model.source}): no measured size, no sizing catalog entry "
                     f"for {model.source!r}, and no config.json (not a local directory, not in the local Hugging Face "
                     f"cache). Add `config_json:` to models[{model.name}] or an entry to the sizing catalog.")
+
+
+def catalog_entry(model: ModelSettings, catalog: SizingCatalog | None):
+    if catalog is None:
+        return None
+    return catalog.find(model.source, model.quantization) or catalog.find(model.name, model.quantization)
+
+
+def min_partition_bytes(model: ModelSettings, catalog: SizingCatalog | None) -> int:
+    """The catalog's recommended_partition_gb as a placement floor (ModelDemand.min_partition_bytes); 0 if none."""
+    entry = catalog_entry(model, catalog)
+    return int(entry.recommended_partition_gb * 1e9) if entry and entry.recommended_partition_gb else 0
+
+
+def check_catalog(model: ModelSettings, catalog: SizingCatalog | None, *, tp: int = 1,
+                  config_dir: Path | None = None, hf_cache_dir: Path | None = None) -> None:
+    """Validate-time: a catalog entry below the computed weights or below what the configured context
+    needs is an error naming both numbers, unless the entry says trust_catalog: true."""
+    entry = catalog_entry(model, catalog)
+    if entry is None or entry.trust_catalog:
+        return
+    found = model_config_json(model, config_dir=config_dir, hf_cache_dir=hf_cache_dir)
+    if not found:
+        return
+    est = size_model(model, tp=tp, config_dir=config_dir, hf_cache_dir=hf_cache_dir)
+    replica_gb = entry.memory_gb
+    weights_gb = est.weights_bytes_per_rank * tp / 1e9
+    total_gb = est.total_bytes_per_rank * tp / 1e9
+    where = f"sizing catalog entry {entry.model_id!r} memory_gb"
+    if entry.memory_bytes < est.weights_bytes_per_rank * tp:
+        raise UserError(f"{where}: {replica_gb} GB is below the computed weights of models[{model.name}] "
+                        f"({weights_gb:.2f} GB); raise memory_gb or set trust_catalog: true on the entry")
+    if entry.memory_bytes < est.total_bytes_per_rank * tp:
+        ctx = est.contract.max_model_len if est.contract else model.max_model_len
+        raise UserError(f"{where}: {replica_gb} GB is below what models[{model.name}] needs for "
+                        f"{ctx} tokens x {model.max_num_seqs} sequences ({total_gb:.2f} GB: weights {weights_gb:.2f} "
+                        "GB + KV + overheads); raise memory_gb, lower max_model_len, or set trust_catalog: true")
+
+
+def block_size_of(model: ModelSettings) -> int:
+    """--block-size from the model's vllm_args (vLLM's default is 16 tokens)."""
+    v = model.vllm_args.get("block-size")
+    return int(v) if isinstance(v, (int, str)) and str(v).isdigit() and int(v) > 0 else 16
 
 
 def _empty(tp: int) -> ModelSize:
@@ -135,5 +184,8 @@ def _add_extras(size: ModelSize, model: ModelSettings, tp: int, config_dir, hf_c
         notes.append(f"LoRA: {model.lora.max_loras} slots x rank {model.lora.max_lora_rank} (128 KiB per rank unit)")
     if not extra:
         return size
+    contract = size.contract
+    if contract is not None:
+        contract = replace(contract, budget=replace(contract.budget, extras_bytes=contract.budget.extras_bytes + extra))
     return replace(size, runtime_overhead_bytes=size.runtime_overhead_bytes + extra,
-                   total_bytes_per_rank=size.total_bytes_per_rank + extra, notes=tuple(notes))
+                   total_bytes_per_rank=size.total_bytes_per_rank + extra, notes=tuple(notes), contract=contract)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpu_sharing.sizing.contract import LaunchContract
 
 
 class SizeSource(str, Enum):
@@ -44,6 +48,9 @@ class ModelSize:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     """Where each constant came from, for the human breakdown."""
+    contract: "LaunchContract | None" = None
+    """Every number this size assumed (context, sequences, batched tokens, budget split); the launch
+    passes exactly these to vLLM. None only for a catalog or measured size without a config.json."""
 
     @property
     def overhead_bytes(self) -> int:

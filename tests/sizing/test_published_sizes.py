@@ -111,3 +111,27 @@ def test_size_grows_with_layers_and_tp_splits_weights(layers, extra):
     t2 = size_from_config_json(dict(cfg, num_hidden_layers=layers), tp=2, max_model_len=1024)
     assert t2.weights_bytes == a.weights_bytes
     assert t2.weights_bytes_per_rank < a.weights_bytes_per_rank <= 2 * t2.weights_bytes_per_rank
+
+
+def test_compressed_tensors_4bit_moe_is_sized_at_4_bits():
+    """Qwen3-30B-A3B W4A16 (compressed-tensors pack-quantized, group 128): vLLM logs 15.61-16.23 GiB of weights
+    per rank at tp=1 (issue 15's collected profiles); 8-bit accounting gave 29.03 GiB."""
+    qc = {"quant_method": "compressed-tensors", "format": "pack-quantized", "ignore": ["lm_head"],
+          "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+              "num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 128}}}}
+    cfg = dict(_cfg("Qwen/Qwen3-30B-A3B"), quantization_config=qc)
+    gib = size_from_config_json(cfg, max_model_len=1024, max_num_seqs=1).weights_bytes_per_rank / 2**30
+    assert 15.0 <= gib <= 16.3
+    eight = dict(cfg, quantization_config={**qc, "config_groups": {"group_0": {"weights": {
+        "num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"}}}})
+    assert size_from_config_json(eight, max_model_len=1024, max_num_seqs=1).weights_bytes_per_rank / 2**30 > 27
+
+
+def test_config_without_torch_dtype_loads_in_bf16():
+    """vLLM loads a dtype-less (or float32) checkpoint in bf16 under --dtype auto: per-rank weights at 2 bytes,
+    while the checkpoint's own bytes stay at transformers' float32 default."""
+    cfg = {k: v for k, v in _cfg("meta-llama/Llama-3.1-8B").items() if k != "torch_dtype"}
+    s = size_from_config_json(cfg, max_model_len=1024, max_num_seqs=1)
+    assert s.weights_bytes == 2 * s.weights_bytes_per_rank == 2 * 16_060_522_496
+    assert size_from_config_json(cfg, max_model_len=1024, max_num_seqs=1, dtype="float32").weights_bytes_per_rank \
+        == s.weights_bytes

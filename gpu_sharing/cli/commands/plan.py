@@ -7,6 +7,7 @@ reasons and the solver line. ``--detailed-exitcode``: 0 no change, 2 changes, 1 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands import _fleet
@@ -46,6 +47,29 @@ def plan_json(plan) -> dict:
     }
 
 
+def contract_rows(cfg, plan, config_dir: Path) -> dict[str, dict]:
+    """Per placement, the numbers its vLLM argv will carry (runtime.launch_contract: the same function the
+    launch uses), so `plan` shows the context, sequences, batched tokens and memory fraction vLLM gets."""
+    from gpu_sharing.errors import UserError
+    from gpu_sharing.runtime.launch_contract import launch_contract
+
+    models = {m.name: m for m in cfg.models}
+    out: dict[str, dict] = {}
+    for p in plan.placements:
+        model = models.get(p.model)
+        if model is None:
+            continue
+        try:
+            c = launch_contract(model, tp=p.tp, budget_bytes=p.memory_bytes_per_rank, config_dir=config_dir)
+        except UserError:
+            continue
+        out[p.instance_id] = {"max_model_len": c.max_model_len, "max_model_len_auto": c.max_model_len_auto,
+                              "max_num_seqs": c.max_num_seqs, "max_num_batched_tokens": c.max_num_batched_tokens,
+                              "gpu_memory_utilization": c.memory_fraction(p.partition_bytes) if p.partition_bytes else None,
+                              "budget_bytes_per_rank": c.budget.total_bytes}
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.fleet:  # a fleet of Kubernetes nodes: no local GPU needed (_fleet.py)
         return _fleet.plan_view(args)
@@ -53,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     result = plan_from_flags(args, cfg, path)
     plan, problems = result.plan, result.desired.problems
     out = plan_json(plan)
+    contracts = contract_rows(result.desired.config, plan, Path(path).resolve().parent)
+    for row in out["placements"]:
+        row.update(contracts.get(row["instance"], {}))
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
     if args.json:
         common.print_json(out)
@@ -67,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"! warning: {w}")
         if plan.drain_required:
             print(f"! node-wide drain: stops {', '.join(plan.drained)} for the repartition")
+        if contracts:
+            print("\nLaunch contracts (passed to vLLM as sized):")
+            common.print_table(["INSTANCE", "MAX-MODEL-LEN", "SEQS", "BATCHED", "GPU-MEM-UTIL", "GIB/RANK"],
+                               [[iid, f"{c['max_model_len'] or 'auto'}{' (auto-fit)' if c['max_model_len_auto'] else ''}",
+                                 c["max_num_seqs"], c["max_num_batched_tokens"], f"{c['gpu_memory_utilization'] or 0:.4f}",
+                                 f"{c['budget_bytes_per_rank'] / 2**30:.2f}"] for iid, c in sorted(contracts.items())])
         s = plan.solver
         starts, stops, reparts = len(plan.to_start), len(plan.to_stop), len(plan.to_repartition)
         print(f"\nPlan: {starts} to start, {stops} to stop, {reparts} to repartition, {len(plan.unchanged)} unchanged, "

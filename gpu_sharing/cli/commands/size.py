@@ -66,6 +66,20 @@ def run(args: argparse.Namespace) -> int:
            "runtime_overhead_bytes": size.runtime_overhead_bytes, "overhead_bytes": size.overhead_bytes,
            "total_bytes_per_rank": size.total_bytes_per_rank, "tp": size.tp, "source": size.source.value,
            "warnings": list(size.warnings), "notes": list(size.notes), "fits": fits}
+    c = size.contract
+    if c is not None:
+        b = c.budget
+        out["contract"] = {"max_model_len": c.max_model_len, "max_model_len_auto": c.max_model_len_auto,
+                           "max_num_seqs": c.max_num_seqs, "max_num_batched_tokens": c.max_num_batched_tokens,
+                           "kv_cache_dtype": c.kv_cache_dtype, "block_size": c.block_size,
+                           "enforce_eager": c.enforce_eager,
+                           "budget_bytes_per_rank": {"weights": b.weights_bytes, "kv": b.kv_bytes,
+                                                     "activations": b.activation_bytes, "graphs": b.graph_bytes,
+                                                     "runtime": b.runtime_bytes, "extras": b.extras_bytes,
+                                                     "total": b.total_bytes}}
+        if c.max_model_len_auto and size.source.value != "measured":
+            for r in fits:  # what auto-fit would pass on a partition of this size (after the planner's headroom)
+                r["max_model_len_fit"] = c.fitted_to(int(r["partition_bytes"] * 0.97)).max_model_len if r["fits"] else None
     if args.json:
         common.print_json(out)
         return 0
@@ -77,11 +91,18 @@ def run(args: argparse.Namespace) -> int:
             ["KV cache", f"{_b(size.kv_bytes)} ({size.kv_tokens:,} tokens)"],
             ["activations", _b(size.activation_bytes)], ["runtime + graphs", _b(size.runtime_overhead_bytes)],
             ["TOTAL per rank", _b(size.total_bytes_per_rank)], ["source", size.source.value]]
+    if c is not None:
+        rows += [["--max-model-len", f"{c.max_model_len}" + (" (auto-fit: longest that fits the placement)"
+                                                               if c.max_model_len_auto else "")],
+                 ["--max-num-seqs", str(c.max_num_seqs)], ["--max-num-batched-tokens", str(c.max_num_batched_tokens)],
+                 ["graphs / runtime", f"{_b(c.budget.graph_bytes)} / {_b(c.budget.runtime_bytes)}"]]
     common.print_table(["", f"{model.source} (tp={size.tp})"], rows)
     print()
-    common.print_table(["GPU", "MODE", "PARTITION", "FITS", "ROOM", "SMALLEST MODE"],
+    auto = c is not None and c.max_model_len_auto
+    common.print_table(["GPU", "MODE", "PARTITION", "FITS", "ROOM", "SMALLEST MODE"] + (["AUTO-FIT CONTEXT"] if auto else []),
                        [[r["gpu_model"], r["compute_partition"], _b(r["partition_bytes"]), "yes" if r["fits"] else "no",
-                         _b(r["room_bytes"]), r["smallest_mode_that_fits"] or "-"] for r in fits])
+                         _b(r["room_bytes"]), r["smallest_mode_that_fits"] or "-"]
+                        + ([r.get("max_model_len_fit") or "-"] if auto else []) for r in fits])
     return 0
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from gpu_sharing.cli import common
 from gpu_sharing.config.loader import load_sizing_catalog, resolve_relative
+from gpu_sharing.sizing.resolve import check_catalog
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +23,9 @@ def run(args: argparse.Namespace) -> int:
     if cfg.sizing.catalog:
         catalog = load_sizing_catalog(resolve_relative(path, cfg.sizing.catalog))
         catalog_entries = len(catalog.models)
+        config_dir = Path(path).resolve().parent
+        for model in cfg.models:  # an entry below the computed weights or context is bad input (exit 2)
+            check_catalog(model, catalog, tp=model.tensor_parallel_size or 1, config_dir=config_dir)
     resident = sum(m.replicas if m.scaling is None else m.scaling.min_replicas for m in cfg.models)
     on_demand = sum(1 for m in cfg.models if m.scaling is not None)
     if args.json:
