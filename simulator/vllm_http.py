@@ -59,7 +59,8 @@ def _summary(value):
 
 def _validate(body: dict, required: str) -> list[dict]:
     """The pydantic checks of vLLM's ChatCompletionRequest / CompletionRequest that clients trip most:
-    messages must be a list of objects with a role; prompt a string or a list; numbers typed."""
+    messages must be a list of objects with a role; prompt a string or a list; numbers typed. Other
+    request kinds (``input`` of /v1/responses, /tokenize) get only the common field checks."""
     out: list[dict] = []
     if required == "messages":
         msgs = body["messages"]
@@ -72,7 +73,7 @@ def _validate(body: dict, required: str) -> list[dict]:
                                         "Input should be a valid dictionary or object to extract fields from", m))
                 elif "role" not in m:
                     out.append(_problem("missing", f"body.messages.{i}.role", "Field required", m))
-    else:
+    elif required == "prompt":
         prompt = body["prompt"]
         if not isinstance(prompt, (str, list)):
             out.append(_problem("string_type", "body.prompt", "Input should be a valid string", prompt))

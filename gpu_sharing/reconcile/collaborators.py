@@ -39,7 +39,7 @@ class LaunchBuilder(Protocol):
 
     def __call__(self, placement: Placement, partitions: Sequence[LogicalPartition], port: int,
                  cu_mask: str | None, inventory: Inventory, /, *, config: Config, fingerprint: str,
-                 ) -> InstanceLaunch: ...
+                 config_dir: Path | None = None) -> InstanceLaunch: ...
 
 
 class CuMaskPolicy(Protocol):

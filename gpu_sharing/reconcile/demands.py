@@ -15,11 +15,11 @@ from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.config.sizing_catalog import SizingCatalog
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
-from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, Unplaceable
+from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, PreemptPolicy, Unplaceable
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
 from gpu_sharing.sizing import size_model
 from gpu_sharing.sizing.measured_store import MeasuredSizes
-from gpu_sharing.sizing.resolve import model_config_json
+from gpu_sharing.sizing.resolve import min_partition_bytes, model_config_json
 
 TP_CHOICES = (1, 2, 4, 8)
 
@@ -36,7 +36,9 @@ def policy_from_config(config: Config, gpu_indices: Sequence[int] = ()) -> Plann
     return PlannerPolicy(gpus=tuple(gpus), allow_driver_reload=config.node.allow_driver_reload,
                          headroom_fraction=config.planner.headroom_fraction,
                          spread_replicas=config.planner.spread_replicas,
-                         time_budget_s=config.reconcile.solver_time_budget_s)
+                         time_budget_s=config.reconcile.solver_time_budget_s,
+                         preempt=PreemptPolicy(config.planner.preempt),
+                         prefer_local_tp=config.planner.prefer_local_tp)
 
 
 def _catalog(config: Config, config_dir: Path | None) -> SizingCatalog | None:
@@ -56,7 +58,6 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
         heads = attention_heads(found[0])
     tps = (model.tensor_parallel_size,) if model.tensor_parallel_size else TP_CHOICES
     sizes: dict[int, int] = {}
-    min_partition = 0
     for tp in tps:
         if heads and heads % tp:
             continue
@@ -66,10 +67,7 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
         if model.limits.memory_bytes:
             per_rank = max(per_rank, model.limits.memory_bytes) if size.source.value == "measured" else model.limits.memory_bytes
         sizes[tp] = per_rank
-    if catalog:
-        entry = catalog.find(model.source, model.quantization)
-        if entry and entry.recommended_partition_gb:
-            min_partition = 0  # informational in the seed schema; the sized bytes decide the fit
+    min_partition = min_partition_bytes(model, catalog)  # recommended_partition_gb as a placement floor
     return ModelDemand(name=model.name, replicas=model.replicas if replicas is None else replicas,
                        priority=model.priority, bytes_per_rank_by_tp=sizes, fingerprint=model_fingerprint(model, config),
                        compute_share=model.limits.compute_share, min_partition_bytes=min_partition,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 from gpu_sharing.config.schema import ComputeLimitsSettings, Config, ModelSettings
@@ -58,7 +59,8 @@ def _limits(p: Placement, model: ModelSettings | None) -> ComputeLimits:
 
 
 def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], port: int, cu_mask: str | None,
-                 inventory: Inventory, *, config: Config, fingerprint: str) -> InstanceLaunch:
+                 inventory: Inventory, *, config: Config, fingerprint: str,
+                 config_dir: Path | None = None) -> InstanceLaunch:
     """argv/env from runtime.launch_spec; confinement from isolation: a preexec hook (CPU pinning to the
     GPU's NUMA node, user drop) for the direct launcher, or a systemd-run wrapper around argv."""
     model = next((m for m in config.models if m.name == placement.model), None)
@@ -66,7 +68,8 @@ def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], p
         raise OperationError(f"{placement.instance_id}: model {placement.model!r} is not in the config")
     spec = build_launch_spec(
         instance_id=placement.instance_id, model=model, vllm=config.vllm, partitions=list(partitions),
-        tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask)
+        tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask,
+        config_dir=config_dir)
     spec = dataclasses.replace(spec, env=cache_env(config, spec.env))  # caches under the state dir
     argv, preexec = _confine(config, model, placement, spec, partitions, inventory)
     return InstanceLaunch(

@@ -275,7 +275,7 @@ class Reconciler:
 
         def build(placement, partitions, port, cu_mask, inventory):
             return self.launches(placement, partitions, port, cu_mask, inventory, config=config,
-                                 fingerprint=fingerprints.get(placement.model, ""))
+                                 fingerprint=fingerprints.get(placement.model, ""), config_dir=self.config_dir)
         return Applier(config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
                        sleep=self.sleep, progress=self.progress,
                        cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config))

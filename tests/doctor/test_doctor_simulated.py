@@ -177,18 +177,18 @@ TINY = ('{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_
         '"vocab_size": 32000, "max_position_embeddings": 2048, "torch_dtype": "bfloat16"}')
 
 
-def _tiny(max_num_seqs: int) -> str:
+def _tiny(max_num_seqs: int, env: str = "") -> str:
     return (f"version: v1\nmodels:\n  - name: tiny\n    source: org/tiny-llama\n    max_model_len: 2048\n"
-            f"    max_num_seqs: {max_num_seqs}\n    config_json: {TINY}\n")
+            f"    max_num_seqs: {max_num_seqs}\n    config_json: {TINY}\n" + (f"    env: {env}\n" if env else ""))
 
 
 def test_vllm_memory_starts_the_fake_vllm_and_compares_its_kv_pool(doctor, node):
     rc, checks, _ = doctor("--deep", config=_tiny(4))
     c = checks["vllm-memory"]
-    assert rc == 0 and c["status"] == "PASS" and "tiny on partition 0.0 (--load-format dummy): kv" in c["measured"]
+    assert rc == 0 and c["status"] == "PASS" and "tiny on partition 0.0 (--load-format dummy):" in c["measured"] and " kv " in c["measured"]
     assert node.state()["processes"] == []  # stopped once healthy
-    # 256 sequences x 2048 tokens need more KV than the fake vLLM leaves (it gives 60 % of its claim to KV,
-    # simulator/vllm_server.py): the pool is smaller than the launch contract predicts.
-    rc, checks, _ = doctor("--deep", config=_tiny(256))
+    # a vLLM whose activation peak takes 3 GiB (more than the launch contract allows) (the fake's profile knob,
+    # simulator/vllm_memory.py): the KV pool is smaller than the contract predicts.
+    rc, checks, _ = doctor("--deep", config=_tiny(4, env="{GPU_SHARING_FAKE_PROFILE: '{\"activation_peak_bytes\": 3221225472}'}"))
     c = checks["vllm-memory"]
     assert rc == 1 and c["status"] == "FAIL" and "KV pool" in c["measured"]

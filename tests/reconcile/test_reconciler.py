@@ -27,7 +27,7 @@ QWEN = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "n
         "torch_dtype": "bfloat16"}
 
 
-def fake_launch_builder(p, parts, port, cu_mask, inventory, *, config, fingerprint):
+def fake_launch_builder(p, parts, port, cu_mask, inventory, *, config, fingerprint, config_dir=None):
     """A sleeping Python process per instance; everything else (placement, fingerprint) is the real one."""
     return InstanceLaunch(instance_id=p.instance_id, model=p.model, replica=p.replica,
                           fingerprint=fingerprint, served_names=(p.model,),
