@@ -19,10 +19,11 @@ import asyncio
 import hashlib
 import logging
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aiohttp import web
@@ -51,6 +52,7 @@ from gpu_sharing.runtime.events import Event, EventKind, EventStream
 
 log = logging.getLogger("gpu_sharing.daemon")
 AUTOSCALE_INTERVAL_S = 0.25
+DRAIN_POLL_S = 0.02
 
 
 def file_signature(path: str | None) -> str:
@@ -76,6 +78,8 @@ class Daemon:
         self.stream = EventStream()
         self.event_log = EventLog(self.stream, self.metrics, json_lines=json_logs)
         reconciler.attach_events(self.stream)
+        reconciler.enable_rolling(self.drain)
+        self._draining: frozenset[str] = frozenset()
         self.generation = 1
         self._snapshot = NodeSnapshot()
         self._inventory: Inventory | None = None
@@ -127,7 +131,8 @@ class Daemon:
     def _refresh_snapshot(self) -> None:
         """Runs on the worker thread: statuses + (cached) inventory -> a new frozen snapshot."""
         self._snapshot = build_snapshot(self.reconciler, self._inventory, generation=self.generation,
-                                        last_reconcile_at=self._last_reconcile_at, events=self.event_log.recent(50))
+                                        last_reconcile_at=self._last_reconcile_at, events=self.event_log.recent(50),
+                                        draining=self._draining)
         if self._loop is not None and self.demand.any_held():  # held requests look for a READY replica again
             self._loop.call_soon_threadsafe(self.demand.notify)
 
@@ -147,6 +152,7 @@ class Daemon:
         self._last_reconcile_at = time.time()
         for err in report.errors:
             self.event(EventKind.ERROR, f"reconcile: {err}")
+        self._draining = frozenset()
         self._refresh_snapshot()
 
     def vram_pass(self) -> None:
@@ -155,8 +161,20 @@ class Daemon:
         run_vram_check(self.reconciler, inventory, self.metrics, self.stream.emit, self.reconcile_pass)
         self._refresh_snapshot()
 
+    def drain(self, instance_ids: Sequence[str]) -> None:
+        """Before a stop (worker thread): the router stops sending to these instances, then we wait (at most
+        vllm.stop_grace_s) for their in-flight requests to finish. Clients never see the stop."""
+        self._draining = frozenset(instance_ids)
+        self._refresh_snapshot()
+        deadline = time.monotonic() + min(self.config.vllm.stop_grace_s, 60.0)
+        pause = threading.Event()
+        while any(self.router.outstanding.get(i, 0) for i in instance_ids) and time.monotonic() < deadline:
+            pause.wait(DRAIN_POLL_S)
+
     def tick_pass(self) -> None:
         self.reconciler.tick()
+        if self.reconciler.rolling_due():  # the replacement is READY: next replica now, not at the next interval
+            self.reconcile_pass()
         for err in self.reconciler.recorder.errors:
             self.event(EventKind.ERROR, f"measured size: {err}")
         self.reconciler.recorder.errors.clear()

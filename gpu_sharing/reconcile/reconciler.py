@@ -34,6 +34,7 @@ from gpu_sharing.reconcile.desired import DesiredState, desired_state, effective
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
 from gpu_sharing.reconcile.launch import build_launch, cu_masks_for
 from gpu_sharing.reconcile.measure import MeasuredRecorder
+from gpu_sharing.reconcile.rolling import RollingStep, limit_rolling
 from gpu_sharing.reconcile.observe import parse_partition
 from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.runtime.events import Event, EventKind, EventSink, no_events
@@ -127,6 +128,10 @@ class Reconciler:
         self._held_models: dict[str, str] = {}
         """model -> why the operator holds it stopped (``gpu-sharing hold``); only ``release`` clears it."""
         self._unplaceable_seen: frozenset = frozenset()
+        self._drain: Callable[[Sequence[str]], None] | None = None
+        self.rolling: tuple[RollingStep, ...] = ()
+        """The rolling replacements of the last pass (only with ``enable_rolling``: the daemon)."""
+        self._rolling_said: dict[str, str] = {}
         self._desired_cache: tuple[tuple, DesiredState] | None = None
         self._replica_targets: dict[str, int] = {}
         """Autoscaler targets for models with ``scaling`` (see set_replica_targets)."""
@@ -155,6 +160,22 @@ class Reconciler:
         """Send this reconciler's and its supervisor's events to ``sink`` (the daemon's stream)."""
         self.events = sink
         self.supervisor.events = sink
+
+    def enable_rolling(self, drain: Callable[[Sequence[str]], None]) -> None:
+        """Daemon mode: replace changed multi-replica models one replica at a time (rolling.py), and call
+        ``drain(ids)`` before stopping instances (the router stops sending to them first)."""
+        self._drain = drain
+        self.rolling_enabled = True
+
+    rolling_enabled = False
+
+    def rolling_due(self) -> bool:
+        """A rolling replacement waits for a pass and every instance of its model is READY now."""
+        pending = {s.model for s in self.rolling if s.held_back and not s.all_at_once}
+        if not pending:
+            return False
+        states = {st.instance_id: st.state for st in self.supervisor.statuses() if st.model in pending}
+        return all(v == InstanceState.READY for v in states.values())
 
     # ---- operator / policy holds -------------------------------------------------------------------
     def hold(self, instance_id: str, reason: str) -> None:
@@ -227,8 +248,11 @@ class Reconciler:
         desired = self.desired(inventory)
         self.last_desired = desired
         self._fingerprints = desired.fingerprints
-        plan = plan_desired(desired, inventory, self.current_instances(), held=self._held_ids(desired),
-                            planner=self.planner)
+        running = self.current_instances()
+        plan = plan_desired(desired, inventory, running, held=self._held_ids(desired), planner=self.planner)
+        if self.rolling_enabled:
+            ready = {st.instance_id: st.state == InstanceState.READY for st in self.supervisor.statuses()}
+            plan, self.rolling = limit_rolling(plan, running, ready, desired.fingerprints)
         return plan, desired.problems
 
     def reconcile_once(self) -> ReconcileReport:
@@ -242,6 +266,9 @@ class Reconciler:
                 self.last_report = report
                 return report
             self.last_plan = plan
+            self._rolling_events()
+            if self._drain is not None and plan.to_stop:
+                self._drain(plan.to_stop)
             result = self._applier().apply(plan, inventory)
             self.save_state(force=True)
             errors = tuple(str(f) for f in result.failures)
@@ -261,6 +288,13 @@ class Reconciler:
         for model, replica, reason in sorted(seen - self._unplaceable_seen):
             self.events(Event(EventKind.UNPLACEABLE, f"replica {replica} not placed: {reason}", model=model))
         self._unplaceable_seen = seen
+
+    def _rolling_events(self) -> None:
+        said = {s.model: s.message() for s in self.rolling}
+        for model, msg in sorted(said.items()):
+            if self._rolling_said.get(model) != msg:
+                self.events(Event(EventKind.ROLLING, msg, model=model))
+        self._rolling_said = said
 
     def apply_plan(self, plan: Plan) -> ApplyReport:
         """Apply a given plan (``apply`` shows the plan first; tests force placements the planner refuses)."""
