@@ -40,6 +40,7 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.metrics.collector import DaemonCollector
 from gpu_sharing.metrics.snapshot import DaemonCounters, NodeSnapshot
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.controller_lock import DAEMON_ROLE, ControllerLock
 
 log = logging.getLogger("gpu_sharing.daemon")
 MAX_EVENTS = 200
@@ -201,6 +202,14 @@ class Daemon:
         return scheduler
 
     async def run(self) -> int:
+        lock = ControllerLock(self.reconciler.state_dir, DAEMON_ROLE).acquire(
+            hint="one daemon per state dir: stop that one first, or give this one another --state-dir")
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
         loop = asyncio.get_running_loop()
         for sig, fn in ((signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP"))),
                         (signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_reconciler
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, controller_lock, make_reconciler
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import UserError
 
@@ -37,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
         if args.config:
             raise
         path, cfg = None, Config(version="v1")  # stop works from the state file alone
+    with controller_lock(args, cfg, "stop"):
+        return _stop_locked(args, cfg, path)
+
+
+def _stop_locked(args: argparse.Namespace, cfg: Config, path: str | None) -> int:
     rec = make_reconciler(args, cfg, path)
     rec.adopt(restart_dead=False)
     launches = rec.supervisor.launches()
