@@ -10,6 +10,8 @@ is the lowest that sees all four. The Reconciler receives ``build_launch`` and
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 from gpu_sharing.config.schema import ComputeLimitsSettings, Config, ModelSettings
@@ -18,6 +20,7 @@ from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, Partitio
 from gpu_sharing.isolation import ComputeLimits, ResourceIsolator
 from gpu_sharing.planner.types import Placement, Plan
 from gpu_sharing.runtime.launch_spec import LaunchSpec, build_launch_spec
+from gpu_sharing.runtime.markers import marker_env
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
 SYS_NODE_DIR = "/sys/devices/system/node"
@@ -73,6 +76,18 @@ def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], p
         hip_indices=tuple(p.hip_index for p in partitions), memory_bytes_per_rank=placement.memory_bytes_per_rank,
         tp=placement.tp, argv=tuple(argv), env=tuple(sorted(dict(spec.env).items())), port=port,
         url=spec.url, preexec_fn=preexec)
+
+
+def mark_launch(launch: InstanceLaunch, state_dir: Path | str) -> InstanceLaunch:
+    """The launch with the OS marker (instance id, state dir) in its environment (``runtime.markers``), so a
+    restarted controller finds this process, and its children, without any state file."""
+    own = dict(launch.env)
+    record = {"model": launch.model, "replica": launch.replica, "fingerprint": launch.fingerprint,
+              "served_names": list(launch.served_names), "partitions": list(launch.partitions),
+              "hip_indices": list(launch.hip_indices), "memory_bytes_per_rank": launch.memory_bytes_per_rank,
+              "tp": launch.tp, "port": launch.port, "url": launch.url, "env_keys": sorted(own)}
+    env = {**own, **marker_env(launch.instance_id, state_dir, record)}
+    return replace(launch, env=tuple(sorted(env.items())))
 
 
 def _confine(config: Config, model: ModelSettings, placement: Placement, spec: LaunchSpec,

@@ -117,6 +117,8 @@ class Supervisor:
         self._next_log_check = 0.0
         self.version = 0
         """Bumped on every state or pid change, so callers know when to rewrite the state file."""
+        self.on_spawn: Callable[[InstanceLaunch, ProcessHandle | None], None] | None = None
+        """Journal hook: called before each spawn (handle None; an OSError refuses the spawn) and after it."""
 
     # ---- registry ---------------------------------------------------------------------------
     def add(self, launch: InstanceLaunch) -> None:
@@ -313,7 +315,11 @@ class Supervisor:
         if rec.started_at is not None:
             rec.restarts += 1
         try:
+            if self.on_spawn is not None:
+                self.on_spawn(ln, None)
             rec.handle = self.spawner.spawn(req)
+            if self.on_spawn is not None:
+                self.on_spawn(ln, rec.handle)
         except (OSError, ValueError) as e:
             rec.handle = None
             rec.started_at = self.wall_clock()
