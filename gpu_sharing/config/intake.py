@@ -101,4 +101,30 @@ def check_hf_config(data: Any, source: str) -> None:
         raise UserError(f"{source}: invalid config.json: {shown}{more}")
 
 
-__all__ = ["CONFIG_JSON_MAX_BYTES", "TOKEN_MAX_BYTES", "check_hf_config", "hf_config_problems", "read_bounded"]
+class SettleWatch:
+    """Accept a changed file signature only after it stayed the same for ``settle_s`` (the caller's clock).
+
+    Why: editors and ``cp`` rewrite in place, in several writes; a watcher that reloads on the first
+    change applies a half-written file (two models removed, then re-added: every instance restarted)."""
+
+    def __init__(self, applied: object, settle_s: float):
+        self.applied = applied
+        self.settle_s = settle_s
+        self._pending: object = None
+        self._since = 0.0
+
+    def ready(self, signature: object, now: float) -> bool:
+        """True when ``signature`` differs from the applied one and has been stable for settle_s."""
+        if signature == self.applied:
+            self._pending = None
+            return False
+        if signature != self._pending:
+            self._pending, self._since = signature, now
+        return now - self._since >= self.settle_s
+
+    def accept(self, signature: object) -> None:
+        self.applied = signature
+        self._pending = None
+
+
+__all__ = ["SettleWatch", "CONFIG_JSON_MAX_BYTES", "TOKEN_MAX_BYTES", "check_hf_config", "hf_config_problems", "read_bounded"]

@@ -36,7 +36,8 @@ def is_loopback(host: str) -> bool:
 
 
 def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
-             reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
+             reload: Callable[[], Awaitable[dict]], token: str | None,
+             health: Callable[[], dict] | None = None) -> web.Application:
     def authorized(request: web.Request) -> bool:
         if token is None:
             return is_loopback(api.host)
@@ -53,7 +54,8 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
         return resp
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        body = health() if health is not None else {"ok": True}  # the worker's liveness (daemon/liveness.py)
+        return web.json_response(body, status=200 if body.get("ok") else 503)
 
     async def admin_reload(request: web.Request) -> web.Response:
         if not authorized(request):

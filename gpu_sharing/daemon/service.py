@@ -22,15 +22,17 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gpu_sharing.config.loader import load_config, resolve_relative
+from gpu_sharing.config.intake import SettleWatch
+from gpu_sharing.config.loader import MAX_CONFIG_BYTES, load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
 from gpu_sharing.daemon.http_api import make_app, read_token
+from gpu_sharing.daemon.liveness import WorkerLiveness
 from gpu_sharing.daemon.router import Router
 from gpu_sharing.daemon.sd_notify import Notifier
 from gpu_sharing.daemon.status import build_snapshot, status_json
@@ -50,14 +52,16 @@ def file_signature(path: str | None) -> str:
     if not path:
         return ""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with open(path, "rb") as f:  # bounded like the loader: a huge file only has to differ to be refused
+            return hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).hexdigest()
     except OSError:
         return "missing"
 
 
 class Daemon:
     def __init__(self, config_path: str, reconciler: Reconciler, *, notifier: Notifier | None = None,
-                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0):
+                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.config_path = config_path
         self.reconciler = reconciler
         self.notifier = notifier or Notifier()
@@ -74,7 +78,12 @@ class Daemon:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self._stop = asyncio.Event()
         self._reconcile_pending = False
+        self.clock = clock
+        self.liveness = WorkerLiveness(clock)
+        inner = reconciler.progress  # every progress line of a long step (driver reload) is a beat too
+        reconciler.progress = lambda msg: (self.liveness.beat(), inner(msg) if inner else None)[-1]
         self._signatures = self._watched_signatures()
+        self._settle = SettleWatch(self._signatures, self.config.reconcile.config_settle_s)
         self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s)
         self.site: web.TCPSite | None = None
         self.bound_port: int | None = None
@@ -126,6 +135,7 @@ class Daemon:
         for err in report.errors:
             self.event("reconcile-error", err)
         self._refresh_snapshot()
+        self.liveness.beat()
 
     def vram_pass(self) -> None:
         inventory = self.reconciler.backend.inventory()
@@ -139,6 +149,7 @@ class Daemon:
             self.event("measured-size-error", err)
         self.reconciler.recorder.errors.clear()
         self._refresh_snapshot()
+        self.liveness.beat()
 
     # ------------------------------------------------------------------ async API
     async def reconcile(self) -> None:
@@ -181,9 +192,21 @@ class Daemon:
             self.notifier.ready()
 
     async def watch(self) -> None:
-        if self._watched_signatures() != self._signatures:
-            self._signatures = self._watched_signatures()
+        """Reload once the config (and catalog) content changed and then stayed the same for config_settle_s."""
+        self._settle.applied = self._signatures  # a reload by SIGHUP or the API moved it
+        self._settle.settle_s = self.config.reconcile.config_settle_s
+        signature = self._watched_signatures()
+        if self._settle.ready(signature, self.clock()):
+            self._settle.accept(signature)
+            self._signatures = signature
             await self.reload("config file changed")
+
+    def watchdog(self) -> bool:
+        """Ping systemd's watchdog only while the worker completes steps (a stuck worker gets us restarted)."""
+        if self.liveness.alive:
+            return self.notifier.watchdog()
+        self.notifier.status(self.liveness.health()["error"])
+        return False
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -197,7 +220,7 @@ class Daemon:
             scheduler.add_job(fn, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         wd = Notifier.watchdog_interval_s()
         if wd:
-            scheduler.add_job(self.notifier.watchdog, "interval", seconds=wd, id="watchdog")
+            scheduler.add_job(self.watchdog, "interval", seconds=wd, id="watchdog")
         scheduler.start()
         return scheduler
 
@@ -219,7 +242,8 @@ class Daemon:
         runner = web.AppRunner(make_app(api, status=self.status_json,
                                         registry=self.registry if self.config.metrics.enabled else None,
                                         router=self.router, reload=lambda: self.reload("POST /admin/reload"),
-                                        token=read_token(api.token_file)), access_log=None)
+                                        token=read_token(api.token_file), health=self.liveness.health),
+                                access_log=None)
         await runner.setup()
         self.site = web.TCPSite(runner, api.host, api.port)
         await self.site.start()
