@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gpu_sharing.config.schema import ApiSettings
+from gpu_sharing.daemon.limits import body_timeout_middleware
 from gpu_sharing.daemon.router import Router
 
 
@@ -63,7 +64,7 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
         result = await reload()
         return web.json_response(result, status=200 if result.get("ok") else 422)
 
-    app = web.Application(client_max_size=api.max_body_bytes)
+    app = web.Application(client_max_size=api.max_body_bytes, middlewares=[body_timeout_middleware()])
     app.router.add_get("/status", get_status)
     if registry is not None:  # metrics.enabled: false -> no /metrics endpoint (404)
         app.router.add_get("/metrics", get_metrics)

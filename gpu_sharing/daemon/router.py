@@ -23,6 +23,10 @@ SUSPECT_S = 5.0
 MAX_SAMPLES = 10_000
 
 
+UNKNOWN_MODEL_LABEL = "<unknown>"
+"""The one metric label for every model name that is not served (client-chosen names would grow the series)."""
+
+
 def openai_error(status: int, message: str, typ: str, param: str | None = None, headers=None) -> web.Response:
     return web.json_response({"error": {"message": message, "type": typ, "param": param, "code": status}},
                              status=status, headers=headers)
@@ -77,14 +81,14 @@ class Router:
         try:
             body = json.loads(raw or b"{}")
             model = body.get("model") if isinstance(body, dict) else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deep is bad input too: 400
             return openai_error(400, "request body is not valid JSON", "BadRequestError", "body")
         snap = self.snapshot()
         names = self.names(snap)
         if not isinstance(model, str) or not model:
             return openai_error(400, f"`model` is required; served models: {', '.join(names)}", "BadRequestError", "model")
         if model not in names:
-            self._count(model if len(model) < 100 else "<long>", 404, started)
+            self._count(UNKNOWN_MODEL_LABEL, 404, started)  # labels stay bounded to configured names + this one
             return openai_error(404, f"The model `{model}` does not exist. Served models: {', '.join(names)}.",
                                 "NotFoundError", "model")
         inst = self._pick(snap, model)

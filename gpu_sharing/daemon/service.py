@@ -32,12 +32,13 @@ from gpu_sharing.config.intake import SettleWatch
 from gpu_sharing.config.loader import MAX_CONFIG_BYTES, load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
 from gpu_sharing.daemon.http_api import make_app, read_token
+from gpu_sharing.daemon.limits import HEADER_TIMEOUT_S, limit_connections, max_connections_for, raise_fd_limit
 from gpu_sharing.daemon.liveness import WorkerLiveness
 from gpu_sharing.daemon.router import Router
 from gpu_sharing.daemon.sd_notify import Notifier
 from gpu_sharing.daemon.status import build_snapshot, status_json
 from gpu_sharing.daemon.vram_policy import run_vram_check
-from gpu_sharing.errors import GpuSharingError
+from gpu_sharing.errors import GpuSharingError, OperationError
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.metrics.collector import DaemonCollector
 from gpu_sharing.metrics.snapshot import DaemonCounters, NodeSnapshot
@@ -243,10 +244,17 @@ class Daemon:
                                         registry=self.registry if self.config.metrics.enabled else None,
                                         router=self.router, reload=lambda: self.reload("POST /admin/reload"),
                                         token=read_token(api.token_file), health=self.liveness.health),
-                                access_log=None)
+                                access_log=None, keepalive_timeout=HEADER_TIMEOUT_S)
         await runner.setup()
+        limit_connections(runner.server, max_connections_for(raise_fd_limit()))
         self.site = web.TCPSite(runner, api.host, api.port)
-        await self.site.start()
+        try:
+            await self.site.start()
+        except OSError as e:  # a busy port is an operator problem, not a traceback
+            await runner.cleanup()
+            await self.router.close()
+            raise OperationError(f"cannot listen on {api.host}:{api.port} for the API: {e.strerror or e} "
+                                 "(another process uses the port? set api.port or --api-port)") from None
         self.bound_port = self.site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - port 0 = ephemeral
         self.event("start", f"API on http://{api.host}:{self.bound_port}")
         adopted = await self._in_worker(self.reconciler.adopt)
