@@ -8,6 +8,7 @@ YAML keys are an error (PyYAML silently keeps the last one otherwise).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,12 +171,26 @@ def parse_config_text(text: str, source: str = "<string>") -> Config:
 
 
 def load_sizing_catalog(path: str | os.PathLike[str]) -> SizingCatalog:
-    data = read_yaml(path)
-    if isinstance(data, list):
-        data = {"models": data}
-    if data is None:
-        data = {}
-    return validate_data(SizingCatalog, data, str(path))
+    """The seed-format sizing catalog. Its errors never quote its content: the path comes from a config key and
+    the error may be shown on the unauthenticated /status (``sizing.catalog: /etc/shadow`` must leak nothing)."""
+    try:
+        data = read_yaml(path)
+        if isinstance(data, list):
+            data = {"models": data}
+        if data is None:
+            data = {}
+        return validate_data(SizingCatalog, data, str(path))
+    except ConfigError as e:
+        raise ConfigError(e.path, [_redact(key, msg) for key, msg in e.problems]) from None
+
+
+def _redact(key: str, msg: str) -> tuple[str, str]:
+    """Drop what came from the file: unknown key names (the last path part), quoted values, echoed inputs."""
+    if msg.startswith("unknown key"):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return (f"{parent}.<key>" if parent else "<key>"), "unknown key (name not shown: it comes from the file)"
+    msg = re.sub(r" \(got .*\)$", "", msg)
+    return key, re.sub(r"(['\"]).*?\1", "'...'", msg)
 
 
 def resolve_relative(config_path: str | os.PathLike[str], value: str) -> Path:

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gpu_sharing.config.intake import TOKEN_MAX_BYTES, read_bounded
 from gpu_sharing.config.schema import ApiSettings
 from gpu_sharing.daemon.limits import body_timeout_middleware
 from gpu_sharing.daemon.router import Router
+from gpu_sharing.errors import UserError
 
 
 def read_token(path: str | None) -> str | None:
+    """The bearer token (bounded read); UserError naming api.token_file, never its content."""
     if not path:
         return None
-    token = Path(path).read_text().strip()
+    raw = read_bounded(path, TOKEN_MAX_BYTES, "api.token_file")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: api.token_file is not UTF-8 text") from None
     if not token:
-        raise ValueError(f"api.token_file {path} is empty")
+        raise UserError(f"{path}: api.token_file is empty")
     return token
 
 
@@ -37,14 +43,15 @@ def is_loopback(host: str) -> bool:
 
 
 def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
-             reload: Callable[[], Awaitable[dict]], token: str | None,
+             reload: Callable[[], Awaitable[dict]], token: str | None | Callable[[], str | None],
              health: Callable[[], dict] | None = None) -> web.Application:
     def authorized(request: web.Request) -> bool:
-        if token is None:
+        current = token() if callable(token) else token  # re-read on reload: a rotated token applies at once
+        if current is None:
             return is_loopback(api.host)
         got = request.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), current.encode())
 
     async def get_status(request: web.Request) -> web.Response:
         return web.json_response(status())

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry
 from gpu_sharing.config.intake import SettleWatch
 from gpu_sharing.config.loader import MAX_CONFIG_BYTES, load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
+from gpu_sharing.daemon.api_settings import exposure_warning, needs_restart
 from gpu_sharing.daemon.http_api import make_app, read_token
 from gpu_sharing.daemon.limits import HEADER_TIMEOUT_S, limit_connections, max_connections_for, raise_fd_limit
 from gpu_sharing.daemon.liveness import WorkerLiveness
@@ -87,6 +88,7 @@ class Daemon:
         self._settle = SettleWatch(self._signatures, self.config.reconcile.config_settle_s)
         self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s)
         self.site: web.TCPSite | None = None
+        self._token: str | None = None
         self.bound_port: int | None = None
 
     @property
@@ -98,7 +100,7 @@ class Daemon:
     def event(self, kind: str, message: str) -> None:
         self.events.append({"time": time.time(), "kind": kind, "message": message})
         del self.events[:-MAX_EVENTS]
-        (log.warning if kind.endswith("error") else log.info)("%s: %s", kind, message)
+        (log.warning if kind.endswith(("error", "warning")) else log.info)("%s: %s", kind, message)
 
     def _watched_signatures(self) -> tuple[str, str]:
         catalog = None
@@ -180,6 +182,7 @@ class Daemon:
                 self.counters.reload_total["error"] += 1
                 self.event("reload-error", f"{reason}: config rejected, still running generation {self.generation}: {e}")
                 return {"ok": False, "error": str(e), "generation": self.generation}
+            self._reload_api_settings(self.config, new)
             diff = await self._in_worker(self.reconciler.update_config, new)
             self.generation += 1
             self._signatures = self._watched_signatures()
@@ -191,6 +194,19 @@ class Daemon:
                     "changed": list(diff.changed), "removed": list(diff.removed)}
         finally:
             self.notifier.ready()
+
+    def _reload_api_settings(self, old: Config, new: Config) -> None:
+        """Re-read the token now; report settings that need a restart (daemon/api_settings.py)."""
+        try:
+            self._token = read_token(new.api.token_file)
+        except GpuSharingError as e:
+            self.event("reload-error", f"{e}; keeping the previous token")
+        restart = needs_restart(old, new)
+        if restart:
+            self.event("reload-warning", f"{', '.join(restart)} changed: takes effect after a daemon restart")
+        warning = exposure_warning(new, self._token)
+        if warning:
+            self.event("security-warning", warning)
 
     async def watch(self) -> None:
         """Reload once the config (and catalog) content changed and then stayed the same for config_settle_s."""
@@ -240,10 +256,14 @@ class Daemon:
             loop.add_signal_handler(sig, fn)
         await self.router.start()
         api = self.config.api
+        self._token = read_token(api.token_file)
+        warning = exposure_warning(self.config, self._token)
+        if warning:
+            self.event("security-warning", warning)
         runner = web.AppRunner(make_app(api, status=self.status_json,
                                         registry=self.registry if self.config.metrics.enabled else None,
                                         router=self.router, reload=lambda: self.reload("POST /admin/reload"),
-                                        token=read_token(api.token_file), health=self.liveness.health),
+                                        token=lambda: self._token, health=self.liveness.health),
                                 access_log=None, keepalive_timeout=HEADER_TIMEOUT_S)
         await runner.setup()
         limit_connections(runner.server, max_connections_for(raise_fd_limit()))

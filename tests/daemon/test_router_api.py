@@ -91,7 +91,7 @@ async def test_unknown_model_404_lists_names(setup):
     assert r.status == 404
     msg = (await r.json())["error"]["message"]
     assert "gamma" in msg and "alpha" in msg and "beta" in msg
-    assert counters.router_requests[("gamma", "404")] == 1
+    assert counters.router_requests[("<unknown>", "404")] == 1  # one label for every name not served
 
 
 async def test_known_not_ready_503_retry_after(setup):
@@ -169,7 +169,8 @@ def test_watchdog_interval_only_for_this_pid(monkeypatch):
 
 def test_empty_token_file_rejected(tmp_path: Path):
     (tmp_path / "t").write_text("  \n")
-    with pytest.raises(ValueError, match="empty"):
+    from gpu_sharing.errors import UserError
+    with pytest.raises(UserError, match="empty"):  # a clear exit 2 naming api.token_file, not a traceback
         read_token(str(tmp_path / "t"))
 
 
