@@ -67,6 +67,7 @@ def load_config_json(path: Path) -> dict[str, Any]:
 def model_config_json(model: ModelSettings, *, config_dir: Path | None = None,
                       hf_cache_dir: Path | None = None) -> tuple[dict[str, Any], str] | None:
     if isinstance(model.config_json, dict):
+        check_hf_config(model.config_json, f"models[{model.name}].config_json")
         return model.config_json, f"models[{model.name}].config_json"
     if isinstance(model.config_json, str):
         p = Path(os.path.expanduser(model.config_json))

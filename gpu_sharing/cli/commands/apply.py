@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_simulate_flags(p)
     add_runtime_flags(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
+    p.add_argument("--timeout", type=common.bounded_float(0, 86400), metavar="SECONDS",
                    help="how long to wait for READY (default: vllm.startup_timeout_s + 60)")
     common.add_json_flag(p)
     p.set_defaults(func=run)

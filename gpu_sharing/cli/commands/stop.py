@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_config_flag(p)
     common.add_simulate_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default: vllm.stop_grace_s + 10")
+    p.add_argument("--timeout", type=common.bounded_float(0, 86400), metavar="SECONDS", help="default: vllm.stop_grace_s + 10")
     common.add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -46,6 +46,9 @@ def _check_config_jsons(path: str, cfg: Config) -> None:
     hf_cache = Path(cfg.sizing.hf_cache_dir) if cfg.sizing.hf_cache_dir else None
     for i, model in enumerate(cfg.models):
         key = f"models[{i}].config_json"
+        if isinstance(model.config_json, dict):  # inline: every bad key with its full path
+            problems += [(f"{key}.{k}", m) for k, m in hf_config_problems(model.config_json)]
+            continue
         try:
             found = model_config_json(model, config_dir=config_dir, hf_cache_dir=hf_cache)
         except UserError as e:
