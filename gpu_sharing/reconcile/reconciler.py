@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gpu_sharing.config.schedule import active_models
-from gpu_sharing.config.schema import Config
+from gpu_sharing.config.schema import Config, LauncherKind
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
@@ -32,7 +32,7 @@ from gpu_sharing.reconcile.collaborators import (CuMaskPolicy, DemandBuilder, Fi
                                                  MeasuredStore, Planner)
 from gpu_sharing.reconcile.desired import DesiredState, desired_state, effective_config, plan_desired
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
-from gpu_sharing.reconcile.launch import build_launch, cu_masks_for, mark_launch
+from gpu_sharing.reconcile.launch import build_launch, cu_masks_for, listener_guard, mark_launch, port_guard
 from gpu_sharing.reconcile.measure import MeasuredRecorder
 from gpu_sharing.reconcile.observe import parse_partition
 from gpu_sharing.reconcile.recovery import recover_state_dir
@@ -120,6 +120,9 @@ class Reconciler:
         self.ports = PortAllocator(tuple(self.config.vllm.port_range), self.config.vllm.host)
         self.journal = Journal(self.state_dir)
         self.supervisor.on_spawn = self._journal_spawn
+        self.supervisor.port_check = port_guard(self.ports, self.state_dir)
+        if self.config.node.launcher == LauncherKind.DIRECT:  # systemd-run: vLLM is not in our process group
+            self.supervisor.listener_check = listener_guard
         self._fingerprints: dict[str, str] = {}
         self._reconcile_lock = threading.Lock()
         self._saved_version = -1
