@@ -21,7 +21,6 @@ import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler

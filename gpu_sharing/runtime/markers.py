@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from gpu_sharing.runtime.spawner import group_pids
+
 MARKER_ENV = "GPU_SHARING_INSTANCE"
 STATE_DIR_ENV = "GPU_SHARING_STATE_DIR"
 RECORD_ENV = "GPU_SHARING_LAUNCH"
@@ -124,7 +126,7 @@ def stop_group(pgid: int, grace_s: float, *, clock: Callable[[], float] = time.m
     except ProcessLookupError:
         return True
     while True:
-        if not _group_alive(pgid):
+        if not group_pids(pgid):
             return True
         if clock() >= deadline and not sent_kill:
             try:
@@ -136,15 +138,6 @@ def stop_group(pgid: int, grace_s: float, *, clock: Callable[[], float] = time.m
         elif clock() >= deadline:
             return False
         sleep(0.05)
-
-
-def _group_alive(pgid: int) -> bool:
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(entry)
-            if fields is not None and fields[3] == str(pgid) and fields[0] not in ("Z", "X"):
-                return True
-    return False
 
 
 __all__ = ["MARKER_ENV", "RECORD_ENV", "STATE_DIR_ENV", "MarkedGroup", "marker_env", "read_environ", "scan_marked", "stop_group"]

@@ -15,8 +15,7 @@ import pytest
 
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
 from gpu_sharing.runtime.markers import MARKER_ENV, STATE_DIR_ENV, scan_marked
-from gpu_sharing.runtime.spawner import pid_alive
-from gpu_sharing.runtime.state_file import StateEntry, state_path, write_state
+from gpu_sharing.runtime.state_file import state_path
 
 from reconcile_fakes import RecordingBackend
 from test_reconciler import new_reconciler, pids
@@ -133,17 +132,3 @@ def test_marked_process_without_verifiable_record_is_stopped(tmp_path, running):
         if orphan.poll() is None:
             orphan.kill()
         rec.stop_all(timeout_s=5)
-
-
-def test_pid_reuse_is_left_alone(tmp_path):
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    try:
-        write_state(tmp_path / "state", [StateEntry(
-            instance_id="a-0", model="a", replica=0, fingerprint="x", served_names=("a",), partitions=("0.0",),
-            hip_indices=(0,), memory_bytes_per_rank=1, tp=1, pid=stranger.pid, pgid=stranger.pid, port=21150,
-            url="http://127.0.0.1:21150", argv=("vllm", "serve", "a"), started_at=0.0, state="READY")])
-        rec = new_reconciler(tmp_path, RecordingBackend({0: C.CPX}))
-        assert rec.adopt() == [] and pid_alive(stranger.pid)
-    finally:
-        stranger.kill()
-        stranger.wait()
