@@ -25,23 +25,28 @@ class WorkerLiveness:
         self.clock = clock
         self.bound_s = bound_s
         self.last_beat = clock()
+        self._step_bound_s = bound_s
 
-    def beat(self) -> None:
+    def beat(self, step_bound_s: float | None = None) -> None:
+        """A step completed. ``step_bound_s``: the next step may legitimately be silent that long (one
+        ``modprobe`` of a driver reload runs up to node.driver_reload_timeout_s without a progress line)."""
         self.last_beat = self.clock()
+        self._step_bound_s = max(self.bound_s, step_bound_s or 0.0)
 
     def age_s(self) -> float:
         return max(0.0, self.clock() - self.last_beat)
 
     @property
     def alive(self) -> bool:
-        return self.age_s() <= self.bound_s
+        return self.age_s() <= self._step_bound_s
 
     def health(self) -> dict[str, Any]:
         """The /healthz body: ok only while the worker completed a step within the bound."""
         age = self.age_s()
-        body: dict[str, Any] = {"ok": age <= self.bound_s, "worker_last_step_age_s": round(age, 3)}
+        body: dict[str, Any] = {"ok": age <= self._step_bound_s, "worker_last_step_age_s": round(age, 3)}
         if not body["ok"]:
-            body["error"] = f"the reconcile worker has completed nothing for {age:.0f}s (bound {self.bound_s:g}s)"
+            body["error"] = (f"the reconcile worker has completed nothing for {age:.0f}s "
+                             f"(bound {self._step_bound_s:g}s)")
         return body
 
 

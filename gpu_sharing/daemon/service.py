@@ -82,7 +82,13 @@ class Daemon:
         self.clock = clock
         self.liveness = WorkerLiveness(clock)
         inner = reconciler.progress  # every progress line of a long step (driver reload) is a beat too
-        reconciler.progress = lambda msg: (self.liveness.beat(), inner(msg) if inner else None)[-1]
+
+        def progress(msg: str) -> None:
+            reload_step = msg.startswith(("reloading the amdgpu driver", "driver reload:"))
+            self.liveness.beat(self.config.node.driver_reload_timeout_s + 60 if reload_step else None)
+            if inner:
+                inner(msg)
+        reconciler.progress = progress
         self._signatures = self._watched_signatures()
         self._settle = SettleWatch(self._signatures, self.config.reconcile.config_settle_s)
         self.router = Router(self.snapshot, self.counters, retry_after_s=self.config.api.retry_after_s)

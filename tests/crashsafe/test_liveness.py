@@ -47,9 +47,17 @@ def test_watchdog_follows_the_worker_not_the_loop(tmp_path):
         assert pings.sent[-1].startswith("STATUS=the reconcile worker has completed nothing")
         daemon.tick_pass()  # it recovers
         assert daemon.watchdog() and pings.sent[-1] == "WATCHDOG=1"
-        rec.progress("driver reload: reloading amdgpu (50%)")  # progress of a long step is a beat
+        rec.progress("repartitioning GPU 0: CPX+NPS1")  # progress of a long step is a beat
         now[0] += daemon.liveness.bound_s
         assert daemon.liveness.alive
+        now[0] += 2
+        assert not daemon.liveness.alive
+        rec.progress("driver reload: running modprobe -r amdgpu (0%)")  # one modprobe may run this long, silent
+        now[0] += rec.config.node.driver_reload_timeout_s + 30
+        assert daemon.liveness.alive and daemon.watchdog()
+        daemon.tick_pass()  # the reload is over: the normal bound again
+        now[0] += daemon.liveness.bound_s + 1
+        assert not daemon.liveness.alive
     finally:
         daemon._executor.shutdown(wait=True)  # noqa: SLF001
 
