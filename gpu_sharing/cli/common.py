@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, is_dataclass
@@ -19,6 +20,32 @@ from gpu_sharing.config import Config, load_config
 from gpu_sharing.errors import UserError
 
 DEFAULT_CONFIG_PATHS = ("/etc/gpu-sharing/gpu-sharing.yaml", "config/gpu-sharing.yaml")
+
+
+def bounded_int(low: int, high: int):
+    """argparse type: an integer in [low, high] (a bad value is a usage error, exit 2, never a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+def bounded_float(low: float, high: float):
+    """argparse type: a finite number in [low, high] (nan, inf and 1e308 are refused)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a finite number between {low:g} and {high:g}, got {text[:40]}")
+        return value
+    return parse
 
 
 def add_config_flag(p: argparse.ArgumentParser) -> None:

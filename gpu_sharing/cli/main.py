@@ -60,6 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except MemoryError:
+        print("error: out of memory (an input too large for this machine?)", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:  # defence in depth: the exit-code contract holds even for a bug (0/1/2, no traceback)
+        if args.debug:
+            raise
+        print(f"error: internal error ({type(e).__name__}: {str(e)[:300]}); rerun with --debug for the traceback",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

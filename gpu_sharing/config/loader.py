@@ -8,6 +8,7 @@ YAML keys are an error (PyYAML silently keeps the last one otherwise).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,10 @@ from gpu_sharing.config.sizing_catalog import SizingCatalog
 from gpu_sharing.errors import ConfigError
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_YAML_ALIASES = 100
+MAX_YAML_NODES = 100_000
+"""Nodes of the document with every alias expanded: an alias bomb (9 levels of 9 aliases: 81 aliases,
+387 million nodes once expanded by pydantic or a dump) is refused before anything is constructed."""
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -30,9 +35,19 @@ class _StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):  # type: ignore[override]
         if self.check_event(yaml.AliasEvent):
             self.alias_count += 1
-            if self.alias_count > 100:
-                raise yaml.YAMLError("too many YAML aliases (more than 100): refusing a possible alias bomb")
+            if self.alias_count > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"too many YAML aliases (more than {MAX_YAML_ALIASES}): "
+                                     "refusing a possible alias bomb")
         return super().compose_node(parent, index)
+
+    def get_single_node(self):  # type: ignore[override]
+        node = super().get_single_node()
+        if node is not None:
+            expanded = _expanded_nodes(node, {}, MAX_YAML_NODES)
+            if expanded > MAX_YAML_NODES:
+                raise yaml.YAMLError(f"the document expands to more than {MAX_YAML_NODES} nodes once its aliases "
+                                     "are resolved: refusing a possible alias bomb")
+        return node
 
     def construct_mapping(self, node, deep=False):  # type: ignore[override]
         seen: set[Any] = set()
@@ -47,6 +62,27 @@ class _StrictLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_nodes(node: yaml.Node, memo: dict[int, int], cap: int) -> int:
+    """Node count with aliases expanded (shared nodes counted each time they are referenced), capped."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = cap + 1  # a recursive alias counts as over the budget
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_nodes(child, memo, cap)
+        if total > cap:
+            break
+    memo[key] = min(total, cap + 1)
+    return memo[key]
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:
@@ -86,9 +122,11 @@ def validation_problems(err: ValidationError) -> list[tuple[str, str]]:
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_CONFIG_BYTES:
+        with open(p, "rb") as f:  # bounded: /dev/zero and FIFOs report size 0
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(str(p), [("", f"file is larger than {MAX_CONFIG_BYTES} bytes")])
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(str(p), [("", "file not found")]) from None
     except IsADirectoryError:
@@ -133,12 +171,26 @@ def parse_config_text(text: str, source: str = "<string>") -> Config:
 
 
 def load_sizing_catalog(path: str | os.PathLike[str]) -> SizingCatalog:
-    data = read_yaml(path)
-    if isinstance(data, list):
-        data = {"models": data}
-    if data is None:
-        data = {}
-    return validate_data(SizingCatalog, data, str(path))
+    """The seed-format sizing catalog. Its errors never quote its content: the path comes from a config key and
+    the error may be shown on the unauthenticated /status (``sizing.catalog: /etc/shadow`` must leak nothing)."""
+    try:
+        data = read_yaml(path)
+        if isinstance(data, list):
+            data = {"models": data}
+        if data is None:
+            data = {}
+        return validate_data(SizingCatalog, data, str(path))
+    except ConfigError as e:
+        raise ConfigError(e.path, [_redact(key, msg) for key, msg in e.problems]) from None
+
+
+def _redact(key: str, msg: str) -> tuple[str, str]:
+    """Drop what came from the file: unknown key names (the last path part), quoted values, echoed inputs."""
+    if msg.startswith("unknown key"):
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        return (f"{parent}.<key>" if parent else "<key>"), "unknown key (name not shown: it comes from the file)"
+    msg = re.sub(r" \(got .*\)$", "", msg)
+    return key, re.sub(r"(['\"]).*?\1", "'...'", msg)
 
 
 def resolve_relative(config_path: str | os.PathLike[str], value: str) -> Path:

@@ -395,7 +395,11 @@ class MetricsSettings(Strict):
 class ReconcileSettings(Strict):
     interval_s: float = Field(30.0, gt=0, le=86400)
     solver_time_budget_s: float = Field(2.0, gt=0, le=600)
-    vram_check_interval_s: float = Field(15.0, gt=0)
+    vram_check_interval_s: float = Field(15.0, gt=0, le=86400)
+    config_settle_s: float = Field(2.0, ge=0, le=600)
+    """A changed config file (or sizing catalog) is applied only once its content has been unchanged this long,
+    so an editor's non-atomic save (truncate, then write in pieces) is never applied half-written. Replace the
+    file atomically (write a temp file, then rename) to have it picked up on the next check after this delay."""
 
 
 class PlannerSettings(Strict):

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from gpu_sharing.config.intake import TOKEN_MAX_BYTES, read_bounded
 from gpu_sharing.config.schema import ApiSettings
+from gpu_sharing.daemon.limits import body_timeout_middleware
 from gpu_sharing.daemon.router import PROXIED_POST_PATHS, Router
+from gpu_sharing.errors import UserError
 
 
 def read_token(path: str | None) -> str | None:
+    """The bearer token (bounded read); UserError naming api.token_file, never its content."""
     if not path:
         return None
-    token = Path(path).read_text().strip()
+    raw = read_bounded(path, TOKEN_MAX_BYTES, "api.token_file")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: api.token_file is not UTF-8 text") from None
     if not token:
-        raise ValueError(f"api.token_file {path} is empty")
+        raise UserError(f"{path}: api.token_file is empty")
     return token
 
 
@@ -36,19 +43,21 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def make_authorizer(api: ApiSettings, token: str | None) -> Callable[[web.Request], bool]:
+def make_authorizer(api: ApiSettings, token: str | None | Callable[[], str | None]) -> Callable[[web.Request], bool]:
     """The check every state-changing endpoint uses (reload here, restart/hold/release in ops_api)."""
     def authorized(request: web.Request) -> bool:
-        if token is None:
+        current = token() if callable(token) else token  # re-read on reload: a rotated token applies at once
+        if current is None:
             return is_loopback(api.host)
         got = request.headers.get("Authorization", "")
         scheme, _, value = got.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), current.encode())
     return authorized
 
 
 def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: CollectorRegistry | None, router: Router,
-             reload: Callable[[], Awaitable[dict]], token: str | None) -> web.Application:
+             reload: Callable[[], Awaitable[dict]], token: str | None | Callable[[], str | None],
+             health: Callable[[], dict] | None = None) -> web.Application:
     authorized = make_authorizer(api, token)
 
     async def get_status(request: web.Request) -> web.Response:
@@ -60,7 +69,8 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
         return resp
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+        body = health() if health is not None else {"ok": True}  # the worker's liveness (daemon/liveness.py)
+        return web.json_response(body, status=200 if body.get("ok") else 503)
 
     async def admin_reload(request: web.Request) -> web.Response:
         if not authorized(request):
@@ -68,7 +78,7 @@ def make_app(api: ApiSettings, *, status: Callable[[], dict], registry: Collecto
         result = await reload()
         return web.json_response(result, status=200 if result.get("ok") else 422)
 
-    app = web.Application(client_max_size=api.max_body_bytes)
+    app = web.Application(client_max_size=api.max_body_bytes, middlewares=[body_timeout_middleware()])
     app.router.add_get("/status", get_status)
     if registry is not None:  # metrics.enabled: false -> no /metrics endpoint (404)
         app.router.add_get("/metrics", get_metrics)

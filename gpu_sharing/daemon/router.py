@@ -36,6 +36,10 @@ OPTIONAL_MODEL_PATHS = ("/tokenize", "/detokenize")
 """vLLM accepts these without ``model``; with one configured model we route there."""
 
 
+UNKNOWN_MODEL_LABEL = UNKNOWN_LABEL  # one label for every name not configured (metrics.instruments)
+"""The one metric label for every model name that is not served (client-chosen names would grow the series)."""
+
+
 def openai_error(status: int, message: str, typ: str, param: str | None = None, headers=None) -> web.Response:
     return web.json_response({"error": {"message": message, "type": typ, "param": param, "code": status}},
                              status=status, headers=headers)
@@ -107,7 +111,7 @@ class Router:
         try:
             body = json.loads(raw or b"{}")
             model = body.get("model") if isinstance(body, dict) else None
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # too deep is bad input too: 400
             self._count(UNKNOWN_LABEL, 400, started)
             return openai_error(400, "request body is not valid JSON", "BadRequestError", "body")
         if model is None and request.path in OPTIONAL_MODEL_PATHS and len(snap.models) == 1:

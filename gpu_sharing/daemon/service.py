@@ -23,24 +23,28 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gpu_sharing.config.loader import load_config, resolve_relative
+from gpu_sharing.config.intake import SettleWatch
+from gpu_sharing.config.loader import MAX_CONFIG_BYTES, load_config, resolve_relative
 from gpu_sharing.config.schema import Config, OnExit
 from gpu_sharing.daemon import ops_api
+from gpu_sharing.daemon.api_settings import exposure_warning, needs_restart
 from gpu_sharing.daemon.demand import DemandTracker
 from gpu_sharing.daemon.event_log import EventLog
 from gpu_sharing.daemon.http_api import make_app, make_authorizer, read_token
+from gpu_sharing.daemon.limits import HEADER_TIMEOUT_S, limit_connections, max_connections_for, raise_fd_limit
+from gpu_sharing.daemon.liveness import WorkerLiveness
 from gpu_sharing.daemon.router import Router
 from gpu_sharing.daemon.scaling import DemandScaler
 from gpu_sharing.daemon.sd_notify import Notifier
 from gpu_sharing.daemon.status import build_snapshot, status_json
 from gpu_sharing.daemon.vram_policy import run_vram_check
-from gpu_sharing.errors import ConfigError, GpuSharingError
+from gpu_sharing.errors import ConfigError, GpuSharingError, OperationError
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.metrics.collector import DaemonCollector
 from gpu_sharing.metrics.instruments import DaemonMetrics
@@ -48,6 +52,7 @@ from gpu_sharing.metrics.snapshot import NodeSnapshot
 from gpu_sharing.reconcile import operations
 from gpu_sharing.reconcile.reconciler import Reconciler
 from gpu_sharing.runtime import logs as instance_logs
+from gpu_sharing.runtime.controller_lock import DAEMON_ROLE, ControllerLock
 from gpu_sharing.runtime.events import Event, EventKind, EventStream
 
 log = logging.getLogger("gpu_sharing.daemon")
@@ -59,14 +64,16 @@ def file_signature(path: str | None) -> str:
     if not path:
         return ""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with open(path, "rb") as f:  # bounded like the loader: a huge file only has to differ to be refused
+            return hashlib.sha256(f.read(MAX_CONFIG_BYTES + 1)).hexdigest()
     except OSError:
         return "missing"
 
 
 class Daemon:
     def __init__(self, config_path: str, reconciler: Reconciler, *, notifier: Notifier | None = None,
-                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0, json_logs: bool = False):
+                 tick_interval_s: float = 1.0, watch_interval_s: float = 1.0, json_logs: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
         self.config_path = config_path
         self.reconciler = reconciler
         self.notifier = notifier or Notifier()
@@ -87,7 +94,18 @@ class Daemon:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
         self._stop = asyncio.Event()
         self._reconcile_pending = False
+        self.clock = clock
+        self.liveness = WorkerLiveness(clock)
+        inner = reconciler.progress  # every progress line of a long step (driver reload) is a beat too
+
+        def progress(msg: str) -> None:
+            reload_step = msg.startswith(("reloading the amdgpu driver", "driver reload:"))
+            self.liveness.beat(self.config.node.driver_reload_timeout_s + 60 if reload_step else None)
+            if inner:
+                inner(msg)
+        reconciler.progress = progress
         self._signatures = self._watched_signatures()
+        self._settle = SettleWatch(self._signatures, self.config.reconcile.config_settle_s)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reconcile_again = False
         self._tick_pending = False
@@ -98,6 +116,7 @@ class Daemon:
         self.router = Router(self.snapshot, self.metrics, retry_after_s=self.config.api.retry_after_s,
                              demand=self.demand)
         self.site: web.TCPSite | None = None
+        self._token: str | None = None
         self.bound_port: int | None = None
 
     @property
@@ -154,6 +173,7 @@ class Daemon:
             self.event(EventKind.ERROR, f"reconcile: {err}")
         self._draining = frozenset()
         self._refresh_snapshot()
+        self.liveness.beat()
 
     def vram_pass(self) -> None:
         inventory = self.reconciler.backend.inventory()
@@ -179,6 +199,7 @@ class Daemon:
             self.event(EventKind.ERROR, f"measured size: {err}")
         self.reconciler.recorder.errors.clear()
         self._refresh_snapshot()
+        self.liveness.beat()
 
     # ------------------------------------------------------------------ async API
     async def reconcile(self) -> None:
@@ -232,6 +253,7 @@ class Daemon:
                 self.event(EventKind.RELOAD_REJECTED, f"{reason}: config rejected, still running generation "
                                                       f"{self.generation}: {e}", key_path=key)
                 return {"ok": False, "error": str(e), "generation": self.generation}
+            self._reload_api_settings(self.config, new)
             diff = await self._in_worker(self.reconciler.update_config, new)
             self.generation += 1
             self._signatures = self._watched_signatures()
@@ -255,11 +277,35 @@ class Daemon:
         if instance_id not in {ln.instance_id for ln in self.reconciler.supervisor.launches()}:
             return None
         return instance_logs.log_path(self.reconciler.supervisor.log_dir, instance_id)
+    def _reload_api_settings(self, old: Config, new: Config) -> None:
+        """Re-read the token now; report settings that need a restart (daemon/api_settings.py)."""
+        try:
+            self._token = read_token(new.api.token_file)
+        except GpuSharingError as e:
+            self.event(EventKind.RELOAD_REJECTED, f"{e}; keeping the previous token")
+        restart = needs_restart(old, new)
+        if restart:
+            self.event(EventKind.RELOAD_WARNING, f"{', '.join(restart)} changed: takes effect after a daemon restart")
+        warning = exposure_warning(new, self._token)
+        if warning:
+            self.event(EventKind.SECURITY_WARNING, warning)
 
     async def watch(self) -> None:
-        if self._watched_signatures() != self._signatures:
-            self._signatures = self._watched_signatures()
+        """Reload once the config (and catalog) content changed and then stayed the same for config_settle_s."""
+        self._settle.applied = self._signatures  # a reload by SIGHUP or the API moved it
+        self._settle.settle_s = self.config.reconcile.config_settle_s
+        signature = self._watched_signatures()
+        if self._settle.ready(signature, self.clock()):
+            self._settle.accept(signature)
+            self._signatures = signature
             await self.reload("config file changed")
+
+    def watchdog(self) -> bool:
+        """Ping systemd's watchdog only while the worker completes steps (a stuck worker gets us restarted)."""
+        if self.liveness.alive:
+            return self.notifier.watchdog()
+        self.notifier.status(self.liveness.health()["error"])
+        return False
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -274,25 +320,45 @@ class Daemon:
             scheduler.add_job(fn, "interval", seconds=seconds, id=job_id, max_instances=1, coalesce=True)
         wd = Notifier.watchdog_interval_s()
         if wd:
-            scheduler.add_job(self.notifier.watchdog, "interval", seconds=wd, id="watchdog")
+            scheduler.add_job(self.watchdog, "interval", seconds=wd, id="watchdog")
         scheduler.start()
         return scheduler
 
     async def run(self) -> int:
+        lock = ControllerLock(self.reconciler.state_dir, DAEMON_ROLE).acquire(
+            hint="one daemon per state dir: stop that one first, or give this one another --state-dir")
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
         for sig, fn in ((signal.SIGHUP, lambda: asyncio.ensure_future(self.reload("SIGHUP"))),
                         (signal.SIGTERM, self.request_stop), (signal.SIGINT, self.request_stop)):
             loop.add_signal_handler(sig, fn)
         await self.router.start()
         api = self.config.api
-        token = read_token(api.token_file)
+        self._token = read_token(api.token_file)
+        warning = exposure_warning(self.config, self._token)
+        if warning:
+            self.event(EventKind.SECURITY_WARNING, warning)
         app = make_app(api, status=self.status_json, registry=self.registry if self.config.metrics.enabled else None,
-                       router=self.router, reload=lambda: self.reload("POST /admin/reload"), token=token)
-        ops_api.add_routes(app, authorized=make_authorizer(api, token), operate=self.operate, log_path=self.log_path)
-        runner = web.AppRunner(app, access_log=None)
+                       router=self.router, reload=lambda: self.reload("POST /admin/reload"),
+                       token=lambda: self._token, health=self.liveness.health)
+        ops_api.add_routes(app, authorized=make_authorizer(api, lambda: self._token), operate=self.operate,
+                           log_path=self.log_path)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=HEADER_TIMEOUT_S)
         await runner.setup()
+        limit_connections(runner.server, max_connections_for(raise_fd_limit()))
         self.site = web.TCPSite(runner, api.host, api.port)
-        await self.site.start()
+        try:
+            await self.site.start()
+        except OSError as e:  # a busy port is an operator problem, not a traceback
+            await runner.cleanup()
+            await self.router.close()
+            raise OperationError(f"cannot listen on {api.host}:{api.port} for the API: {e.strerror or e} "
+                                 "(another process uses the port? set api.port or --api-port)") from None
         self.bound_port = self.site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - port 0 = ephemeral
         self.event(EventKind.DAEMON, f"start: API on http://{api.host}:{self.bound_port}")
         adopted = await self._in_worker(self.reconciler.adopt)

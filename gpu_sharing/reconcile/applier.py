@@ -27,6 +27,7 @@ from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import Placement, Plan
 from gpu_sharing.runtime.instance_state import InstanceState
+from gpu_sharing.runtime.journal import Journal
 from gpu_sharing.runtime.ports import PortAllocator
 from gpu_sharing.runtime.supervisor import InstanceLaunch, Supervisor
 
@@ -87,7 +88,7 @@ class Applier:
     def __init__(self, config: Config, backend: PartitionBackend, supervisor: Supervisor, ports: PortAllocator,
                  build_launch: LaunchBuilder, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, progress: Progress | None = None,
-                 cu_masks: Callable[[Plan, Inventory], dict[str, str]] | None = None):
+                 cu_masks: Callable[[Plan, Inventory], dict[str, str]] | None = None, journal: Journal | None = None):
         self.config = config
         self.backend = backend
         self.supervisor = supervisor
@@ -97,6 +98,8 @@ class Applier:
         self.sleep = sleep
         self.progress = progress or (lambda _msg: None)
         self.cu_masks = cu_masks
+        self.journal = journal
+        """Intent journal (runtime.journal): each stop, repartition and reload is recorded before it is done."""
 
     def apply(self, plan: Plan, inventory: Inventory) -> ApplyReport:
         t0 = self.clock()
@@ -106,10 +109,17 @@ class Applier:
             ln.instance_id for ln in self.supervisor.launches()
             if ln.instance_id not in plan.to_stop and any(int(p.split(".")[0]) in repartition_gpus for p in ln.partitions)
             and self.supervisor.state_of(ln.instance_id) != InstanceState.STOPPED]
+        if not self._note(run, "stop_intent", to_stop):
+            return self._report(run, plan, t0)
         stopped_pids = self._stop(to_stop, run)
+        self._note(run, "stopped", run.stopped)
         if plan.to_repartition:
             self._wait_vram_released(stopped_pids, repartition_gpus, run)
+            if not self._note(run, "repartition_intent", {t.gpu: f"{t.compute_mode.value}+{t.memory_mode.value}"
+                                                          for t in plan.to_repartition}):
+                return self._report(run, plan, t0)
             self._repartition(plan, run)
+            self._note(run, "repartitioned", run.repartitioned)
         if run.mutating_calls or plan.to_repartition:
             try:
                 inventory = self.backend.inventory()
@@ -184,6 +194,7 @@ class Applier:
                                   lambda t=t: self.backend.set_memory_mode(t.gpu, t.memory_mode)):
                     run.failed_gpus.add(t.gpu)
             self.progress("reloading the amdgpu driver (memory partition change)")
+            self._note(run, "reload_intent")
             reload_ok = self._call(run, None, "reload", "reloading amdgpu", lambda: self.backend.reload_driver(
                 progress=lambda msg, frac: self.progress(f"driver reload: {msg} ({frac:.0%})")))
             if not reload_ok:
@@ -199,6 +210,17 @@ class Applier:
                 run.repartitioned.append(t.gpu)
             else:
                 run.failed_gpus.add(t.gpu)
+
+    def _note(self, run: _Run, what: str, *args) -> bool:
+        """Journal one step; False (and a failure) when the journal cannot be written: do not act unrecorded."""
+        if self.journal is None:
+            return True
+        try:
+            getattr(self.journal, what)(*args)
+            return True
+        except OSError as e:
+            run.failures.append(ApplyFailure("node", "journal", f"cannot write {self.journal.path}: {e.strerror or e}"))
+            return False
 
     def _call(self, run: _Run, gpu: int | None, stage: str, what: str, fn: Callable[[], None]) -> bool:
         run.mutating_calls += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from gpu_sharing.config.intake import check_hf_config
 from gpu_sharing.config.loader import load_sizing_catalog, resolve_relative
 from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.config.sizing_catalog import SizingCatalog
@@ -53,6 +54,7 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
     found = model_config_json(model, config_dir=config_dir, hf_cache_dir=hf_cache_dir)
     heads = None
     if found:
+        check_hf_config(found[0], found[1])  # bad numbers: this model is unplaceable, the others still place
         from gpu_sharing.sizing import attention_heads
 
         heads = attention_heads(found[0])
@@ -99,7 +101,8 @@ def build_demands(config: Config, *, config_dir: Path | None = None, measured: M
         try:
             demands.append(demand_for(model, config, catalog=catalog, measured=measured, config_dir=config_dir,
                                       replicas=replicas))
-        except UserError as e:
-            reason = f"{e}" + (f" (sizing catalog: {catalog_problem})" if catalog_problem else "")
+        except (UserError, ArithmeticError, ValueError, TypeError) as e:  # one model's sizing never stops the rest
+            text = str(e) if isinstance(e, UserError) else f"sizing failed: {type(e).__name__}: {e}"
+            reason = text + (f" (sizing catalog: {catalog_problem})" if catalog_problem else "")
             problems += [Unplaceable(model.name, r, reason) for r in range(max(1, replicas))]
     return tuple(demands), policy_from_config(config, gpu_indices), tuple(problems)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,9 +22,14 @@ from gpu_sharing.isolation import ComputeLimits, ResourceIsolator
 from gpu_sharing.planner.types import Placement, Plan
 from gpu_sharing.reconcile.cache_env import cache_env
 from gpu_sharing.runtime.launch_spec import LaunchSpec, build_launch_spec
+from gpu_sharing.runtime.markers import MARKER_ENV, RECORD_ENV, STATE_DIR_ENV, marker_env
+from gpu_sharing.runtime.port_owner import listener_belongs_to
+from gpu_sharing.runtime.ports import PortAllocator, port_is_free
+from gpu_sharing.runtime.spawner import group_pids
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 
 SYS_NODE_DIR = "/sys/devices/system/node"
+MARKER_KEYS = frozenset({MARKER_ENV, STATE_DIR_ENV, RECORD_ENV})
 
 
 def cu_masks_for(plan: Plan, inventory: Inventory, config: Config) -> dict[str, str]:
@@ -79,6 +85,50 @@ def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], p
         hip_indices=tuple(p.hip_index for p in partitions), memory_bytes_per_rank=placement.memory_bytes_per_rank,
         tp=placement.tp, argv=tuple(argv), env=tuple(sorted(dict(spec.env).items())), port=port,
         url=spec.url, preexec_fn=preexec)
+
+
+def mark_launch(launch: InstanceLaunch, state_dir: Path | str) -> InstanceLaunch:
+    """The launch with the OS marker (instance id, state dir) in its environment (``runtime.markers``), so a
+    restarted controller finds this process, and its children, without any state file."""
+    own = dict(launch.env)
+    record = {"model": launch.model, "replica": launch.replica, "fingerprint": launch.fingerprint,
+              "served_names": list(launch.served_names), "partitions": list(launch.partitions),
+              "hip_indices": list(launch.hip_indices), "memory_bytes_per_rank": launch.memory_bytes_per_rank,
+              "tp": launch.tp, "port": launch.port, "url": launch.url, "env_keys": sorted(own)}
+    env = {**own, **marker_env(launch.instance_id, state_dir, record)}
+    return replace(launch, env=tuple(sorted(env.items())))
+
+
+def relaunch_on_port(launch: InstanceLaunch, port: int, state_dir: Path | str) -> InstanceLaunch:
+    """The same launch on another port: ``--port`` in argv, the URL and the marker record follow."""
+    argv = list(launch.argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--port":
+            argv[i + 1] = str(port)
+    head, sep, tail = launch.url.rpartition(f":{launch.port}")
+    url = f"{head}:{port}{tail}" if sep else launch.url
+    env = tuple((k, v) for k, v in launch.env if k not in MARKER_KEYS)
+    return mark_launch(replace(launch, argv=tuple(argv), url=url, port=port, env=env), state_dir)
+
+
+def port_guard(ports: PortAllocator, state_dir: Path | str) -> Callable[[InstanceLaunch], InstanceLaunch]:
+    """Supervisor hook before each (re)spawn: a port that cannot be bound now (another process took it) is
+    replaced by a free one, instead of restarting on it until FAILED."""
+    def check(launch: InstanceLaunch) -> InstanceLaunch:
+        if port_is_free(ports.host, launch.port):
+            return launch
+        try:
+            new = ports.allocate()
+        except OperationError:
+            return launch  # no other port: the spawn fails and says so
+        ports.release(launch.port)
+        return relaunch_on_port(launch, new, state_dir)
+    return check
+
+
+def listener_guard(launch: InstanceLaunch, handle) -> bool | None:
+    """READY gate (runtime.port_owner): the port's listener belongs to the instance's process group."""
+    return listener_belongs_to(launch.port, group_pids(handle.pgid))
 
 
 def _confine(config: Config, model: ModelSettings, placement: Placement, spec: LaunchSpec,

@@ -20,31 +20,33 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gpu_sharing.config.schedule import active_models
-from gpu_sharing.config.schema import Config
+from gpu_sharing.config.schema import Config, LauncherKind
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.planner import plan as run_planner
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
-from gpu_sharing.reconcile.adoption import adopt_entries, launch_to_entry
+from gpu_sharing.reconcile.adoption import Recovery, launch_to_entry
 from gpu_sharing.reconcile.applier import Applier, ApplyReport, Progress
 from gpu_sharing.reconcile.collaborators import (CuMaskPolicy, DemandBuilder, FileMeasuredStore, LaunchBuilder,
                                                  MeasuredStore, Planner)
 from gpu_sharing.reconcile.desired import DesiredState, desired_state, effective_config, plan_desired
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
-from gpu_sharing.reconcile.launch import build_launch, cu_masks_for
+from gpu_sharing.reconcile.launch import build_launch, cu_masks_for, listener_guard, mark_launch, port_guard
 from gpu_sharing.reconcile.measure import MeasuredRecorder
 from gpu_sharing.reconcile.rolling import RollingStep, limit_rolling
 from gpu_sharing.reconcile.observe import parse_partition
+from gpu_sharing.reconcile.recovery import recover_state_dir
 from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.runtime.events import Event, EventKind, EventSink, no_events
 from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
-from gpu_sharing.runtime.spawner import Spawner, group_pids
+from gpu_sharing.runtime.journal import Journal
+from gpu_sharing.runtime.spawner import ProcessHandle, Spawner, group_pids
 from gpu_sharing.runtime.staging import StagingManager
-from gpu_sharing.runtime.state_file import read_state, write_state
-from gpu_sharing.runtime.supervisor import InstanceStatus, Supervisor
+from gpu_sharing.runtime.state_file import write_state
+from gpu_sharing.runtime.supervisor import InstanceLaunch, InstanceStatus, Supervisor
 
 __all__ = ["ConfigDiff", "InstanceStatus", "ReconcileReport", "Reconciler"]
 
@@ -120,6 +122,11 @@ class Reconciler:
                                      health_checker=self.health, on_ready=self.recorder.on_ready,
                                      stage_gate=self.staging, events=self.events)
         self.ports = PortAllocator(tuple(self.config.vllm.port_range), self.config.vllm.host)
+        self.journal = Journal(self.state_dir)
+        self.supervisor.on_spawn = self._journal_spawn
+        self.supervisor.port_check = port_guard(self.ports, self.state_dir)
+        if self.config.node.launcher == LauncherKind.DIRECT:  # systemd-run: vLLM is not in our process group
+            self.supervisor.listener_check = listener_guard
         self._fingerprints: dict[str, str] = {}
         self._reconcile_lock = threading.Lock()
         self._saved_version = -1
@@ -138,6 +145,7 @@ class Reconciler:
         self.last_plan: Plan | None = None
         self.last_desired: DesiredState | None = None
         self.last_report: ReconcileReport | None = None
+        self.last_recovery: Recovery | None = None
 
     # ---- config ---------------------------------------------------------------------------------
     def update_config(self, config: Config) -> ConfigDiff:
@@ -308,11 +316,19 @@ class Reconciler:
         config, fingerprints = self.config, self._fingerprints
 
         def build(placement, partitions, port, cu_mask, inventory):
-            return self.launches(placement, partitions, port, cu_mask, inventory, config=config,
-                                 fingerprint=fingerprints.get(placement.model, ""), config_dir=self.config_dir)
+            return mark_launch(self.launches(placement, partitions, port, cu_mask, inventory, config=config,
+                                             fingerprint=fingerprints.get(placement.model, ""),
+                                             config_dir=self.config_dir), self.state_dir)
         return Applier(config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
                        sleep=self.sleep, progress=self.progress,
-                       cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config))
+                       cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config), journal=self.journal)
+
+    def _journal_spawn(self, launch: InstanceLaunch, handle: ProcessHandle | None) -> None:
+        """Supervisor hook: the launch record before the spawn, its process group after (runtime.journal)."""
+        if handle is None:
+            self.journal.spawn_intent(launch_to_entry(launch, None, None))
+        else:
+            self.journal.spawned(launch.instance_id, handle.pid, handle.pgid)
 
     # ---- supervision --------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
@@ -367,21 +383,20 @@ class Reconciler:
             handle = self.supervisor.handle_of(st.instance_id)
             entries.append(launch_to_entry(launch, st, handle))
         write_state(self.state_dir, entries)
+        self.journal.checkpoint()
         self._saved_version = version
 
     def adopt(self, restart_dead: bool = True) -> list[str]:
-        """Adopt live instances of ours from the state file (READY if healthy); dead ones are restarted
-        as recorded when restart_dead (``stop`` passes False: it must never start anything)."""
-        try:
-            entries = read_state(self.state_dir)
-        except ValueError as e:
-            if self.progress:
-                self.progress(f"not adopting: {e}")
-            return []
-        adopted = adopt_entries(entries, self.supervisor, self.ports, self.health, self.config,
-                                restart_dead=restart_dead)
+        """Recover what a previous run left (``recovery.py``): adopt our live instances, stop orphans, drop
+        dead records (never restarted as recorded; the next plan starts them from the current inventory).
+        ``restart_dead`` is kept for callers; nothing is restarted here either way."""
+        del restart_dead
+        self.last_recovery = recover_state_dir(
+            self.state_dir, self.supervisor, self.ports, self.health, self.backend,
+            grace_s=self.config.vllm.stop_grace_s, clock=self.clock, sleep=self.sleep,
+            progress=self.progress or (lambda _msg: None))
         self.save_state(force=True)
-        return adopted
+        return list(self.last_recovery.adopted)
 
     def stop_instances(self, instance_ids: Sequence[str], timeout_s: float) -> list[str]:
         """Stop some instances (SIGTERM, SIGKILL after grace); forget them; return those that stopped."""

@@ -43,6 +43,10 @@ class EventKind(str, Enum):
     """One step of a rolling replacement of a changed model."""
     ERROR = "error"
     """An observation or apply failure the daemon survived (message says which)."""
+    RELOAD_WARNING = "reload-warning"
+    """A reload changed API settings that take effect only after a daemon restart."""
+    SECURITY_WARNING = "security-warning"
+    """The API listens beyond loopback without a token."""
     SCALE_COLD_START = "scale-cold-start"
     """Demand-driven serving (reconcile.autoscale): a held request brings a model from 0 to 1 replica."""
     SCALE_UP = "scale-scale-up"
@@ -57,7 +61,8 @@ class EventKind(str, Enum):
         return self.value
 
 
-WARNING_KINDS = frozenset({EventKind.CRASH, EventKind.FAILED, EventKind.UNPLACEABLE, EventKind.RELOAD_REJECTED,
+WARNING_KINDS = frozenset({EventKind.RELOAD_WARNING, EventKind.SECURITY_WARNING,
+                           EventKind.CRASH, EventKind.FAILED, EventKind.UNPLACEABLE, EventKind.RELOAD_REJECTED,
                            EventKind.VRAM_POLICY, EventKind.FOREIGN_PROCESS, EventKind.ERROR})
 
 

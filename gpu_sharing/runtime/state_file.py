@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +25,8 @@ from gpu_sharing.runtime.spawner import argv_matches, pid_alive
 
 STATE_FILE_NAME = "instances.json"
 STATE_VERSION = 1
+STATE_MAX_BYTES = 32 * 1024 * 1024
+"""A state file larger than this is not ours to parse (thousands of instances fit in a few MB)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,66 @@ def read_state(state_dir: Path) -> list[StateEntry]:
         return [StateEntry.from_json(e) for e in data.get("instances", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: malformed instance entry ({e!r})") from None
+
+
+@dataclass(frozen=True)
+class StateRead:
+    """What ``load_state_safely`` could use, and why (part of) the file was set aside."""
+
+    entries: tuple[StateEntry, ...]
+    problem: str = ""
+    moved_to: Path | None = None
+
+
+def load_state_safely(state_dir: Path) -> StateRead:
+    """The state file's valid entries. A file that is not a regular file, too large, not JSON, of another
+    version, or with bad entries is moved aside (``instances.json.bad-<time>-<pid>``) and its valid
+    entries (if any) are kept: the caller rebuilds the rest from the OS markers. Never raises for content."""
+    path = state_path(state_dir)
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return StateRead(())
+    except OSError as e:
+        return StateRead((), f"{path}: cannot stat the state file: {e.strerror or e}")
+    good: list[StateEntry] = []
+    if not stat.S_ISREG(st.st_mode):
+        problem = "not a regular file"
+    elif st.st_size > STATE_MAX_BYTES:
+        problem = f"{st.st_size} bytes, over the {STATE_MAX_BYTES}-byte limit"
+    elif st.st_size == 0:
+        problem = "empty"
+    else:
+        problem = _parse_entries(path, good)
+    if not problem:
+        return StateRead(tuple(good))
+    moved = path.with_name(f"{STATE_FILE_NAME}.bad-{int(time.time())}-{os.getpid()}")
+    try:
+        os.replace(path, moved)
+    except OSError as e:
+        return StateRead(tuple(good), f"{path}: {problem}; could not move it aside: {e.strerror or e}")
+    return StateRead(tuple(good), f"{path}: {problem}; moved aside to {moved.name}", moved)
+
+
+def _parse_entries(path: Path, good: list[StateEntry]) -> str:
+    """Append the valid entries to good; return what was wrong ("" when nothing)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(STATE_MAX_BYTES + 1).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return f"unreadable ({type(e).__name__})"
+    if not isinstance(data, dict) or data.get("version") != STATE_VERSION:
+        return f"unsupported (expected a JSON object with version {STATE_VERSION})"
+    raw = data.get("instances", [])
+    if not isinstance(raw, list):
+        return "'instances' is not a list"
+    bad = 0
+    for item in raw:
+        try:
+            good.append(StateEntry.from_json(item))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            bad += 1
+    return f"{bad} malformed instance entr{'y' if bad == 1 else 'ies'}" if bad else ""
 
 
 def write_state(state_dir: Path, entries: Iterable[StateEntry]) -> Path:

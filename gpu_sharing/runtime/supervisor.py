@@ -122,6 +122,12 @@ class Supervisor:
         self._next_log_check = 0.0
         self.version = 0
         """Bumped on every state or pid change, so callers know when to rewrite the state file."""
+        self.port_check: Callable[[InstanceLaunch], InstanceLaunch] | None = None
+        """Before each spawn: the launch to use (a new port when the recorded one is taken; runtime.port_owner)."""
+        self.listener_check: Callable[[InstanceLaunch, ProcessHandle], bool | None] | None = None
+        """READY gate: False when the port's listener is not this instance's process group."""
+        self.on_spawn: Callable[[InstanceLaunch, ProcessHandle | None], None] | None = None
+        """Journal hook: called before each spawn (handle None; an OSError refuses the spawn) and after it."""
 
     # ---- registry ---------------------------------------------------------------------------
     def add(self, launch: InstanceLaunch) -> None:
@@ -273,7 +279,7 @@ class Supervisor:
             return False
         if now >= rec.next_probe:
             rec.next_probe = now + STARTING_PROBE_INTERVAL_S
-            if self.health(rec.launch.url):  # STARTING -> READY
+            if self.health(rec.launch.url) and self._listener_is_ours(rec, now):  # STARTING -> READY
                 rec.ready_at = self.wall_clock()
                 rec.health_failures = 0
                 rec.next_probe = now + self.vllm.health_interval_s
@@ -283,6 +289,14 @@ class Supervisor:
             rec.handle.signal_group(signal.SIGKILL)
             self._fail(rec, now, f"not healthy within vllm.startup_timeout_s={self.vllm.startup_timeout_s:g}s; "
                                  f"killed. Log: {self._log_reason(rec)}")
+        return False
+
+    def _listener_is_ours(self, rec: _Record, now: float) -> bool:
+        if self.listener_check is None or rec.handle is None or self.listener_check(rec.launch, rec.handle) is not False:
+            return True
+        rec.handle.signal_group(signal.SIGKILL)  # ours never bound; the next spawn gets another port
+        self._fail(rec, now, f"port {rec.launch.port} answers /health but its listener is not this instance's "
+                             "process group (another process holds the port)")
         return False
 
     def _step_ready(self, rec: _Record, now: float) -> None:
@@ -337,6 +351,8 @@ class Supervisor:
         return True
 
     def _spawn(self, rec: _Record, now: float) -> None:
+        if self.port_check is not None:
+            rec.launch = self.port_check(rec.launch)
         ln = rec.launch
         req = SpawnRequest(instance_id=ln.instance_id, argv=ln.argv, env=dict(ln.env),
                            log_path=logs.log_path(self.log_dir, ln.instance_id),
@@ -347,7 +363,11 @@ class Supervisor:
             self.events(Event(EventKind.RESTART, f"starting again (restart {rec.restarts})",
                               instance_id=ln.instance_id, model=ln.model))
         try:
+            if self.on_spawn is not None:
+                self.on_spawn(ln, None)
             rec.handle = self.spawner.spawn(req)
+            if self.on_spawn is not None:
+                self.on_spawn(ln, rec.handle)
         except (OSError, ValueError) as e:
             rec.handle = None
             rec.started_at = self.wall_clock()

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gpu_sharing.config.intake import CONFIG_JSON_MAX_BYTES, check_hf_config, read_bounded
 from gpu_sharing.config.schema import ModelSettings
 from gpu_sharing.config.sizing_catalog import SizingCatalog
 from gpu_sharing.errors import UserError
@@ -53,18 +54,20 @@ def find_config_json(source: str, *, config_dir: Path | None = None, hf_cache_di
 
 
 def load_config_json(path: Path) -> dict[str, Any]:
+    raw = read_bounded(path, CONFIG_JSON_MAX_BYTES, "config.json")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read config.json ({e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: config.json must be a JSON object")
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # the position only: never echo the file's content
+        raise UserError(f"{path}: cannot read config.json ({type(e).__name__} at byte "
+                        f"{getattr(e, 'pos', '?')})") from None
+    check_hf_config(data, str(path))
     return data
 
 
 def model_config_json(model: ModelSettings, *, config_dir: Path | None = None,
                       hf_cache_dir: Path | None = None) -> tuple[dict[str, Any], str] | None:
     if isinstance(model.config_json, dict):
+        check_hf_config(model.config_json, f"models[{model.name}].config_json")
         return model.config_json, f"models[{model.name}].config_json"
     if isinstance(model.config_json, str):
         p = Path(os.path.expanduser(model.config_json))

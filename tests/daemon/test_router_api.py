@@ -174,7 +174,8 @@ def test_watchdog_interval_only_for_this_pid(monkeypatch):
 
 def test_empty_token_file_rejected(tmp_path: Path):
     (tmp_path / "t").write_text("  \n")
-    with pytest.raises(ValueError, match="empty"):
+    from gpu_sharing.errors import UserError
+    with pytest.raises(UserError, match="empty"):  # a clear exit 2 naming api.token_file, not a traceback
         read_token(str(tmp_path / "t"))
 
 

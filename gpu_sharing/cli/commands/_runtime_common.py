@@ -18,6 +18,7 @@ from gpu_sharing.config.schema import BackendKind, Config
 from gpu_sharing.reconcile.desired import DesiredPlan, desired_plan
 from gpu_sharing.reconcile.observe import running_instances
 from gpu_sharing.reconcile.reconciler import Reconciler
+from gpu_sharing.runtime.controller_lock import ControllerLock, cli_hint
 from gpu_sharing.sizing.measured_store import MeasuredSizes
 from simulator.node import default_state_dir
 
@@ -48,6 +49,12 @@ def state_dir(args: argparse.Namespace, cfg: Config) -> Path:
 def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", metavar="DIR", help="runtime state (instances.json, logs, measured sizes); "
                    "default: node.state_dir, or <sim-state>/daemon with --simulate")
+
+
+def controller_lock(args: argparse.Namespace, cfg: Config, verb: str) -> ControllerLock:
+    """The state dir's controller lock, taken for the length of a mutating command (``apply``, ``stop``):
+    refused, naming the holder, while the daemon (or another ``apply``) controls the node."""
+    return ControllerLock(state_dir(args, cfg), f"gpu-sharing {verb}").acquire(hint=cli_hint(verb))
 
 
 def make_reconciler(args: argparse.Namespace, cfg: Config, config_path: str | None, **collaborators) -> Reconciler:

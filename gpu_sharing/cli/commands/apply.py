@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_reconciler
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, controller_lock, make_reconciler
 from gpu_sharing.errors import UserError
 from gpu_sharing.planner.types import ActionKind, Plan
 from gpu_sharing.runtime.instance_state import InstanceState
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_simulate_flags(p)
     add_runtime_flags(p)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
+    p.add_argument("--timeout", type=common.bounded_float(0, 86400), metavar="SECONDS",
                    help="how long to wait for READY (default: vllm.startup_timeout_s + 60)")
     common.add_json_flag(p)
     p.set_defaults(func=run)
@@ -61,6 +61,11 @@ def _confirm(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
+    with controller_lock(args, cfg, "apply"):
+        return _run_locked(args, path, cfg)
+
+
+def _run_locked(args: argparse.Namespace, path: str, cfg) -> int:
     rec = make_reconciler(args, cfg, path)
     adopted = rec.adopt()
     plan, problems = rec.make_plan()

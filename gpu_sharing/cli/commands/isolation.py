@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("isolation", help="inspect isolation settings (CU masks)")
     isub = p.add_subparsers(dest="isolation_command", metavar="COMMAND", required=True)
     m = isub.add_parser("masks", help="compute disjoint XCC-spread HSA_CU_MASK values for instances sharing a partition")
-    m.add_argument("--cus", type=int, required=True, help="CUs of the partition (e.g. 38 for MI300X CPX)")
-    m.add_argument("--xccs", type=int, required=True, help="XCCs of the partition (e.g. 4 for MI300X DPX)")
+    m.add_argument("--cus", type=common.bounded_int(1, 1024), required=True, help="CUs of the partition (e.g. 38 for MI300X CPX)")
+    m.add_argument("--xccs", type=common.bounded_int(1, 64), required=True, help="XCCs of the partition (e.g. 4 for MI300X DPX)")
     m.add_argument("--share", action="append", default=[], metavar="ID=SHARE",
                    help="instance and its share: 0.5 (fraction), 19 (CU count) or 'auto' (equal split of the rest)")
     common.add_json_flag(m)

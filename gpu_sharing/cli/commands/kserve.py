@@ -8,6 +8,7 @@ YAML or to ``--out DIR`` as one file per object.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import yaml
@@ -15,7 +16,7 @@ import yaml
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands import _fleet
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
-from gpu_sharing.errors import UserError
+from gpu_sharing.errors import OperationError, UserError
 from gpu_sharing.hardware.backend import BackendError
 from gpu_sharing.reconcile.kserve_export import ExportOptions, ResourceNaming, build_manifests, serialize
 
@@ -30,9 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", metavar="DIR", help="write one YAML file per object here (default: stdout)")
     e.add_argument("--resource-naming", choices=[n.value for n in ResourceNaming], default="single",
                    help="AMD device plugin resource naming: amd.com/gpu (single) or amd.com/<cpx>_<nps> (mixed)")
-    e.add_argument("--namespace", help="metadata.namespace for every object")
+    e.add_argument("--namespace", type=dns_label, help="metadata.namespace for every object")
     _fleet.add_fleet_flag(e)  # --fleet: see _fleet.py
     e.set_defaults(func=run)
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def dns_label(text: str) -> str:
+    """A Kubernetes namespace is an RFC 1123 label (kubernetes.io/docs/concepts/overview/working-with-objects/names)."""
+    if not DNS_LABEL.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:70]!r} is not a namespace name (RFC 1123 label: lower-case "
+                                         "letters, digits and '-', at most 63, starting and ending alphanumeric)")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +62,14 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out}: exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
-        for obj in objects:
-            name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-            (out / name).write_text(yaml.safe_dump(obj, sort_keys=False))
-            print(out / name)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            for obj in objects:
+                name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+                (out / name).write_text(yaml.safe_dump(obj, sort_keys=False))
+                print(out / name)
+        except OSError as e:
+            raise OperationError(f"--out {out}: cannot write the manifests: {e.strerror or e}") from None
     else:
         print(yaml.safe_dump_all(objects, sort_keys=False), end="")
     return 0

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands._runtime_common import sim_state_dir
-from gpu_sharing.config.schema import BackendKind
+from gpu_sharing.config.schema import BackendKind, Config
 from gpu_sharing.errors import OperationError, UserError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M
+from gpu_sharing.runtime.controller_lock import ControllerLock, cli_hint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--compute", type=str.upper, choices=[c.value for c in C])
     st.add_argument("--memory", type=str.upper, choices=[m.value for m in M if m != M.NPS8])
     st.add_argument("--reload-driver", action="store_true", help="reload amdgpu so a memory mode applies")
+    st.add_argument("--state-dir", metavar="DIR", help="the daemon's state dir, whose controller lock this command "
+                    "takes (default: <sim-state>/daemon with --simulate, else node.state_dir of the default config)")
     st.set_defaults(func=run_set)
 
 
@@ -90,6 +94,31 @@ def _observe(backend: PartitionBackend) -> Inventory:
 def run_set(args: argparse.Namespace) -> int:
     if not args.compute and not args.memory and not args.reload_driver:
         raise UserError("partition set: give --compute MODE and/or --memory MODE (or --reload-driver)")
+    lock = _controller_lock(args)
+    try:
+        return _set_locked(args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _controller_lock(args: argparse.Namespace) -> ControllerLock | None:
+    """Changing modes under a running daemon would fight its plan: refuse while it holds the state dir."""
+    if args.state_dir:
+        sdir = Path(args.state_dir)
+    elif args.simulate:
+        sdir = sim_state_dir(args) / "daemon"
+    else:
+        try:
+            sdir = Path(common.load(args)[1].node.state_dir)
+        except UserError:
+            sdir = Path(Config(version="v1").node.state_dir)
+    if not sdir.is_dir():
+        return None  # no daemon ever ran with this state dir
+    return ControllerLock(sdir, "gpu-sharing partition set").acquire(hint=cli_hint("partition set"))
+
+
+def _set_locked(args: argparse.Namespace) -> int:
     backend = backend_for(args)
     inv = _observe(backend)
     gpus = [g.index for g in inv.gpus] if args.gpu == "all" else [_gpu_index(args.gpu, inv)]

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_config_flag(p)
     common.add_simulate_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--api-port", type=int, help="override api.port (0 = any free port)")
+    p.add_argument("--api-port", type=common.bounded_int(0, 65535), help="override api.port (0 = any free port)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--log-format", default="text", choices=["text", "json"],
                    help="event lines as readable text (default) or one JSON object per line")

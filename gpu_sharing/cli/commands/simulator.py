@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps.required = True
     init = ps.add_parser("init", help="create a simulated node (replaces an existing one)")
     init.add_argument("--gpu-model", default="MI300X", choices=list(CATALOG))
-    init.add_argument("--gpus", type=int, default=8)
+    init.add_argument("--gpus", type=common.bounded_int(1, 64), default=8)
     init.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")
     init.add_argument("--compute", type=str.upper)
     init.add_argument("--memory", type=str.upper)
-    init.add_argument("--reload-time-s", type=float, default=2.0)
+    init.add_argument("--reload-time-s", type=common.bounded_float(0, 3600), default=2.0)
     init.add_argument("--non-root", action="store_true", help="simulate a user without root (NO_PERM on changes)")
     init.set_defaults(func=run_init)
     show = ps.add_parser("show", help="print the node state")
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "version.amdsmi_wheel=7.9.0, device.memory_caps='[\"NPS1\"]', version.amdgpu=null")
     fault.add_argument("--kfd-mode-switch", choices=["strict", "cgroup_exclusion"],
                        help="when the KFD refuses a compute-mode change (strict: any /dev/kfd holder on the node)")
-    fault.add_argument("--count", type=int, default=1, help="how many calls fail (-1 = all)")
+    fault.add_argument("--count", type=common.bounded_int(-1, 1_000_000), default=1, help="how many calls fail (-1 = all)")
     fault.set_defaults(func=run_fault)
     clear = ps.add_parser("clear-faults", help="remove injected failures")
     clear.add_argument("--state", "--sim-state", dest="sim_state", metavar="DIR")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from gpu_sharing.cli import common
-from gpu_sharing.config.loader import load_config, load_sizing_catalog, resolve_relative
+from gpu_sharing.config.loader import load_config, load_sizing_catalog, resolve_relative, validation_problems
 from gpu_sharing.config.schema import ModelSettings
-from gpu_sharing.errors import UserError
+from gpu_sharing.errors import ConfigError, UserError
 from gpu_sharing.sizing import size_from_config_json, size_model
 from gpu_sharing.sizing.fit import fit_table, max_model_len_that_fits
 from gpu_sharing.sizing.resolve import load_config_json
@@ -22,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_config_flag(p)
     common.add_json_flag(p)
     p.add_argument("--config-json", metavar="FILE", help="size a bare config.json file")
-    p.add_argument("--max-model-len", type=int)
-    p.add_argument("--max-num-seqs", type=int)
-    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--max-model-len", type=common.bounded_int(1, 1 << 24))
+    p.add_argument("--max-num-seqs", type=common.bounded_int(1, 1 << 20))
+    p.add_argument("--tp", type=common.bounded_int(1, 64), default=1)
     p.add_argument("--quantization")
     p.add_argument("--kv-cache-dtype", default=None)
     p.add_argument("--enforce-eager", action="store_true", default=None)
@@ -50,7 +52,11 @@ def _settings(args: argparse.Namespace) -> tuple[ModelSettings, object, Path | N
     catalog = None
     if cfg and cfg.sizing.catalog:
         catalog = load_sizing_catalog(resolve_relative(path, cfg.sizing.catalog))
-    return ModelSettings(**data), catalog, Path(path).resolve().parent if path else None
+    try:
+        model = ModelSettings(**data)
+    except ValidationError as e:  # --quantization / --kv-cache-dtype / a bad config.json: name the option
+        raise ConfigError("size options", validation_problems(e)) from None
+    return model, catalog, Path(path).resolve().parent if path else None
 
 
 def run(args: argparse.Namespace) -> int:

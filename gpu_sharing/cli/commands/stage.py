@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="*", metavar="MODEL", help="model names (default: all enabled)")
     common.add_config_flag(p)
     common.add_json_flag(p)
-    p.add_argument("--budget-bytes", type=int, help="refuse downloads larger than this")
+    p.add_argument("--budget-bytes", type=common.bounded_int(0, 1 << 62), help="refuse downloads larger than this")
     p.set_defaults(func=run)
 
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="show the running daemon's GPUs, instances and last reconcile")
     p.add_argument("--api", metavar="URL", help="daemon API URL (default: from the config's api.host/api.port)")
     common.add_config_flag(p)
-    p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="HTTP timeout (default 5)")
+    p.add_argument("--timeout", type=common.bounded_float(0.001, 3600), default=5.0, metavar="SECONDS", help="HTTP timeout (default 5)")
     common.add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -14,7 +14,7 @@ import argparse
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands._daemon_api import daemon_running, operate
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_reconciler
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, controller_lock, make_reconciler
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import UserError
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_config_flag(p)
     common.add_simulate_flags(p)
     add_runtime_flags(p)
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="default: vllm.stop_grace_s + 10")
+    p.add_argument("--timeout", type=common.bounded_float(0, 86400), metavar="SECONDS", help="default: vllm.stop_grace_s + 10")
     p.add_argument("--api", metavar="URL", help="the running daemon's API (default: from the config)")
     p.add_argument("--token-file", metavar="FILE", help="bearer token for the daemon (default: api.token_file)")
     p.add_argument("--no-daemon", action="store_true", help="stop processes directly even if a daemon runs")
@@ -53,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         if args.config:
             raise
         path, cfg = None, Config(version="v1")  # stop works from the state file alone
+    with controller_lock(args, cfg, "stop"):
+        return _stop_locked(args, cfg, path)
+
+
+def _stop_locked(args: argparse.Namespace, cfg: Config, path: str | None) -> int:
     rec = make_reconciler(args, cfg, path)
     rec.adopt(restart_dead=False)
     launches = rec.supervisor.launches()
