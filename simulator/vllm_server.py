@@ -31,6 +31,7 @@ from aiohttp import web
 
 from simulator.node import SimNode, SimOutOfMemory, default_state_dir
 from simulator.vllm_args import ServeArgs, parse_serve_args
+from simulator.vllm_engine import attach, resolve_devices
 from simulator.vllm_metrics import FakeMetrics
 
 VERSION = "0.33.0"
@@ -182,13 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     log("INFO", "utils.py:253", f"vLLM server version {VERSION}, serving model {args.model}")
     log("INFO", "utils.py:254", f"non-default args: {{'model': {args.model!r}, 'port': {args.port}}}")
     try:
-        cu_mask = check_cu_mask(env, len(devices))
+        devices, cu_mask = resolve_devices(env, log)  # ROCm's device numbering, V1 layout: vllm_engine.py
     except Exception as e:  # noqa: BLE001 - CuMaskError: ROCm refuses to start the queue
         print(f"RuntimeError: HSA_CU_MASK rejected: {e}", file=sys.stderr, flush=True)
         return 1
     state = os.environ.get("GPU_SHARING_SIM_STATE")
     node = SimNode.open_or_create(state or default_state_dir()) if state is not None or default_state_dir().exists() else None
     fake = FakeVllm(args, devices, node, cu_mask)
+    attach(fake, env)
     stopping = {"flag": False}
 
     def early_term(signum, frame):  # before serving, SIGTERM aborts start-up (vLLM: KeyboardInterrupt)

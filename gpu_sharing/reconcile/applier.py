@@ -26,6 +26,7 @@ from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import Placement, Plan
+from gpu_sharing.reconcile.cu_sharing import CuAssignment
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
 from gpu_sharing.runtime.supervisor import InstanceLaunch, Supervisor
@@ -87,7 +88,7 @@ class Applier:
     def __init__(self, config: Config, backend: PartitionBackend, supervisor: Supervisor, ports: PortAllocator,
                  build_launch: LaunchBuilder, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, progress: Progress | None = None,
-                 cu_masks: Callable[[Plan, Inventory], dict[str, str]] | None = None):
+                 cu_masks: Callable[[Plan, Inventory, dict[str, str | None]], CuAssignment] | None = None):
         self.config = config
         self.backend = backend
         self.supervisor = supervisor
@@ -215,12 +216,15 @@ class Applier:
     # ---- 5: start ------------------------------------------------------------------------------
     def _start(self, plan: Plan, inventory: Inventory, run: _Run) -> None:
         masks: dict[str, str] = {}
+        to_start = list(plan.to_start)
         if self.cu_masks is not None and plan.to_start:
             try:
-                masks = self.cu_masks(plan, inventory)
+                cus = self.cu_masks(plan, inventory, self._running_masks())
+                masks = dict(cus.masks)
+                to_start += self._restart_for_masks(plan, cus, run)
             except GpuSharingError as e:
                 run.failures.append(ApplyFailure("node", "start", f"CU masks: {e}; starting without masks"))
-        for placement in plan.to_start:
+        for placement in to_start:
             iid = placement.instance_id
             blocked = sorted({p.gpu for p in placement.partitions} & run.failed_gpus)
             if blocked:
@@ -245,6 +249,21 @@ class Applier:
                 continue
             self.progress(f"starting {iid} on {', '.join(str(p) for p in placement.partitions)} port {port}")
             run.started.append(iid)
+
+    def _running_masks(self) -> dict[str, str | None]:
+        """The HSA_CU_MASK each supervised, not stopped instance runs with (None: no mask)."""
+        return {ln.instance_id: dict(ln.env).get("HSA_CU_MASK") for ln in self.supervisor.launches()
+                if self.supervisor.state_of(ln.instance_id) != InstanceState.STOPPED}
+
+    def _restart_for_masks(self, plan: Plan, cus: CuAssignment, run: _Run) -> list[Placement]:
+        """Stop the running neighbours a rebalance names; return their placements to start again."""
+        if not cus.restarts:
+            return []
+        for iid in cus.restarts:
+            self.progress(f"restarting {iid}: {cus.reasons.get(iid, 'CU masks rebalanced')}")
+        self._stop(list(cus.restarts), run)
+        stopped = set(run.stopped)
+        return [p for p in plan.placements if p.instance_id in cus.restarts and p.instance_id in stopped]
 
     def _report(self, run: _Run, plan: Plan, t0: float) -> ApplyReport:
         return ApplyReport(stopped=tuple(run.stopped), repartitioned=tuple(run.repartitioned),

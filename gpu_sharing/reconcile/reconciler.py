@@ -229,7 +229,7 @@ class Reconciler:
                                  fingerprint=fingerprints.get(placement.model, ""))
         return Applier(config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
                        sleep=self.sleep, progress=self.progress,
-                       cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config))
+                       cu_masks=lambda plan, inv, running: self.cu_masks(plan, inv, config, running))
 
     # ---- supervision --------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> None:
