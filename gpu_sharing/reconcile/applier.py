@@ -29,6 +29,7 @@ from gpu_sharing.planner.types import Placement, Plan
 from gpu_sharing.reconcile.cu_sharing import CuAssignment
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
+from gpu_sharing.runtime.process_group import instance_pids, pids_by_group
 from gpu_sharing.runtime.supervisor import InstanceLaunch, Supervisor
 
 VRAM_RELEASE_TIMEOUT_S = 60.0
@@ -122,11 +123,12 @@ class Applier:
 
     # ---- 1-2: stop and wait for VRAM ---------------------------------------------------------
     def _stop(self, instance_ids: list[str], run: _Run) -> set[int]:
-        pids = set()
+        pids: set[int] = set()
+        groups = pids_by_group()  # vLLM V1's EngineCore/workers hold the VRAM: wait for the whole group
         for iid in instance_ids:
             handle = self.supervisor.handle_of(iid)
             if handle is not None:
-                pids.add(handle.pid)
+                pids |= instance_pids(handle.pid, handle.pgid, groups=groups)
             self.progress(f"stopping {iid}")
             self.supervisor.stop(iid)
         grace = self.config.vllm.stop_grace_s + 10.0

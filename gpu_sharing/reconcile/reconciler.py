@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from gpu_sharing.config.schedule import active_models
-from gpu_sharing.config.schema import Config
+from gpu_sharing.config.schema import Config, LauncherKind
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.isolation import unit_name_for
 from gpu_sharing.planner import plan as run_planner
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
 from gpu_sharing.reconcile.adoption import adopt_entries, launch_to_entry
@@ -39,7 +40,8 @@ from gpu_sharing.reconcile.staging_gate import StagingGate
 from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
-from gpu_sharing.runtime.spawner import Spawner, group_pids
+from gpu_sharing.runtime.process_group import instance_pids, pids_by_group
+from gpu_sharing.runtime.spawner import Spawner
 from gpu_sharing.runtime.staging import StagingManager
 from gpu_sharing.runtime.state_file import read_state, write_state
 from gpu_sharing.runtime.supervisor import InstanceStatus, Supervisor
@@ -246,12 +248,17 @@ class Reconciler:
             self.recorder.errors.append(f"recording measured sizes: {e}")
             return
         launches = {ln.instance_id: ln for ln in self.supervisor.launches()}
-        groups = {}
-        for iid in launches:
-            handle = self.supervisor.handle_of(iid)
-            if handle is not None:
-                groups[iid] = group_pids(handle.pgid)
+        by_group = pids_by_group()
+        groups = {iid: self.instance_pids(iid, by_group) for iid in launches}
         self.recorder.drain(inventory, launches, groups, {m.name: m for m in self.config.models})
+
+    def instance_pids(self, instance_id: str, groups: Mapping[int, Iterable[int]] | None = None) -> frozenset[int]:
+        """Every pid of a live instance (process group, systemd unit): vLLM V1 holds VRAM in children."""
+        handle = self.supervisor.handle_of(instance_id)
+        if handle is None:
+            return frozenset()
+        unit = unit_name_for(instance_id) if self.config.node.launcher == LauncherKind.SYSTEMD_RUN else None
+        return instance_pids(handle.pid, handle.pgid, groups=groups, unit_name=unit)
 
     def statuses(self) -> list[InstanceStatus]:
         return self.supervisor.statuses()
