@@ -38,6 +38,11 @@ class LauncherKind(str, Enum):
     SYSTEMD_RUN = "systemd-run"
 
 
+class KfdModeSwitch(str, Enum):
+    STRICT = "strict"
+    CGROUP_EXCLUSION = "cgroup_exclusion"
+
+
 class MemoryPolicy(str, Enum):
     WARN = "warn"
     RESTART = "restart"
@@ -86,6 +91,12 @@ class NodeSettings(Strict):
     """Daemon state (instances, measured sizes). systemd's StateDirectory= sets it."""
     launcher: LauncherKind = LauncherKind.DIRECT
     """direct (own process group, NUMA CPU affinity) or systemd-run (transient unit per instance)."""
+    kfd_mode_switch: KfdModeSwitch = KfdModeSwitch.STRICT
+    """When this kernel refuses a compute-partition change as BUSY. strict (kernels without the May-2025
+    KFD change "allow compute partition mode switch with cgroup exclusions"): any GPU process on the node
+    blocks every change, so a compute-mode change drains the whole node. cgroup_exclusion (kernels with
+    it): only processes whose device cgroup allows that GPU block it; with launcher: systemd-run (each
+    instance's unit allows only its own render nodes) the other GPUs keep serving."""
     simulator: SimulatorSettings = SimulatorSettings()
 
     @field_validator("gpu_model")

@@ -1,13 +1,16 @@
 """Execute a Plan in the one safe order, touching only the GPUs concerned.
 
     1. stop what must stop (the plan's to_stop, plus anything of ours on a GPU
-       being repartitioned), SIGTERM then SIGKILL after stop_grace_s;
+       being repartitioned, or every instance of the node when a compute-mode
+       change needs a node-wide drain: ``drain.py``), SIGTERM then SIGKILL after
+       stop_grace_s;
     2. wait (bounded) until the backend no longer lists those pids: VRAM released;
     3. change modes: memory first (only when node.allow_driver_reload; then one
        driver reload with progress), then compute, per GPU;
     4. re-read the inventory (handles and HIP indices change after a mode change);
     5. start: launches built from the NEW inventory, with CU masks for instances
        sharing a partition; the supervisor brings them up one per partition.
+       Instances drained in step 1 that the plan keeps are started again here.
 
 Why errors are values: a BUSY GPU or a failed reload must not take down the
 daemon or the other GPUs. Each failure is recorded in the ApplyReport (the next
@@ -18,7 +21,7 @@ and instances that were not stopped keep serving.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from gpu_sharing.config.schema import Config
@@ -27,6 +30,7 @@ from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import Placement, Plan
 from gpu_sharing.reconcile.cu_sharing import CuAssignment
+from gpu_sharing.reconcile.drain import drain_reason
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
 from gpu_sharing.runtime.process_group import instance_pids, pids_by_group
@@ -104,13 +108,24 @@ class Applier:
         t0 = self.clock()
         run = _Run()
         repartition_gpus = {t.gpu for t in plan.to_repartition}
-        to_stop = list(plan.to_stop) + [
-            ln.instance_id for ln in self.supervisor.launches()
-            if ln.instance_id not in plan.to_stop and any(int(p.split(".")[0]) in repartition_gpus for p in ln.partitions)
-            and self.supervisor.state_of(ln.instance_id) != InstanceState.STOPPED]
+        live = [ln for ln in self.supervisor.launches()
+                if ln.instance_id not in plan.to_stop and self.supervisor.state_of(ln.instance_id) != InstanceState.STOPPED]
+        drain = drain_reason(plan, self.config)
+        if drain:
+            self.progress(f"draining the node: {drain}")
+            wait_gpus = {g.index for g in inventory.gpus}
+            to_stop = list(plan.to_stop) + [ln.instance_id for ln in live]
+            starting = {p.instance_id for p in plan.to_start}
+            restore = tuple(p for p in plan.placements
+                            if p.instance_id in {ln.instance_id for ln in live} and p.instance_id not in starting)
+            plan = replace(plan, to_start=plan.to_start + restore)  # drained instances the plan keeps: start again
+        else:
+            wait_gpus = repartition_gpus
+            to_stop = list(plan.to_stop) + [ln.instance_id for ln in live
+                                            if any(int(p.split(".")[0]) in repartition_gpus for p in ln.partitions)]
         stopped_pids = self._stop(to_stop, run)
         if plan.to_repartition:
-            self._wait_vram_released(stopped_pids, repartition_gpus, run)
+            self._wait_vram_released(stopped_pids, wait_gpus, run)
             self._repartition(plan, run)
         if run.mutating_calls or plan.to_repartition:
             try:

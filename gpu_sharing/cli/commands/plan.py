@@ -10,6 +10,7 @@ import argparse
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
+from gpu_sharing.reconcile.drain import drain_reason
 
 SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     plan, problems = result.plan, result.desired.problems
     out = plan_json(plan)
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
+    out["drain"] = drain_reason(plan, cfg)
     if args.json:
         common.print_json(out)
     else:
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
             print("No instances in the plan.")
         for u in out["unplaceable"]:
             print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
+        if out["drain"]:
+            print(f"! drain       node{'':<24} {out['drain']}: every instance stops, then starts again")
         s = plan.solver
         starts, stops, reparts = len(plan.to_start), len(plan.to_stop), len(plan.to_repartition)
         print(f"\nPlan: {starts} to start, {stops} to stop, {reparts} to repartition, {len(plan.unchanged)} unchanged, "
