@@ -126,7 +126,7 @@ class Applier:
         stopped_pids = self._stop(to_stop, run)
         if plan.to_repartition:
             self._wait_vram_released(stopped_pids, wait_gpus, run)
-            self._repartition(plan, run)
+            self._repartition(plan, run, inventory)
         if run.mutating_calls or plan.to_repartition:
             try:
                 inventory = self.backend.inventory()
@@ -187,7 +187,7 @@ class Applier:
             self.sleep(POLL_INTERVAL_S)
 
     # ---- 3: modes ------------------------------------------------------------------------------
-    def _repartition(self, plan: Plan, run: _Run) -> None:
+    def _repartition(self, plan: Plan, run: _Run, inventory: Inventory) -> None:
         memory = [t for t in plan.to_repartition if t.memory_changes]
         if memory and not self.config.node.allow_driver_reload:
             for t in memory:
@@ -206,8 +206,9 @@ class Applier:
                 progress=lambda msg, frac: self.progress(f"driver reload: {msg} ({frac:.0%})")))
             if not reload_ok:
                 run.failed_gpus.update(t.gpu for t in memory)
+        reassert = self._after_reload(plan, memory, run, inventory)
         for t in plan.to_repartition:
-            if t.gpu in run.failed_gpus or not t.compute_changes:
+            if t.gpu in run.failed_gpus or not (t.compute_changes or t.gpu in reassert):
                 if t.gpu not in run.failed_gpus:
                     run.repartitioned.append(t.gpu)
                 continue
@@ -217,6 +218,24 @@ class Applier:
                 run.repartitioned.append(t.gpu)
             else:
                 run.failed_gpus.add(t.gpu)
+        for t in plan.gpus:  # hive GPUs the plan does not repartition: back to the mode they had
+            if t.gpu in reassert and t.gpu not in {x.gpu for x in plan.to_repartition}:
+                self.progress(f"setting GPU {t.gpu} back to {t.compute_mode.value} after the driver reload")
+                if not self._call(run, t.gpu, "compute-mode", f"setting compute partition {t.compute_mode.value}",
+                                  lambda t=t: self.backend.set_compute_mode(t.gpu, t.compute_mode)):
+                    run.failed_gpus.add(t.gpu)
+
+    def _after_reload(self, plan: Plan, memory: list, run: _Run, inventory: Inventory) -> set[int]:
+        """GPUs whose compute mode must be set again: every GPU of a hive whose memory mode was reloaded.
+
+        The reload re-initialises partitioning with the kernel's default (auto) compute mode for the new
+        NPS mode (amdgpu.user_partt_mode, default auto; docs/hardware-facts.md: "re-set compute mode
+        afterwards"), so a compute mode the plan does not change may still be lost.
+        """
+        if not memory or any(t.gpu in run.failed_gpus for t in memory):
+            return set()
+        hives = {g.hive_id for g in inventory.gpus if g.index in {t.gpu for t in memory}}
+        return {g.index for g in inventory.gpus if g.hive_id in hives and g.index not in run.failed_gpus}
 
     def _call(self, run: _Run, gpu: int | None, stage: str, what: str, fn: Callable[[], None]) -> bool:
         run.mutating_calls += 1
