@@ -41,9 +41,16 @@ def _na(fn, *a):
 
 
 def _emit(obj) -> None:
-    if smi._node().take_fault("list") == "GARBAGE":  # noqa: SLF001 - fault knob
+    node = smi._node()  # noqa: SLF001 - fault knob
+    if node.take_fault("list") == "GARBAGE":
         print('{"gpu_data": [{"gpu": 0, "partition": ')
         return
+    if node.state().get("cli_version") == "6.4" and isinstance(obj, dict) and "gpu_data" in obj:
+        # ROCm 6.4's CLI prints bare arrays and names the compute mode compute_partition (renamed in
+        # 6.4.2; shared reference amd-smi-shapes.md: CMD64 = amdsmi_commands.py @7ac597a8, CHG 7.0.0)
+        obj = [{**r, "partition": {("compute_partition" if k == "accelerator_partition" else k): v
+                                   for k, v in r["partition"].items()}} if "partition" in r else r
+               for r in obj["gpu_data"]]
     print(json.dumps(obj, indent=4))
 
 

@@ -284,6 +284,18 @@ class SimNode:
         with self._edit() as state:
             state["kfd_mode_switch"] = mode
 
+    def set_failing_reading(self, gpu: int, failing: bool = True) -> None:
+        """Knob: this GPU's partition readings fail (fake amdsmi raises, the fake CLI prints "N/A")."""
+        with self._edit() as state:
+            _gpu(state, gpu)["failing_reading"] = bool(failing)
+
+    def set_cli_version(self, version: str) -> None:
+        """Knob: the fake amd-smi CLI's output style, "7.0" (default) or "6.4" (bare JSON arrays)."""
+        if version not in ("7.0", "6.4"):
+            raise ValueError(f"cli version must be 7.0 or 6.4, not {version!r}")
+        with self._edit() as state:
+            state["cli_version"] = version
+
     def set_reload_time(self, seconds: float) -> None:
         with self._edit() as state:
             state["reload_time_s"] = float(seconds)

@@ -87,7 +87,11 @@ def desired_state(config: Config, *, gpu_indices: Sequence[int], now: datetime, 
 
 def plan_desired(desired: DesiredState, inventory: Inventory, running: Sequence[RunningInstance], *,
                  held: Collection[str] = (), planner: PlannerFn = run_planner) -> Plan:
-    """The planner's plan; instances in ``held`` (ids) are never started."""
+    """The planner's plan; instances in ``held`` (ids) are never started. Instances on a GPU whose readings
+    failed (``inventory.unknown``) are invisible to the planner, so it never stops them."""
+    unknown = {g.index for g in inventory.unknown}
+    if unknown:
+        running = [r for r in running if not any(ref.gpu in unknown for ref in r.partitions)]
     plan = planner(inventory, desired.demands, running, desired.policy)
     if held:
         plan = dataclasses.replace(plan, to_start=tuple(p for p in plan.to_start if p.instance_id not in held))

@@ -209,7 +209,8 @@ class Reconciler:
             self.last_plan = plan
             result = self._applier().apply(plan, inventory)
             self.save_state(force=True)
-            errors = tuple(str(f) for f in result.failures)
+            errors = tuple(str(f) for f in result.failures) + tuple(
+                f"gpu {u.index} ({u.bdf}): readings failed, left as it is: {u.reason}" for u in inventory.unknown)
             report = ReconcileReport(plan=plan, apply=result, unplaceable=tuple(plan.unplaceable) + problems,
                                      errors=errors, duration_s=self.clock() - t0)
             self.last_report = report
