@@ -150,3 +150,19 @@ def test_properties(kinds, sizes, pinned):
         spec = get_spec(inv.gpu(x.gpu).model)
         if len({r.gpu for r in x.partitions}) > 1:
             assert x.memory_bytes_per_rank * x.tp > spec.vram_bytes * (1 - policy.headroom_fraction) or x.tp > 1
+
+
+def test_reported_memory_caps_narrow_the_catalogs_modes():
+    """amdsmi's memory-partition caps (the firmware's offer) are used together with the catalog (issue 14)."""
+    from dataclasses import replace
+
+    from gpu_sharing.planner.problem import layouts_for
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+    from gpu_sharing.planner.types import PlannerPolicy
+
+    inv = node(1)
+    full = {(lay.compute, lay.memory) for lay in layouts_for(inv, PlannerPolicy(allow_driver_reload=True))[0].layouts}
+    assert (C.CPX, M.NPS4) in full
+    only_nps1 = replace(inv, gpus=(replace(inv.gpus[0], memory_caps=(M.NPS1,)),))
+    narrowed = layouts_for(only_nps1, PlannerPolicy(allow_driver_reload=True))[0].layouts
+    assert {lay.memory for lay in narrowed} == {M.NPS1}
