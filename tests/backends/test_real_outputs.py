@@ -18,7 +18,7 @@ from simulator.node import SimNode
 from test_contract import make
 
 
-@pytest.mark.parametrize("kind", ["simulated", "amdsmi", "amd-smi-cli"])
+@pytest.mark.parametrize("kind", ["simulated", "amdsmi", "amdsmi-real", "amd-smi-cli"])
 def test_one_failing_reading_marks_only_that_gpu_unknown(tmp_path, kind):
     node = SimNode.create(tmp_path, "MI300X", 2, reload_time_s=0)
     node.set_failing_reading(1)
