@@ -182,29 +182,24 @@ def rocr_devices(env: dict[str, str], accessible: list[int]) -> list[int]:
 
     ``accessible`` are the node indices whose render node the process may open, in node order.
     """
-    text = env.get("ROCR_VISIBLE_DEVICES")
-    if not text:
-        return list(accessible)
-    picked = _index_list("ROCR_VISIBLE_DEVICES", text)
-    bad = [i for i in picked if i >= len(accessible)]
-    if bad:
-        raise VisibilityError(f"ROCR_VISIBLE_DEVICES={text!r}: index {bad[0]} does not exist; the process can "
-                              f"open {len(accessible)} device(s)")
-    return [accessible[i] for i in picked]
+    return _pick("ROCR_VISIBLE_DEVICES", env.get("ROCR_VISIBLE_DEVICES"), accessible, "the process can open")
 
 
 def process_devices(env: dict[str, str], accessible: list[int]) -> list[int]:
     """Node device indices the process computes on, in HIP order (rules D1-D3): HIP device i = entry i."""
-    rocr = rocr_devices(env, accessible)
     text = env.get("HIP_VISIBLE_DEVICES") or env.get("CUDA_VISIBLE_DEVICES")
+    return _pick("HIP_VISIBLE_DEVICES", text, rocr_devices(env, accessible), "visible to ROCr after its filtering")
+
+
+def _pick(name: str, text: str | None, devices: list[int], what: str) -> list[int]:
+    """``devices`` filtered and reordered by the index list ``text`` (all of them when unset)."""
     if not text:
-        return rocr
-    picked = _index_list("HIP_VISIBLE_DEVICES", text)
-    bad = [i for i in picked if i >= len(rocr)]
+        return list(devices)
+    picked = _index_list(name, text)
+    bad = [i for i in picked if i >= len(devices)]
     if bad:
-        raise VisibilityError(f"HIP_VISIBLE_DEVICES={text!r}: index {bad[0]} does not exist after ROCr filtering "
-                              f"({len(rocr)} device(s) visible to ROCr)")
-    return [rocr[i] for i in picked]
+        raise VisibilityError(f"{name}={text!r}: index {bad[0]} does not exist ({len(devices)} device(s) {what})")
+    return [devices[i] for i in picked]
 
 
 def effective_cu_masks(env: dict[str, str], accessible: list[int], *,

@@ -52,16 +52,6 @@ def check_visibility(env: dict[str, str]) -> list[int]:
     return [int(x) for x in visible.split(",") if x.strip()] if visible else [0]
 
 
-def check_cu_mask(env: dict[str, str], visible: int) -> str | None:
-    mask = env.get("HSA_CU_MASK")
-    if mask is None:
-        return None
-    from simulator.cu_mask_check import parse_hsa_cu_mask
-
-    parse_hsa_cu_mask(mask, visible)
-    return mask
-
-
 class FakeVllm:
     def __init__(self, args: ServeArgs, devices: list[int], node: SimNode | None, cu_mask: str | None):
         self.args = args

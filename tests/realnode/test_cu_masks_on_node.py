@@ -26,10 +26,10 @@ QWEN = ('{model_type: qwen2, hidden_size: 896, intermediate_size: 4864, num_hidd
         'num_key_value_heads: 2, vocab_size: 151936, tie_word_embeddings: true, torch_dtype: bfloat16}')
 
 
-def config_text(port: int, shares: dict[str, float]) -> str:
+def config_text(port: int, shares: dict[str, float | None]) -> str:
     models = "\n".join(
-        f"  - {{name: {n}, source: org/{n}, config_json: {QWEN}, max_model_len: 1024, gpus: [1], "
-        f"limits: {{compute_share: {s}}}}}" for n, s in shares.items())
+        f"  - {{name: {n}, source: org/{n}, config_json: {QWEN}, max_model_len: 1024, gpus: [1]"
+        + (f", limits: {{compute_share: {s}}}}}" if s is not None else "}") for n, s in shares.items())
     return f"""
 version: v1
 node: {{simulator: {{startup_time_s: 0.1}}}}
@@ -73,7 +73,7 @@ def assert_own_and_disjoint(masks) -> None:
 def test_masks_apply_to_own_device_and_newcomer_gets_free_cus(tmp_path):
     SimNode.create(tmp_path / "sim", "MI300X", 2, compute_mode="CPX", reload_time_s=0)
     node = SimNode.open(tmp_path / "sim")
-    port = 25700
+    port = 27100
     cfg = parse_config_text(config_text(port, {"qb": 0.5, "qc": 0.25}), "masks.yaml")
     rec = Reconciler(cfg, SimulatedBackend(node), state_dir=tmp_path / "state", simulate=True,
                      sim_state_dir=tmp_path / "sim")
@@ -96,5 +96,38 @@ def test_masks_apply_to_own_device_and_newcomer_gets_free_cus(tmp_path):
         assert len({s.partitions for s in rec.statuses()}) == 1
         assert_own_and_disjoint(masks)
         assert {s.instance_id: s.pid for s in rec.statuses() if s.instance_id != "qa-0"} == before  # no restart
+    finally:
+        rec.stop_all(timeout_s=10)
+
+
+def test_rebalance_is_shown_by_plan_and_restarts_only_the_named_neighbour(tmp_path, capsys):
+    import json
+
+    from gpu_sharing.cli.main import main as cli
+
+    SimNode.create(tmp_path / "sim", "MI300X", 2, compute_mode="CPX", reload_time_s=0)
+    node = SimNode.open(tmp_path / "sim")
+    port = 27150
+    alone = config_text(port, {"qa": None})  # qa alone, no limits: no mask, it holds every CU of its partition
+    rec = Reconciler(parse_config_text(alone, "m.yaml"), SimulatedBackend(node), state_dir=tmp_path / "state",
+                     simulate=True, sim_state_dir=tmp_path / "sim")
+    try:
+        assert rec.reconcile_once().ok and rec.wait_settled(timeout_s=30)
+        pid = rec.statuses()[0].pid
+        both = config_text(port, {"qa": None, "qb": 0.5})  # qa unchanged; qb needs half of qa's partition
+        (tmp_path / "m.yaml").write_text(both)
+        assert cli(["plan", "-c", str(tmp_path / "m.yaml"), "--simulate", "--sim-state", str(tmp_path / "sim"),
+                    "--state-dir", str(tmp_path / "state"), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert list(shown["cu_mask_restarts"]) == ["qa-0"] and "qb-0" in shown["cu_mask_restarts"]["qa-0"]
+
+        rec.update_config(parse_config_text(both, "m.yaml"))
+        report = rec.reconcile_once()
+        assert report.ok, report.errors
+        assert report.apply.stopped == ("qa-0",) and set(report.apply.started) == {"qa-0", "qb-0"}
+        assert rec.wait_settled(timeout_s=30)
+        assert len({s.partitions for s in rec.statuses()}) == 1
+        assert {s.instance_id: s.pid for s in rec.statuses()}["qa-0"] != pid
+        assert_own_and_disjoint(engine_masks(rec, node))
     finally:
         rec.stop_all(timeout_s=10)

@@ -47,7 +47,7 @@ def test_compute_change_drains_only_when_the_kernel_needs_it(tmp_path, monkeypat
     monkeypatch.setenv("PATH", f"{ROOT / 'simulator' / 'bin'}:{__import__('os').environ['PATH']}")
     SimNode.create(tmp_path / "sim", "MI300X", 2, reload_time_s=0, kfd_mode_switch=kfd)
     node = SimNode.open(tmp_path / "sim")
-    port = 25800 + 30 * ["direct", "systemd-run"].index(launcher) + 60 * (kfd == "strict")
+    port = 27200 + 30 * ["direct", "systemd-run"].index(launcher) + 60 * (kfd == "strict")
     rec = Reconciler(parse_config_text(config_text(port, kfd, launcher, False), "kfd.yaml"), SimulatedBackend(node),
                      state_dir=tmp_path / "state", simulate=True, sim_state_dir=tmp_path / "sim")
     try:

@@ -25,7 +25,7 @@ gpus:
   - {{devices: [0, 1], compute_partition: CPX, memory_partition: NPS4}}
 models:
   - {{name: m, source: org/m, config_json: {QWEN}, max_model_len: 1024}}
-vllm: {{port_range: [25900, 25920], stop_grace_s: 5}}
+vllm: {{port_range: [27300, 27320], stop_grace_s: 5}}
 """
     rec = Reconciler(parse_config_text(text, "nps.yaml"), SimulatedBackend(node), state_dir=tmp_path / "state",
                      simulate=True, sim_state_dir=tmp_path / "sim")

@@ -24,7 +24,7 @@ node: {{simulator: {{startup_time_s: 0.1}}}}
 models:
   - {{name: a, source: org/a, config_json: {QWEN}, max_model_len: 1024, gpus: [0]}}
   - {{name: b, source: org/b, config_json: {QWEN}, max_model_len: 1024, gpus: [1]}}
-vllm: {{port_range: [26000, 26020], stop_grace_s: 5}}
+vllm: {{port_range: [27350, 27370], stop_grace_s: 5}}
 """
     rec = Reconciler(parse_config_text(text, "u.yaml"), SimulatedBackend(node), state_dir=tmp_path / "state",
                      simulate=True, sim_state_dir=tmp_path / "sim")

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 
 from gpu_sharing.cli import common
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, plan_from_flags, state_dir
+from gpu_sharing.errors import GpuSharingError
+from gpu_sharing.reconcile.cu_sharing import cu_masks_for
 from gpu_sharing.reconcile.drain import drain_reason
+from gpu_sharing.runtime.state_file import read_state
 
 SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
 
@@ -40,6 +43,20 @@ def plan_json(plan) -> dict:
     }
 
 
+def cu_mask_restarts(args: argparse.Namespace, cfg, plan) -> dict[str, str]:
+    """Running instances ``apply`` would restart to rebalance CU masks for a newcomer (reconcile/cu_sharing.py),
+    from the masks recorded in the state file; {} when that cannot be read."""
+    if not plan.to_start:
+        return {}
+    try:
+        inventory = make_backend(args, cfg).inventory()
+        running = {e.instance_id: dict(e.env).get("HSA_CU_MASK") for e in read_state(state_dir(args, cfg))
+                   if e.pid is not None}
+        return dict(cu_masks_for(plan, inventory, cfg, running).reasons)
+    except (GpuSharingError, ValueError, OSError):
+        return {}
+
+
 def run(args: argparse.Namespace) -> int:
     path, cfg = common.load(args)
     result = plan_from_flags(args, cfg, path)
@@ -47,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     out = plan_json(plan)
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
     out["drain"] = drain_reason(plan, cfg)
+    out["cu_mask_restarts"] = cu_mask_restarts(args, cfg, plan)
     if args.json:
         common.print_json(out)
     else:
@@ -56,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print("No instances in the plan.")
         for u in out["unplaceable"]:
             print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
+        for iid, why in out["cu_mask_restarts"].items():
+            print(f"~ restart     {iid:<28} {why}")
         if out["drain"]:
             print(f"! drain       node{'':<24} {out['drain']}: every instance stops, then starts again")
         s = plan.solver
