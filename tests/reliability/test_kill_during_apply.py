@@ -71,7 +71,8 @@ def test_kill_apply_at_step_then_converge(tmp_path, step):
         groups = {e["pgid"] for e in state}
         holders = {p["pid"] for p in SimNode.open(sim).processes()}
         # vLLM V1: the VRAM is held by each instance's EngineCore child, in the instance's process group
-        assert {os.getpgid(p) for p in holders} == groups and len(holders) == 4  # no orphan holding VRAM
+        assert {os.getpgid(p) for p in holders} == groups and len(holders) == 4, (  # no orphan holding VRAM
+            [(e["instance_id"], e["pid"], e["pgid"], e["state"]) for e in state], SimNode.open(sim).processes())
         assert len({e["port"] for e in state}) == 4
     finally:
         if proc.poll() is None:
