@@ -42,10 +42,17 @@ def _na(fn, *a):
 
 
 def _emit(obj) -> None:
-    if smi._node().take_fault("list") == "GARBAGE":  # noqa: SLF001 - fault knob
+    node = smi._node()  # noqa: SLF001 - fault knob
+    if node.take_fault("list") == "GARBAGE":
         print('{"gpu_data": [{"gpu": 0, "partition": ')
         return
-    if isinstance(obj, dict) and set(obj) == {"gpu_data"} and knob(smi._node().state(), "amd_smi_json_framing") == "bare":
+    if node.state().get("cli_version") == "6.4" and isinstance(obj, dict) and "gpu_data" in obj:
+        # ROCm 6.4's CLI prints bare arrays and names the compute mode compute_partition (renamed in
+        # 6.4.2; shared reference amd-smi-shapes.md: CMD64 = amdsmi_commands.py @7ac597a8, CHG 7.0.0)
+        obj = [{**r, "partition": {("compute_partition" if k == "accelerator_partition" else k): v
+                                   for k, v in r["partition"].items()}} if "partition" in r else r
+               for r in obj["gpu_data"]]
+    if isinstance(obj, dict) and set(obj) == {"gpu_data"} and knob(node.state(), "amd_smi_json_framing") == "bare":
         obj = obj["gpu_data"]  # amd-smi < 26 (ROCm 6.4) printed bare arrays (ROCm/rocm-systems PR #223)
     print(json.dumps(obj, indent=4))
 

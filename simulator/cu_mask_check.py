@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["CuMaskError", "parse_hsa_cu_mask", "format_cu_list"]
+__all__ = ["CuMaskError", "VisibilityError", "parse_hsa_cu_mask", "format_cu_list", "rocr_devices",
+           "process_devices", "effective_cu_masks"]
 
 _ID_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _HEX = re.compile(r"^0[xX]([0-9a-fA-F]+)$")
@@ -90,8 +91,8 @@ def _parse_cu_list(text: str, *, set_no: int, value: str) -> set[int]:
 def parse_hsa_cu_mask(value: str, visible_gpu_count: int, *, cu_count: int | None = None) -> dict[int, frozenset[int]]:
     """Parse ``value`` into {visible GPU index: enabled CU ids}.
 
-    ``visible_gpu_count`` is how many GPUs the process sees after
-    ``ROCR_VISIBLE_DEVICES``/``HIP_VISIBLE_DEVICES`` filtering.  ``cu_count``
+    ``visible_gpu_count`` is how many GPUs ROCr exposes to the process: after
+    ``ROCR_VISIBLE_DEVICES`` filtering, NOT after ``HIP_VISIBLE_DEVICES`` (rule D4 below).  ``cu_count``
     (optional) is the CU count of each visible device.  Raises
     :class:`CuMaskError` on anything the runtime would reject, ignore or
     truncate.
@@ -142,3 +143,75 @@ def format_cu_list(cus: frozenset[int] | set[int]) -> str:
         parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+# ---------------------------------------------------------------- device numbering (ROCm's index rules)
+#
+# Rule D1 (ROCr enumeration): the ROCm thunk enumerates only the GPUs whose render node the process may
+#   open; under a device cgroup allowing one render node (systemd-run DevicePolicy=closed + DeviceAllow)
+#   that partition is ROCr device 0. Source: shared reference real-stack-findings.md, "With a device cgroup
+#   that allows one render node ... the instance's partition is device 0" (ROCT topology enumeration;
+#   unverified on hardware).
+# Rule D2 (ROCR_VISIBLE_DEVICES): filters and reorders the enumerated devices; its indices count the
+#   enumerated devices. Source: rocm.docs.amd.com/projects/HIP/en/docs-6.4.0/reference/env_variables.html
+#   ("ROCR_VISIBLE_DEVICES: a list of device indices ... exposed to applications").
+# Rule D3 (HIP_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES): filter at the HIP layer only, indices count the
+#   devices left AFTER ROCr filtering (amd-partitioning.md section 4: "HIP indices apply after ROCR
+#   filtering", SwarmUI issue #565; ROCm/pytorch PR #2268 test_hip_device_count).
+# Rule D4 (HSA_CU_MASK device index): "The GPU indices are taken post ROCR_VISIBLE_DEVICES reordering"
+#   (rocm.docs.amd.com/en/latest/reference/environment-variables/setting-cus.html); HIP_VISIBLE_DEVICES
+#   does not renumber them. "Unlisted GPUs are not affected, and their CUs are enabled."
+
+
+class VisibilityError(ValueError):
+    """A visibility variable names a device the runtime does not have (ROCm would hide devices)."""
+
+
+def _index_list(name: str, text: str) -> list[int]:
+    out: list[int] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise VisibilityError(f"{name}={text!r}: {item!r} is not a device index (UUIDs are not modelled)")
+        out.append(int(item))
+    return out
+
+
+def rocr_devices(env: dict[str, str], accessible: list[int]) -> list[int]:
+    """Node device indices ROCr exposes, in ROCr order (rules D1, D2).
+
+    ``accessible`` are the node indices whose render node the process may open, in node order.
+    """
+    return _pick("ROCR_VISIBLE_DEVICES", env.get("ROCR_VISIBLE_DEVICES"), accessible, "the process can open")
+
+
+def process_devices(env: dict[str, str], accessible: list[int]) -> list[int]:
+    """Node device indices the process computes on, in HIP order (rules D1-D3): HIP device i = entry i."""
+    text = env.get("HIP_VISIBLE_DEVICES") or env.get("CUDA_VISIBLE_DEVICES")
+    return _pick("HIP_VISIBLE_DEVICES", text, rocr_devices(env, accessible), "visible to ROCr after its filtering")
+
+
+def _pick(name: str, text: str | None, devices: list[int], what: str) -> list[int]:
+    """``devices`` filtered and reordered by the index list ``text`` (all of them when unset)."""
+    if not text:
+        return list(devices)
+    picked = _index_list(name, text)
+    bad = [i for i in picked if i >= len(devices)]
+    if bad:
+        raise VisibilityError(f"{name}={text!r}: index {bad[0]} does not exist ({len(devices)} device(s) {what})")
+    return [devices[i] for i in picked]
+
+
+def effective_cu_masks(env: dict[str, str], accessible: list[int], *,
+                       cu_count: int | None = None) -> dict[int, frozenset[int]]:
+    """{node device index: enabled CUs} for every device the process's HSA_CU_MASK restricts (rule D4).
+
+    The mask's GPU indices count ROCr's devices, so a mask ``0:...`` with ``HIP_VISIBLE_DEVICES=8`` and no
+    ROCR_VISIBLE_DEVICES restricts node device 0, not device 8. Devices not in the result run on all CUs.
+    """
+    mask = env.get("HSA_CU_MASK")
+    if mask is None:
+        return {}
+    rocr = rocr_devices(env, accessible)
+    parsed = parse_hsa_cu_mask(mask, len(rocr), cu_count=cu_count)
+    return {rocr[i]: cus for i, cus in parsed.items()}

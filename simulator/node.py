@@ -6,13 +6,15 @@ see the same GPUs, modes and VRAM, like on a real node. Every change takes an
 exclusive file lock and is written atomically (tmp file + os.replace).
 
 The node enforces the real partitioning rules (docs/hardware-facts.md):
-- compute-mode change: root only, refused with BUSY while any process is on that GPU,
-  SETTING_UNAVAILABLE for a pair the GPU model does not offer;
+- compute-mode change: root only, SETTING_UNAVAILABLE for a pair the GPU model does not offer,
+  refused with BUSY per the node's ``kfd_mode_switch`` (see ``_kfd_blockers``): ``strict`` (default,
+  kernels before the May-2025 KFD change) any GPU process on the node blocks every GPU;
+  ``cgroup_exclusion`` (with the change) a process blocks a GPU unless its device cgroup excludes it;
 - memory-mode change: root only, pending until a driver reload, applies to every GPU
   of the XGMI hive, refused with BUSY while any GPU process exists on the hive;
-- a driver reload takes ``reload_time_s`` and applies pending memory modes; the compute
-  mode is kept when it is valid with the new memory mode, else the kernel's auto rule
-  picks one (NPS1 -> SPX, NPS2 -> DPX, NPS4 -> QPX, NPS = XCC count -> CPX);
+- a driver reload takes ``reload_time_s`` and applies pending memory modes; a GPU whose
+  memory mode changed comes up in the kernel's default (auto) compute mode for the new NPS
+  mode (NPS1 -> SPX, NPS2 -> DPX, NPS4 -> QPX, NPS = XCC count -> CPX), whatever it was before;
 - every mode change bumps ``generation`` (handles from before are stale).
 Processes whose pid is gone are reaped on every read, like the driver freeing VRAM
 when a process dies; ``synthetic`` processes (tests, foreign-process knobs) never are.
@@ -46,6 +48,7 @@ FAULT_CODES = ("BUSY", "NO_PERM", "TIMEOUT", "GARBAGE", "RESTART_FAILED", "NOT_S
 # "drm/amdkfd: allow compute partition mode switch with cgroup exclusions" (J. Kim, 29 May 2025),
 # commit 96f75f9594466f92b10873cc3a49267cfe15ee49, merged for Linux 6.17 (drm-next-2025-07-30).
 KFD_MODE_SWITCH = ("strict", "cgroup_exclusion")
+"""How the kernel's KFD decides that a compute-partition switch is BUSY (``_kfd_blockers``)."""
 
 
 class SimError(Exception):
@@ -116,7 +119,7 @@ class SimNode:
     @classmethod
     def create(cls, state_dir: Path | str, gpu_model: str = "MI300X", gpus: int = 8, *,
                compute_mode: str | None = None, memory_mode: str | None = None,
-               reload_time_s: float = 2.0) -> "SimNode":
+               reload_time_s: float = 2.0, kfd_mode_switch: str = "strict") -> "SimNode":
         spec = get_spec(gpu_model)
         c = C(compute_mode) if compute_mode else spec.default_pair[0]
         m = M(memory_mode) if memory_mode else spec.default_pair[1]
@@ -125,13 +128,15 @@ class SimNode:
                            f"allowed: {spec.describe_valid_pairs()}")
         if not 1 <= gpus <= 64:
             raise ValueError("gpus must be between 1 and 64")
+        if kfd_mode_switch not in KFD_MODE_SWITCH:
+            raise ValueError(f"kfd_mode_switch must be one of {KFD_MODE_SWITCH}, not {kfd_mode_switch!r}")
         state = {
             "version": 1, "gpu_model": spec.name, "root": True, "generation": 0,
-            "reload_time_s": reload_time_s,
+            "reload_time_s": reload_time_s, "kfd_mode_switch": kfd_mode_switch,
             "gpus": [{"index": i, "bus": _BUSES[i % 8] if i < 8 else f"{0xe0 + i:02x}", "hive_id": 0x5A3F8E21C0D47B19,
                       "numa_node": 0 if i < gpus / 2 or gpus == 1 else 1, "compute_mode": c.value,
                       "memory_mode": m.value, "pending_memory_mode": None} for i in range(gpus)],
-            "processes": [], "faults": {}, "kfd_mode_switch": "strict", "knobs": {},
+            "processes": [], "faults": {}, "knobs": {},
         }
         d = Path(state_dir)
         d.mkdir(parents=True, exist_ok=True)
@@ -218,7 +223,10 @@ class SimNode:
         return list(self.state()["processes"])
 
     # ---------------------------------------------------------------- processes (used by the fake vLLM)
-    def claim_memory(self, hip_index: int, pid: int, name: str, vram_bytes: int, *, synthetic: bool = False) -> None:
+    def claim_memory(self, hip_index: int, pid: int, name: str, vram_bytes: int, *, synthetic: bool = False,
+                     device_cgroup: list[int] | None = None) -> None:
+        """A process allocates VRAM on one partition. ``device_cgroup``: the node device indices its device
+        cgroup allows (None: every device); the KFD gives it a context on each of them (``_kfd_blockers``)."""
         with self._edit() as state:
             self._reap(state)
             parts = {p["hip_index"]: p for p in self.partitions(state)}
@@ -229,7 +237,8 @@ class SimNode:
             if vram_bytes > free:
                 raise SimOutOfMemory(hip_index, vram_bytes, free, part["vram_total_bytes"])
             state["processes"].append({"pid": pid, "name": name, "hip_index": hip_index,
-                                       "vram_bytes": int(vram_bytes), "synthetic": synthetic})
+                                       "vram_bytes": int(vram_bytes), "synthetic": synthetic,
+                                       "device_cgroup": None if device_cgroup is None else sorted(device_cgroup)})
 
     def set_process_memory(self, pid: int, hip_index: int, vram_bytes: int) -> None:
         """Knob: a process grows (or shrinks) its VRAM use; may exceed the partition like a leak would not."""
@@ -276,15 +285,27 @@ class SimNode:
         with self._edit() as state:
             state["root"] = bool(root)
 
-    def set_reload_time(self, seconds: float) -> None:
-        with self._edit() as state:
-            state["reload_time_s"] = float(seconds)
-
     def set_kfd_mode_switch(self, mode: str) -> None:
         if mode not in KFD_MODE_SWITCH:
             raise ValueError(f"kfd_mode_switch must be one of {KFD_MODE_SWITCH}, not {mode!r}")
         with self._edit() as state:
             state["kfd_mode_switch"] = mode
+
+    def set_failing_reading(self, gpu: int, failing: bool = True) -> None:
+        """Knob: this GPU's partition readings fail (fake amdsmi raises, the fake CLI prints "N/A")."""
+        with self._edit() as state:
+            _gpu(state, gpu)["failing_reading"] = bool(failing)
+
+    def set_cli_version(self, version: str) -> None:
+        """Knob: the fake amd-smi CLI's output style, "7.0" (default) or "6.4" (bare JSON arrays)."""
+        if version not in ("7.0", "6.4"):
+            raise ValueError(f"cli version must be 7.0 or 6.4, not {version!r}")
+        with self._edit() as state:
+            state["cli_version"] = version
+
+    def set_reload_time(self, seconds: float) -> None:
+        with self._edit() as state:
+            state["reload_time_s"] = float(seconds)
 
     def set_knob(self, name: str, value: Any) -> None:
         """A fact the node reports differently from a healthy node (simulator/node_facts.py lists them)."""
@@ -328,8 +349,7 @@ class SimNode:
                                f"allowed pairs: {spec.describe_valid_pairs()}")
             if g["compute_mode"] == c.value:
                 return False
-            procs = _procs_on_gpu(self, state, gpu)
-            procs += _kfd_blockers(state, gpu, {p["pid"] for p in procs})
+            procs = _kfd_blockers(self, state, gpu)
             if procs:
                 raise SimError("BUSY", _busy_detail(procs))
             g["compute_mode"] = c.value
@@ -381,9 +401,13 @@ class SimNode:
                 pending = g.pop("pending_memory_mode", None)
                 g["pending_memory_mode"] = None
                 if pending:
+                    # The NPS change re-initialises the XCP manager with the default partition mode
+                    # (module parameter amdgpu.user_partt_mode, default -2 = auto: kernel amdgpu_drv.c;
+                    # auto rule __aqua_vanjaram_get_auto_mode in aqua_vanjaram.c), so the compute mode
+                    # chosen before is lost even when it is valid with the new NPS mode
+                    # (docs/hardware-facts.md: "re-set compute mode afterwards"). Unverified on hardware.
                     g["memory_mode"] = pending
-                    if not spec.is_valid(C(g["compute_mode"]), M(pending)):
-                        g["compute_mode"] = _auto_compute(spec, M(pending)).value
+                    g["compute_mode"] = _auto_compute(spec, M(pending)).value
             state["generation"] += 1
         if progress:
             progress("amdgpu reloaded", 1.0)
@@ -401,15 +425,33 @@ def _procs_on_gpu(node: SimNode, state: dict[str, Any], gpu: int) -> list[dict[s
             if part["gpu"] == gpu for p in part["processes"]]
 
 
-def _kfd_blockers(state: dict[str, Any], gpu: int, seen: set[int]) -> list[dict[str, Any]]:
-    """Processes elsewhere that hold /dev/kfd and block a compute change on ``gpu`` (KFD_MODE_SWITCH).
+def _kfd_blockers(node: SimNode, state: dict[str, Any], gpu: int) -> list[dict[str, Any]]:
+    """Processes whose KFD context makes a compute-partition switch of ``gpu`` BUSY.
 
-    Only processes registered with ``kfd_gpus`` (open_kfd) are considered here, so processes that only
-    claim VRAM keep the per-GPU rule above."""
-    strict = state.get("kfd_mode_switch", "strict") == "strict"
-    return [dict(p, partition=f"kfd hip {p['hip_index']}") for p in state["processes"]
-            if "kfd_gpus" in p and p["pid"] not in seen
-            and (strict or p["kfd_gpus"] is None or gpu in p["kfd_gpus"])]
+    ``kfd_init_apertures()`` (kfd_flat_memory.c) runs at open("/dev/kfd") and creates a process-device
+    entry (pdd) on every GPU the process's device cgroup allows; HIP_VISIBLE_DEVICES does not limit it
+    (shared reference real-stack-findings.md, "KFD"). Every process on the simulated node is a KFD process.
+    - ``strict`` (before amd-gfx "drm/amdkfd: allow compute partition mode switch with cgroup exclusions",
+      J. Kim, 29 May 2025: "The KFD currently bars a compute partition mode switch while a KFD process
+      exists"): any process anywhere on the node blocks every GPU.
+    - ``cgroup_exclusion`` (with that change: ``kgd2kfd_check_and_lock_kfd(kfd)`` is -EBUSY only if a KFD
+      process has a pdd on that device): a process blocks ``gpu`` unless its device cgroup excludes every
+      partition of it.
+    """
+    mode = state.get("kfd_mode_switch", "strict")
+    parts = node.partitions(state)
+    where = {p["hip_index"]: f"{p['gpu']}.{p['index']}" for p in parts}
+    mine = {p["hip_index"] for p in parts if p["gpu"] == gpu}
+    out = []
+    for p in state["processes"]:
+        if "kfd_gpus" in p:  # a process that only opened /dev/kfd (open_kfd: its cgroup's GPUs, None = all)
+            blocks = mode == "strict" or p["kfd_gpus"] is None or gpu in p["kfd_gpus"]
+        else:
+            allowed = p.get("device_cgroup")
+            blocks = mode == "strict" or allowed is None or bool(mine & set(allowed))
+        if blocks:
+            out.append(dict(p, partition=where.get(p["hip_index"], f"hip {p['hip_index']}")))
+    return out
 
 
 def _busy_detail(procs: list[dict[str, Any]]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import sys
@@ -34,6 +33,7 @@ from aiohttp import web
 from simulator import vllm_memory as mem
 from simulator.node import SimNode, SimOutOfMemory, default_state_dir
 from simulator.vllm_args import ServeArgs, parse_serve_args
+from simulator.vllm_engine import attach, resolve_devices
 from simulator.vllm_memory import StartupRefused
 from simulator.vllm_metrics import FakeMetrics
 
@@ -53,16 +53,6 @@ def check_visibility(env: dict[str, str]) -> list[int]:
                          f"CUDA_VISIBLE_DEVICES='{cuda}'. Please set only one, or ensure they match.")
     visible = hip or cuda
     return [int(x) for x in visible.split(",") if x.strip()] if visible else [0]
-
-
-def check_cu_mask(env: dict[str, str], visible: int) -> str | None:
-    mask = env.get("HSA_CU_MASK")
-    if mask is None:
-        return None
-    from simulator.cu_mask_check import parse_hsa_cu_mask
-
-    parse_hsa_cu_mask(mask, visible)
-    return mask
 
 
 def parse_lora_modules(values: list[str]) -> dict[str, str]:
@@ -234,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     log("INFO", "utils.py:253", f"vLLM server version {VERSION}, serving model {args.model}")
     log("INFO", "utils.py:254", f"non-default args: {{'model': {args.model!r}, 'port': {args.port}}}")
     try:
-        cu_mask = check_cu_mask(env, len(devices))
+        devices, cu_mask = resolve_devices(env, log)  # ROCm's device numbering, V1 layout: vllm_engine.py
     except Exception as e:  # noqa: BLE001 - CuMaskError: ROCm refuses to start the queue
         print(f"RuntimeError: HSA_CU_MASK rejected: {e}", file=sys.stderr, flush=True)
         return 1
     state = os.environ.get("GPU_SHARING_SIM_STATE")
     node = SimNode.open_or_create(state or default_state_dir()) if state is not None or default_state_dir().exists() else None
     fake = FakeVllm(args, devices, node, cu_mask)
+    attach(fake, env)
     stopping = {"flag": False}
 
     def early_term(signum, frame):  # before serving, SIGTERM aborts start-up (vLLM: KeyboardInterrupt)
@@ -261,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             print("RuntimeError: Engine core initialization failed. See root cause above. "
                   "Failed core proc(s): {'EngineCore': 1}", file=sys.stderr, flush=True)
             return 1
-        startup_s = float(os.environ.get("GPU_SHARING_FAKE_STARTUP_S", "0.5") or 0)
+        weights = fake.profile.weights_bytes if fake.profile else 0
+        load_s, graph_s, startup_s = mem.startup_seconds(
+            float(os.environ.get("GPU_SHARING_FAKE_STARTUP_S", "0.5") or 0), weights,
+            float(os.environ.get("GPU_SHARING_FAKE_DISK_BYTES_PER_S", "0") or 0),
+            float(os.environ.get("GPU_SHARING_FAKE_GRAPH_CAPTURE_S", "0") or 0), fake.args.enforce_eager)
+        log("INFO", "gpu_model_runner.py:5089", f"Loading weights took {load_s:.6f} seconds", "EngineCore")
+        if graph_s:
+            log("INFO", "gpu_model_runner.py:4510", f"Graph capturing finished in {graph_s:.0f} secs", "EngineCore")
         deadline = time.monotonic() + startup_s
         while time.monotonic() < deadline:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

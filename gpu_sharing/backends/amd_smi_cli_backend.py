@@ -7,6 +7,12 @@ driver reload: a configurable argv sequence (default ``modprobe -r amdgpu`` then
 as ROCm >= 7.0 requires). The CLI's GPU ids are logical (one per partition), so a physical GPU is
 addressed by its primary partition's id. The 7.0-era CLI has no BUSY wording: on a failed set we
 look at the process list and report BUSY with the processes when there are any.
+
+Real outputs handled (shared reference amd-smi-shapes.md): ``static`` prints ``"N/A"`` for any reading
+that failed (amdsmi_cli/amdsmi_commands.py, ROCm/amdsmi @05640712): such a GPU becomes an
+``UnknownGpu`` with the reason and the others are read normally; ROCm 6.4's CLI prints bare JSON arrays
+(no ``gpu_data`` wrapper) and names the compute mode ``compute_partition`` (CMD64). Every call has a
+timeout (``timeout_s``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any, Sequence
 
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import spec_from_market_name
-from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, describe_processes
+from gpu_sharing.hardware.inventory import (GpuProcess, Inventory, LogicalPartition, PhysicalGpu, UnknownGpu,
+                                            describe_processes)
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
 DEFAULT_RELOAD = (("modprobe", "-r", "amdgpu"), ("modprobe", "amdgpu"))
@@ -62,39 +69,46 @@ class AmdSmiCliBackend:
     def inventory(self) -> Inventory:
         op = "reading the GPU inventory"
         listing = self._json(["list", "-e"], op)
-        static = {row["gpu"]: row for row in self._json(["static", "-p", "-a", "-u"], op)["gpu_data"]}
-        mem = {row["gpu"]: row["mem_usage"] for row in self._json(["metric", "-m"], op)["gpu_data"]}
-        procs = {row["gpu"]: row["process_list"] for row in self._json(["process"], op)}
+        static = {row["gpu"]: row for row in _rows(self._json(["static", "-p", "-a", "-u"], op))}
+        mem = {row["gpu"]: row.get("mem_usage", {}) for row in _rows(self._json(["metric", "-m"], op))}
+        procs = {row["gpu"]: row.get("process_list", []) for row in _rows(self._json(["process"], op))}
         groups: dict[str, list[dict]] = {}
         for row in listing:
             groups.setdefault(row["bdf"].rsplit(".", 1)[0], []).append(row)
-        gpus = []
+        gpus, unknown = [], []
         for index, key in enumerate(sorted(groups)):
             members = sorted(groups[key], key=lambda r: int(r["bdf"].rsplit(".", 1)[1], 16))
-            primary = static[members[0]["gpu"]]
-            market = primary.get("asic", {}).get("market_name", "")
-            spec = spec_from_market_name(market)
-            compute = ComputePartitionMode(primary["partition"]["accelerator_partition"])
-            memory = MemoryPartitionMode(primary["partition"]["memory_partition"])
-            parts = []
-            for k, row in enumerate(members):
-                m = mem[row["gpu"]]
-                plist = [p["process_info"] for p in procs.get(row["gpu"], []) if isinstance(p.get("process_info"), dict)]
-                parts.append(LogicalPartition(
-                    gpu=index, index=k, hip_index=int(row["hip_id"]), render_node=str(row["render"]),
-                    cu_count=int(static[row["gpu"]].get("asic", {}).get("num_compute_units", 0) or 0),
-                    xcc_count=spec.xccs_per_partition(compute) if spec else 1,
-                    vram_total_bytes=int(m["total_vram"]["value"]) * 1048576,
-                    vram_used_bytes=int(m["used_vram"]["value"]) * 1048576,
-                    processes=tuple(GpuProcess(int(p["pid"]), str(p["name"]),
-                                               int(p.get("memory_usage", {}).get("vram_mem", {}).get("value", 0)))
-                                    for p in plist)))
-            numa = primary.get("numa", {}).get("node", 0)
-            gpus.append(PhysicalGpu(index=index, bdf=members[0]["bdf"], model=spec.name if spec else market, hive_id=0,
-                                    numa_node=numa if isinstance(numa, int) else 0, compute_mode=compute,
-                                    memory_mode=memory, partitions=tuple(parts),
-                                    memory_caps=tuple(spec.memory_modes()) if spec else ()))
-        return Inventory(tuple(gpus))
+            try:
+                gpus.append(self._physical(index, members, static, mem, procs))
+            except (KeyError, ValueError, TypeError) as e:  # "N/A" or a missing reading: this GPU only
+                unknown.append(UnknownGpu(index, members[0]["bdf"], f"amd-smi reading failed: {_why(e)}"))
+        return Inventory(tuple(gpus), tuple(unknown))
+
+    def _physical(self, index: int, members: list[dict], static: dict, mem: dict, procs: dict) -> PhysicalGpu:
+        primary = static[members[0]["gpu"]]
+        market = primary.get("asic", {}).get("market_name", "")
+        spec = spec_from_market_name(market)
+        part = primary["partition"]
+        compute = ComputePartitionMode(part.get("accelerator_partition", part.get("compute_partition")))
+        memory = MemoryPartitionMode(part["memory_partition"])
+        parts = []
+        for k, row in enumerate(members):
+            m = mem[row["gpu"]]
+            plist = [p["process_info"] for p in procs.get(row["gpu"], []) if isinstance(p.get("process_info"), dict)]
+            parts.append(LogicalPartition(
+                gpu=index, index=k, hip_index=int(row["hip_id"]), render_node=str(row["render"]),
+                cu_count=int(static[row["gpu"]].get("asic", {}).get("num_compute_units", 0) or 0),
+                xcc_count=spec.xccs_per_partition(compute) if spec else 1,
+                vram_total_bytes=int(m["total_vram"]["value"]) * 1048576,
+                vram_used_bytes=int(m["used_vram"]["value"]) * 1048576,
+                processes=tuple(GpuProcess(int(p["pid"]), str(p["name"]),
+                                           int(p.get("memory_usage", {}).get("vram_mem", {}).get("value", 0)))
+                                for p in plist)))
+        numa = primary.get("numa", {}).get("node", 0)
+        return PhysicalGpu(index=index, bdf=members[0]["bdf"], model=spec.name if spec else market, hive_id=0,
+                           numa_node=numa if isinstance(numa, int) else 0, compute_mode=compute,
+                           memory_mode=memory, partitions=tuple(parts),
+                           memory_caps=tuple(spec.memory_modes()) if spec else ())
 
     def _primary_id(self, gpu: int, operation: str) -> int:
         listing = self._json(["list"], operation)
@@ -156,6 +170,19 @@ class AmdSmiCliBackend:
                                    f"{' '.join(argv)} exited {r.returncode}")
         if progress:
             progress("amdgpu reloaded", 1.0)
+
+
+def _rows(data: Any) -> list[dict]:
+    """Per-GPU rows: ROCm 7's ``{"gpu_data": [...]}`` or ROCm 6.4's bare array."""
+    if isinstance(data, dict):
+        data = data.get("gpu_data", [])
+    return [row for row in data if isinstance(row, dict) and "gpu" in row] if isinstance(data, list) else []
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"no {e.args[0]!r} in its output"
+    return str(e)
 
 
 def _last(text: str) -> str:

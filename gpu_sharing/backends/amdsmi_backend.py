@@ -6,16 +6,27 @@ KeyError('libamd_smi.so') without it. Tests inject the simulator's fake module
 change, so every call sequence starts with shut_down + init + enumerate.
 Logical handles are grouped into physical GPUs by the BDF's domain:bus:device;
 only the primary partition (function 0) reports and changes modes.
+
+Real-library behaviour handled (shared reference real-stack-findings.md):
+- ``amdsmi_wrapper.py`` resolves every C symbol at import, so a wheel newer than the installed
+  libamd_smi.so raises ``AttributeError`` (undefined symbol): reported as UNAVAILABLE with the reason,
+  so ``auto`` falls back to the amd-smi CLI instead of crashing start-up;
+- one failing reading (e.g. a partition query during a switch) makes only that GPU an ``UnknownGpu``;
+- every call runs under a timeout (``timeout_s``; the driver reload under ``reload_timeout_s``): a
+  library call that hangs leaves its thread behind but not the daemon.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import spec_from_market_name
-from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, describe_processes
+from gpu_sharing.hardware.inventory import (GpuProcess, Inventory, LogicalPartition, PhysicalGpu, UnknownGpu,
+                                            describe_processes)
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 
 _CODE = {30: BackendErrorCode.BUSY, 10: BackendErrorCode.NO_PERM, 55: BackendErrorCode.SETTING_UNAVAILABLE,
@@ -23,17 +34,46 @@ _CODE = {30: BackendErrorCode.BUSY, 10: BackendErrorCode.NO_PERM, 55: BackendErr
          54: BackendErrorCode.RESTART_FAILED}
 
 
+T = TypeVar("T")
+
+
+def _bounded(timeout_attr: str):
+    """Run the method in a helper thread and give up after ``self.<timeout_attr>`` seconds (TIMEOUT)."""
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def call(self, *args, **kwargs) -> T:
+            timeout_s = getattr(self, timeout_attr)
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="amdsmi")
+            try:
+                return pool.submit(fn, self, *args, **kwargs).result(timeout=timeout_s)
+            except concurrent.futures.TimeoutError:
+                gpu = args[0] if args and isinstance(args[0], int) else None
+                raise BackendError(f"amdsmi {fn.__name__}", BackendErrorCode.TIMEOUT,
+                                   f"no answer from libamd_smi within {timeout_s:g} s", gpu) from None
+            finally:
+                pool.shutdown(wait=False)
+        return call
+    return wrap
+
+
 class AmdSmiBackend:
     name = "amdsmi"
 
-    def __init__(self, amdsmi_module: ModuleType | None = None):
+    def __init__(self, amdsmi_module: ModuleType | None = None, *, timeout_s: float = 60.0,
+                 reload_timeout_s: float = 600.0):
         if amdsmi_module is None:
             try:
                 import amdsmi as amdsmi_module  # noqa: PLC0415 - lazy: the wheel needs libamd_smi.so at import
+            except AttributeError as e:  # amdsmi_wrapper binds every symbol at import
+                raise BackendError("loading the amdsmi library", BackendErrorCode.UNAVAILABLE,
+                                   f"the amdsmi Python package does not match the installed libamd_smi.so "
+                                   f"({e}); install the amdsmi wheel of your ROCm release") from None
             except (ImportError, KeyError, OSError) as e:
                 raise BackendError("loading the amdsmi library", BackendErrorCode.UNAVAILABLE,
                                    f"{e!r}; install ROCm's amd-smi-lib (libamd_smi.so)") from None
         self.smi = amdsmi_module
+        self.timeout_s = timeout_s
+        self.reload_timeout_s = reload_timeout_s
 
     # ------------------------------------------------------------------ plumbing
     def _err(self, e: Exception, operation: str, gpu: int | None) -> BackendError:
@@ -53,17 +93,21 @@ class AmdSmiBackend:
             raise self._err(e, operation, gpu) from None
 
     # ------------------------------------------------------------------ observe
+    @_bounded("timeout_s")
     def inventory(self) -> Inventory:
         handles = self._call("enumerating GPUs", None, self._handles)
         groups: dict[str, list[tuple[Any, str]]] = {}
         for h in handles:
             bdf = self._call("reading a GPU's BDF", None, self.smi.amdsmi_get_gpu_device_bdf, h)
             groups.setdefault(bdf.rsplit(".", 1)[0], []).append((h, bdf))
-        gpus = []
+        gpus, unknown = [], []
         for index, (_key, members) in enumerate(sorted(groups.items())):
             members.sort(key=lambda m: int(m[1].rsplit(".", 1)[1], 16))
-            gpus.append(self._physical(index, members))
-        return Inventory(tuple(gpus))
+            try:
+                gpus.append(self._physical(index, members))
+            except (BackendError, ValueError, KeyError, TypeError) as e:  # one failing reading: this GPU only
+                unknown.append(UnknownGpu(index, members[0][1], f"amdsmi reading failed: {e}"))
+        return Inventory(tuple(gpus), tuple(unknown))
 
     def _physical(self, index: int, members: list[tuple[Any, str]]) -> PhysicalGpu:
         smi = self.smi
@@ -114,6 +158,7 @@ class AmdSmiBackend:
         except (BackendError, KeyError):
             return ""
 
+    @_bounded("timeout_s")
     def set_compute_mode(self, gpu: int, mode: ComputePartitionMode) -> None:
         mode = ComputePartitionMode(mode)
         op = f"setting compute partition {mode.value}"
@@ -128,6 +173,7 @@ class AmdSmiBackend:
                 err = BackendError(op, err.code, self._busy_detail(gpu) or err.detail, gpu)
             raise err from None
 
+    @_bounded("timeout_s")
     def set_memory_mode(self, gpu: int, mode: MemoryPartitionMode) -> None:
         mode = MemoryPartitionMode(mode)
         op = f"setting memory partition {mode.value}"
@@ -140,6 +186,7 @@ class AmdSmiBackend:
                 err = BackendError(op, err.code, self._busy_detail(gpu) or err.detail, gpu)
             raise err from None
 
+    @_bounded("reload_timeout_s")
     def reload_driver(self, progress: ProgressFn | None = None) -> None:
         if progress:
             progress("reloading amdgpu (amdsmi_gpu_driver_reload)", 0.0)

@@ -28,10 +28,10 @@ def make_backend_with_reason(kind: BackendKind | str, *, sim_state_dir: Path | s
         try:
             from gpu_sharing.backends.amdsmi_backend import AmdSmiBackend
 
-            backend = AmdSmiBackend()
+            backend = AmdSmiBackend(reload_timeout_s=reload_timeout_s)
             backend.inventory()
             return backend, "amdsmi Python library"
-        except (BackendError, ImportError, OSError, KeyError) as e:
+        except (BackendError, ImportError, OSError, KeyError, AttributeError) as e:
             if kind == BackendKind.AMDSMI:
                 raise BackendError("opening the amdsmi library", BackendErrorCode.UNAVAILABLE, str(e)) from None
             lib_reason = f"amdsmi library unavailable ({e})"

@@ -13,7 +13,7 @@ from typing import Callable
 from gpu_sharing.config.schema import SimulatorSettings
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import get_spec
-from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu
+from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, UnknownGpu
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from simulator.node import SimError, SimNode
 
@@ -51,8 +51,12 @@ class SimulatedBackend:
         except SimError as e:
             raise _to_backend_error(e, "reading the GPU inventory", None) from None
         spec = get_spec(state["gpu_model"])
-        gpus = []
+        gpus, unknown = [], []
         for g in state["gpus"]:
+            if g.get("failing_reading"):  # the node's knob: this GPU's partition reading fails
+                unknown.append(UnknownGpu(g["index"], f"0000:{g['bus']}:00.0",
+                                          "simulated reading failed: AMDSMI_STATUS_UNEXPECTED_DATA"))
+                continue
             mine = tuple(
                 LogicalPartition(gpu=p["gpu"], index=p["index"], hip_index=p["hip_index"],
                                  render_node=p["render_node"], cu_count=p["cu_count"], xcc_count=p["xcc_count"],
@@ -65,7 +69,7 @@ class SimulatedBackend:
                 memory_mode=MemoryPartitionMode(g["memory_mode"]), partitions=mine,
                 pending_memory_mode=MemoryPartitionMode(g["pending_memory_mode"]) if g.get("pending_memory_mode") else None,
                 memory_caps=tuple(spec.memory_modes())))
-        return Inventory(tuple(gpus))
+        return Inventory(tuple(gpus), tuple(unknown))
 
     def set_compute_mode(self, gpu: int, mode: ComputePartitionMode) -> None:
         try:

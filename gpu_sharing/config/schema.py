@@ -47,6 +47,11 @@ class LauncherKind(str, Enum):
     SYSTEMD_RUN = "systemd-run"
 
 
+class KfdModeSwitch(str, Enum):
+    STRICT = "strict"
+    CGROUP_EXCLUSION = "cgroup_exclusion"
+
+
 class MemoryPolicy(str, Enum):
     WARN = "warn"
     RESTART = "restart"
@@ -69,7 +74,11 @@ class SimulatorSettings(Strict):
     gpus: int = Field(8, ge=1, le=64)
     """Number of physical GPUs in the simulated node (one XGMI hive)."""
     startup_time_s: float = Field(1.0, ge=0, le=3600)
-    """How long each fake vLLM takes to become healthy."""
+    """The fake vLLM's fixed engine start (before it is healthy), besides loading weights and graphs."""
+    disk_bandwidth_bytes_per_s: float = Field(0, ge=0, le=1e12)
+    """Weights load at this rate in the fake vLLM (0: instantly). A real cold start reads every byte."""
+    graph_capture_s: float = Field(0, ge=0, le=3600)
+    """Graph capture time of the fake vLLM, skipped with --enforce-eager (0: none)."""
     driver_reload_time_s: float = Field(2.0, ge=0, le=3600)
     """How long a simulated amdgpu reload takes."""
 
@@ -92,6 +101,12 @@ class NodeSettings(Strict):
     """Daemon state (instances, measured sizes). systemd's StateDirectory= sets it."""
     launcher: LauncherKind = LauncherKind.DIRECT
     """direct (own process group, NUMA CPU affinity) or systemd-run (transient unit per instance)."""
+    kfd_mode_switch: KfdModeSwitch = KfdModeSwitch.STRICT
+    """When this kernel refuses a compute-partition change as BUSY. strict (kernels without the May-2025
+    KFD change "allow compute partition mode switch with cgroup exclusions"): any GPU process on the node
+    blocks every change, so a compute-mode change drains the whole node. cgroup_exclusion (kernels with
+    it): only processes whose device cgroup allows that GPU block it; with launcher: systemd-run (each
+    instance's unit allows only its own render nodes) the other GPUs keep serving."""
     simulator: SimulatorSettings = SimulatorSettings()
 
     @field_validator("gpu_model")

@@ -16,16 +16,20 @@ from gpu_sharing.reconcile.observe import parse_partition
 from gpu_sharing.reconcile.reconciler import Reconciler
 from gpu_sharing.runtime.events import Event, EventKind, EventSink
 from gpu_sharing.runtime.instance_state import InstanceState
+from gpu_sharing.runtime.process_group import pids_by_group
 
 
 def instance_budgets(reconciler: Reconciler) -> Iterator[VramBudget]:
-    """Every live instance of ours has a budget, so none of them counts as foreign."""
+    """Every live instance of ours has a budget, so none of them counts as foreign. An instance is all
+    its processes (vLLM V1 holds VRAM in its EngineCore and worker children: runtime/process_group.py)."""
     models = {m.name: m for m in reconciler.config.models}
+    groups = pids_by_group()
     for s in reconciler.statuses():
         m = models.get(s.model)
         if s.state in (InstanceState.STOPPED, InstanceState.FAILED) or s.pid is None or m is None:
             continue
-        yield VramBudget(s.instance_id, m.limits.memory_bytes or s.memory_budget_bytes, frozenset({s.pid}),
+        pids = reconciler.instance_pids(s.instance_id, groups) | {s.pid}
+        yield VramBudget(s.instance_id, m.limits.memory_bytes or s.memory_budget_bytes, pids,
                          tuple(parse_partition(p) for p in s.partitions),
                          MemoryAction(m.limits.memory_policy.value), m.limits.memory_tolerance_fraction)
 

@@ -73,8 +73,19 @@ class PhysicalGpu:
 
 
 @dataclass(frozen=True)
+class UnknownGpu:
+    """A GPU whose readings failed (amd-smi printed "N/A", an amdsmi call raised): nothing is planned,
+    started, stopped or repartitioned on it until it reads again; what runs there keeps running."""
+    index: int
+    bdf: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Inventory:
     gpus: tuple[PhysicalGpu, ...] = field(default_factory=tuple)
+    unknown: tuple[UnknownGpu, ...] = ()
+    """GPUs left out of ``gpus`` because a reading failed (see UnknownGpu)."""
 
     def gpu(self, index: int) -> PhysicalGpu:
         for g in self.gpus:

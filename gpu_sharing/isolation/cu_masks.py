@@ -160,3 +160,36 @@ def xcc_spread(cus: frozenset[int], xcc_count: int) -> list[int]:
     for c in cus:
         spread[c % xcc_count] += 1
     return spread
+
+
+def mask_cus(mask: str) -> frozenset[int]:
+    """CU ids of one of our masks (``0:<ranges>`` or ``0-3:<ranges>``; every GPU in it has the same CUs)."""
+    cu_text = mask.split(";")[0].partition(":")[2]
+    cus: set[int] = set()
+    for item in cu_text.split(","):
+        low, _, high = item.partition("-")
+        cus.update(range(int(low), int(high or low) + 1))
+    return frozenset(cus)
+
+
+def assign_free_cu_sets(*, cu_count: int, xcc_count: int, taken: frozenset[int],
+                        counts: Mapping[str, int]) -> dict[str, frozenset[int]]:
+    """CU sets for newcomers from the CUs running neighbours do not hold (``taken``), XCC-spread.
+
+    One CU at a time from the XCC with the most free CUs (ties: lowest XCC), so each newcomer stays
+    as even over XCCs as the free CUs allow. Raises UserError when the free CUs do not suffice: then
+    the partition must be rebalanced (running neighbours restart with new masks).
+    """
+    free: list[list[int]] = [[c for c in range(r, cu_count, xcc_count) if c not in taken] for r in range(xcc_count)]
+    left = sum(len(f) for f in free)
+    need = sum(counts.values())
+    if need > left:
+        raise UserError(f"{need} CUs requested but only {left} of {cu_count} are free of running neighbours")
+    sets: dict[str, frozenset[int]] = {}
+    for iid, k in counts.items():
+        bits: list[int] = []
+        for _ in range(k):
+            r = max(range(xcc_count), key=lambda x: (len(free[x]), -x))
+            bits.append(free[r].pop(0))
+        sets[iid] = frozenset(bits)
+    return sets

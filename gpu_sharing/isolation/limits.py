@@ -17,7 +17,7 @@ from gpu_sharing.config.schema import ComputeLimitsSettings, LauncherKind
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.inventory import LogicalPartition, PartitionRef
 from gpu_sharing.isolation import confinement
-from gpu_sharing.isolation.cu_masks import CuRequest, assign_cu_masks, assign_cu_sets, xcc_spread
+from gpu_sharing.isolation.cu_masks import CuRequest, assign_cu_masks, assign_cu_sets, mask_cus, xcc_spread
 from gpu_sharing.isolation.vram_monitor import MemoryAction, VramBudget
 
 
@@ -138,7 +138,7 @@ def describe_limits(*, instance_id: str, limits: ComputeLimits, partition: Logic
     spread: list[int] | None = None
     if partition is not None:
         if cu_mask:
-            cus = _mask_cus(cu_mask)
+            cus = mask_cus(cu_mask)
             cus_granted = len(cus)
             spread = xcc_spread(cus, partition.xcc_count)
         else:
@@ -155,13 +155,3 @@ def describe_limits(*, instance_id: str, limits: ComputeLimits, partition: Logic
         "cpus": confinement.format_cpulist(cpus) if cpus else None,
         "user": limits.user,
     }
-
-
-def _mask_cus(mask: str) -> frozenset[int]:
-    """CU ids of our own ``0:<ranges>`` masks (first set; every set we build has the same CUs)."""
-    cu_text = mask.split(";")[0].partition(":")[2]
-    cus: set[int] = set()
-    for item in cu_text.split(","):
-        low, _, high = item.partition("-")
-        cus.update(range(int(low), int(high or low) + 1))
-    return frozenset(cus)

@@ -183,6 +183,8 @@ def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices
             memories = [pinned_m[g.index]]
         else:
             memories = spec.memory_modes()
+        if g.memory_caps:  # what the firmware offers narrows the catalog ("supported combinations vary by
+            memories = [m for m in memories if m in g.memory_caps or m == g.memory_mode]  # GPU model and firmware")
         pairs = [(c, m) for c in computes for m in memories if spec.is_valid(c, m)]
         if not pairs:  # the config asks for an invalid pair: keep what is there (validation reports it)
             pairs = [(g.compute_mode, g.memory_mode)]

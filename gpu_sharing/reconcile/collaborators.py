@@ -15,6 +15,7 @@ from typing import Mapping, Protocol, Sequence
 from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.planner.types import ModelDemand, Placement, Plan, PlannerPolicy, RunningInstance
+from gpu_sharing.reconcile.cu_sharing import CuAssignment
 from gpu_sharing.reconcile.desired import DesiredState
 from gpu_sharing.runtime.supervisor import InstanceLaunch
 from gpu_sharing.sizing.measured_store import MeasuredSizes, measured_key
@@ -43,9 +44,11 @@ class LaunchBuilder(Protocol):
 
 
 class CuMaskPolicy(Protocol):
-    """``launch.cu_masks_for``: HSA_CU_MASK per instance to start on a shared partition."""
+    """``cu_sharing.cu_masks_for``: HSA_CU_MASK per instance to start on a shared partition, given the
+    running instances' masks; names running neighbours that must restart when a partition is rebalanced."""
 
-    def __call__(self, plan: Plan, inventory: Inventory, config: Config, /) -> dict[str, str]: ...
+    def __call__(self, plan: Plan, inventory: Inventory, config: Config,
+                 running: Mapping[str, str | None] | None = None, /) -> CuAssignment: ...
 
 
 class MeasuredStore(Protocol):

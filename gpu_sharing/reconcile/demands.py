@@ -17,6 +17,7 @@ from gpu_sharing.config.sizing_catalog import SizingCatalog
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
 from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, PreemptPolicy, Unplaceable
+from gpu_sharing.reconcile.drain import drains_node
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
 from gpu_sharing.sizing import size_model
 from gpu_sharing.sizing.measured_store import MeasuredSizes
@@ -39,7 +40,8 @@ def policy_from_config(config: Config, gpu_indices: Sequence[int] = ()) -> Plann
                          spread_replicas=config.planner.spread_replicas,
                          time_budget_s=config.reconcile.solver_time_budget_s,
                          preempt=PreemptPolicy(config.planner.preempt),
-                         prefer_local_tp=config.planner.prefer_local_tp)
+                         prefer_local_tp=config.planner.prefer_local_tp,
+                         repartition_drains_node=drains_node(config))
 
 
 def _catalog(config: Config, config_dir: Path | None) -> SizingCatalog | None:

@@ -72,7 +72,9 @@ def effective_config(config: Config, *, sim_state_dir: Path | None = None) -> Co
     if sim_state_dir is None:
         return config
     vllm = simulated_vllm_settings(config.vllm, sim_state_dir=Path(sim_state_dir),
-                                   startup_time_s=config.node.simulator.startup_time_s)
+                                   startup_time_s=config.node.simulator.startup_time_s,
+                                   disk_bandwidth_bytes_per_s=config.node.simulator.disk_bandwidth_bytes_per_s,
+                                   graph_capture_s=config.node.simulator.graph_capture_s)
     return config.model_copy(update={"vllm": vllm})
 
 
@@ -90,7 +92,11 @@ def desired_state(config: Config, *, gpu_indices: Sequence[int], now: datetime, 
 
 def plan_desired(desired: DesiredState, inventory: Inventory, running: Sequence[RunningInstance], *,
                  held: Collection[str] = (), planner: PlannerFn = run_planner) -> Plan:
-    """The planner's plan; instances in ``held`` (ids) are never started."""
+    """The planner's plan; instances in ``held`` (ids) are never started. Instances on a GPU whose readings
+    failed (``inventory.unknown``) are invisible to the planner, so it never stops them."""
+    unknown = {g.index for g in inventory.unknown}
+    if unknown:
+        running = [r for r in running if not any(ref.gpu in unknown for ref in r.partitions)]
     plan = planner(inventory, desired.demands, running, desired.policy)
     if held:
         plan = dataclasses.replace(plan, to_start=tuple(p for p in plan.to_start if p.instance_id not in held))

@@ -4,24 +4,24 @@ Why here (reconcile) and not in runtime: a launch needs the placement (planner),
 the partitions of the NEW inventory (after a repartition, HIP indices change),
 the model's limits (isolation) and the launch spec (runtime); the reconcile layer
 is the lowest that sees all four. The Reconciler receives ``build_launch`` and
-``cu_masks_for`` as injected collaborators (see ``collaborators.py``).
+``cu_sharing.cu_masks_for`` as injected collaborators (see ``collaborators.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from gpu_sharing.config.schema import ComputeLimitsSettings, Config, ModelSettings
+from gpu_sharing.config.schema import Config, ModelSettings
 from gpu_sharing.errors import OperationError
-from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, PartitionRef
+from gpu_sharing.hardware.inventory import Inventory, LogicalPartition
 from gpu_sharing.isolation import ComputeLimits, ResourceIsolator
-from gpu_sharing.planner.types import Placement, Plan
+from gpu_sharing.isolation.visibility import apply_visibility
+from gpu_sharing.planner.types import Placement
 from gpu_sharing.reconcile.cache_env import cache_env
-from gpu_sharing.runtime.launch_spec import LaunchSpec, build_launch_spec
+from gpu_sharing.runtime.launch_spec import build_launch_spec
 from gpu_sharing.runtime.markers import MARKER_ENV, RECORD_ENV, STATE_DIR_ENV, marker_env
 from gpu_sharing.runtime.port_owner import listener_belongs_to
 from gpu_sharing.runtime.ports import PortAllocator, port_is_free
@@ -30,38 +30,6 @@ from gpu_sharing.runtime.supervisor import InstanceLaunch
 
 SYS_NODE_DIR = "/sys/devices/system/node"
 MARKER_KEYS = frozenset({MARKER_ENV, STATE_DIR_ENV, RECORD_ENV})
-
-
-def cu_masks_for(plan: Plan, inventory: Inventory, config: Config) -> dict[str, str]:
-    """HSA_CU_MASK per new instance on partitions shared by several instances.
-
-    Masks are computed over every placement on the partition (running ones
-    included) so the new instance gets CUs disjoint from its neighbours' share.
-    """
-    isolator = ResourceIsolator(launcher=config.node.launcher)
-    models = {m.name: m for m in config.models}
-    by_partition: dict[PartitionRef, list[Placement]] = {}
-    for p in plan.placements:
-        for ref in p.partitions:
-            by_partition.setdefault(ref, []).append(p)
-    starting = {p.instance_id for p in plan.to_start}
-    masks: dict[str, str] = {}
-    for ref, group in sorted(by_partition.items()):
-        if len(group) < 2 or not any(p.instance_id in starting for p in group):
-            continue
-        members = {p.instance_id: _limits(p, models.get(p.model)) for p in group}
-        tp = {p.instance_id: p.tp for p in group}
-        for iid, mask in isolator.cu_masks(inventory.partition(ref), members, tp).items():
-            if iid in starting and iid not in masks:
-                masks[iid] = mask
-    return masks
-
-
-def _limits(p: Placement, model: ModelSettings | None) -> ComputeLimits:
-    settings = model.limits if model is not None else ComputeLimitsSettings()
-    if p.compute_share is not None and settings.compute_share is None and settings.cu_count is None:
-        settings = settings.model_copy(update={"compute_share": p.compute_share})
-    return ComputeLimits.from_settings(settings)
 
 
 def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], port: int, cu_mask: str | None,
@@ -76,14 +44,16 @@ def build_launch(placement: Placement, partitions: Sequence[LogicalPartition], p
         instance_id=placement.instance_id, model=model, vllm=config.vllm, partitions=list(partitions),
         tp=placement.tp, port=port, memory_bytes_per_rank=placement.memory_bytes_per_rank, cu_mask=cu_mask,
         config_dir=config_dir)
-    spec = dataclasses.replace(spec, env=cache_env(config, spec.env))  # caches under the state dir
-    argv, preexec = _confine(config, model, placement, spec, partitions, inventory)
+    # Devices by ROCR_VISIBLE_DEVICES, right inside the launcher's confinement, so the mask's "0:" is ours;
+    # caches under the state dir (cache_env).
+    env, _ = apply_visibility(cache_env(config, spec.env), [p.hip_index for p in partitions], config.node.launcher)
+    argv, preexec = _confine(config, model, placement, spec.argv, env, partitions, inventory)
     return InstanceLaunch(
         instance_id=placement.instance_id, model=placement.model, replica=placement.replica,
         fingerprint=fingerprint, served_names=tuple(spec.served_names),
         partitions=tuple(str(ref) for ref in placement.partitions),
         hip_indices=tuple(p.hip_index for p in partitions), memory_bytes_per_rank=placement.memory_bytes_per_rank,
-        tp=placement.tp, argv=tuple(argv), env=tuple(sorted(dict(spec.env).items())), port=port,
+        tp=placement.tp, argv=tuple(argv), env=tuple(sorted(env.items())), port=port,
         url=spec.url, preexec_fn=preexec)
 
 
@@ -131,8 +101,8 @@ def listener_guard(launch: InstanceLaunch, handle) -> bool | None:
     return listener_belongs_to(launch.port, group_pids(handle.pgid))
 
 
-def _confine(config: Config, model: ModelSettings, placement: Placement, spec: LaunchSpec,
-             partitions: Sequence[LogicalPartition], inventory: Inventory) -> tuple[list[str], Callable[[], None] | None]:
+def _confine(config: Config, model: ModelSettings, placement: Placement, spec_argv: Sequence[str],
+             env: dict[str, str], partitions: Sequence[LogicalPartition], inventory: Inventory) -> tuple[list[str], Callable[[], None] | None]:
     isolator = ResourceIsolator(launcher=config.node.launcher)
     limits = ComputeLimits.from_settings(model.limits)
     try:
@@ -141,6 +111,6 @@ def _confine(config: Config, model: ModelSettings, placement: Placement, spec: L
         numa_node = None
     if numa_node is not None and not os.path.isdir(os.path.join(SYS_NODE_DIR, f"node{numa_node}")):
         numa_node = None  # the host has no such NUMA node (a simulated GPU, or NUMA off): no CPU pinning
-    argv = isolator.wrap_argv(instance_id=placement.instance_id, argv=list(spec.argv), env=dict(spec.env),
+    argv = isolator.wrap_argv(instance_id=placement.instance_id, argv=list(spec_argv), env=env,
                               limits=limits, partitions=list(partitions), numa_node=numa_node)
     return argv, isolator.preexec_for(limits, numa_node)

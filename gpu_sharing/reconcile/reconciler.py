@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from gpu_sharing.config.schedule import active_models
 from gpu_sharing.config.schema import Config, LauncherKind
 from gpu_sharing.errors import GpuSharingError
 from gpu_sharing.hardware.backend import BackendError, PartitionBackend
 from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.isolation import unit_name_for
 from gpu_sharing.planner import plan as run_planner
 from gpu_sharing.planner.types import Plan, RunningInstance, Unplaceable
 from gpu_sharing.reconcile.adoption import Recovery, launch_to_entry
@@ -32,7 +33,8 @@ from gpu_sharing.reconcile.collaborators import (CuMaskPolicy, DemandBuilder, Fi
                                                  MeasuredStore, Planner)
 from gpu_sharing.reconcile.desired import DesiredState, desired_state, effective_config, plan_desired
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
-from gpu_sharing.reconcile.launch import build_launch, cu_masks_for, listener_guard, mark_launch, port_guard
+from gpu_sharing.reconcile.cu_sharing import cu_masks_for
+from gpu_sharing.reconcile.launch import build_launch, listener_guard, mark_launch, port_guard
 from gpu_sharing.reconcile.measure import MeasuredRecorder
 from gpu_sharing.reconcile.rolling import RollingStep, limit_rolling
 from gpu_sharing.reconcile.observe import parse_partition
@@ -43,7 +45,8 @@ from gpu_sharing.runtime.health import HealthChecker, http_health
 from gpu_sharing.runtime.instance_state import InstanceState
 from gpu_sharing.runtime.ports import PortAllocator
 from gpu_sharing.runtime.journal import Journal
-from gpu_sharing.runtime.spawner import ProcessHandle, Spawner, group_pids
+from gpu_sharing.runtime.process_group import instance_pids, pids_by_group
+from gpu_sharing.runtime.spawner import ProcessHandle, Spawner
 from gpu_sharing.runtime.staging import StagingManager
 from gpu_sharing.runtime.state_file import write_state
 from gpu_sharing.runtime.supervisor import InstanceLaunch, InstanceStatus, Supervisor
@@ -279,7 +282,8 @@ class Reconciler:
                 self._drain(plan.to_stop)
             result = self._applier().apply(plan, inventory)
             self.save_state(force=True)
-            errors = tuple(str(f) for f in result.failures)
+            errors = tuple(str(f) for f in result.failures) + tuple(
+                f"gpu {u.index} ({u.bdf}): readings failed, left as it is: {u.reason}" for u in inventory.unknown)
             report = ReconcileReport(plan=plan, apply=result, unplaceable=tuple(plan.unplaceable) + problems,
                                      errors=errors, duration_s=self.clock() - t0)
             self.last_report = report
@@ -321,7 +325,8 @@ class Reconciler:
                                              config_dir=self.config_dir), self.state_dir)
         return Applier(config, self.backend, self.supervisor, self.ports, build, clock=self.clock,
                        sleep=self.sleep, progress=self.progress,
-                       cu_masks=lambda plan, inv: self.cu_masks(plan, inv, config), journal=self.journal)
+                       cu_masks=lambda plan, inv, running: self.cu_masks(plan, inv, config, running),
+                       journal=self.journal)
 
     def _journal_spawn(self, launch: InstanceLaunch, handle: ProcessHandle | None) -> None:
         """Supervisor hook: the launch record before the spawn, its process group after (runtime.journal)."""
@@ -345,12 +350,17 @@ class Reconciler:
             self.recorder.errors.append(f"recording measured sizes: {e}")
             return
         launches = {ln.instance_id: ln for ln in self.supervisor.launches()}
-        groups = {}
-        for iid in launches:
-            handle = self.supervisor.handle_of(iid)
-            if handle is not None:
-                groups[iid] = group_pids(handle.pgid)
+        by_group = pids_by_group()
+        groups = {iid: self.instance_pids(iid, by_group) for iid in launches}
         self.recorder.drain(inventory, launches, groups, {m.name: m for m in self.config.models})
+
+    def instance_pids(self, instance_id: str, groups: Mapping[int, Iterable[int]] | None = None) -> frozenset[int]:
+        """Every pid of a live instance (process group, systemd unit): vLLM V1 holds VRAM in children."""
+        handle = self.supervisor.handle_of(instance_id)
+        if handle is None:
+            return frozenset()
+        unit = unit_name_for(instance_id) if self.config.node.launcher == LauncherKind.SYSTEMD_RUN else None
+        return instance_pids(handle.pid, handle.pgid, groups=groups, unit_name=unit)
 
     def statuses(self) -> list[InstanceStatus]:
         return self.supervisor.statuses()

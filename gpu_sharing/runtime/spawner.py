@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
 from gpu_sharing.runtime import logs
+from gpu_sharing.runtime.process_group import pids_by_group
 
 
 class ProcessHandle(Protocol):
@@ -124,19 +125,8 @@ class AdoptedHandle:
 
 
 def group_pids(pgid: int) -> list[int]:
-    """Every live pid of a process group (vLLM's TP workers run as children)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                tail = f.read().decode("utf-8", "replace").rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(tail) > 3 and tail[3] == str(pgid) and tail[0] not in ("Z", "X"):
-            out.append(int(entry))
-    return out
+    """Every live pid of a process group (vLLM's EngineCore and TP workers run as children)."""
+    return pids_by_group().get(pgid, [])
 
 
 class SubprocessSpawner:

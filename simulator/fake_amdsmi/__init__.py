@@ -128,7 +128,10 @@ def _part(h) -> tuple[SimNode, dict]:
 def _primary(node: SimNode, p: dict) -> dict:
     if p["index"] != 0:
         raise AmdSmiLibraryException(STATUS["NOT_SUPPORTED"])
-    return next(g for g in node.state()["gpus"] if g["index"] == p["gpu"])
+    g = next(g for g in node.state()["gpus"] if g["index"] == p["gpu"])
+    if g.get("failing_reading"):  # knob: the partition reading fails (the CLI then prints "N/A")
+        raise AmdSmiLibraryException(STATUS["UNEXPECTED_DATA"])
+    return g
 
 
 def amdsmi_get_gpu_device_bdf(h) -> str:

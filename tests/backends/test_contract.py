@@ -1,4 +1,6 @@
-"""ONE contract suite for every backend: simulated, amdsmi (over the fake module), amd-smi CLI (over the fake CLI)."""
+"""ONE contract suite for every backend: simulated, amdsmi (over the fake module), amdsmi over the REAL amdsmi
+package from PyPI with a stand-in for libamd_smi.so (simulator/libamd_smi_standin.py, so the shapes are the
+real wheel's), amd-smi CLI (over the fake CLI)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from gpu_sharing.backends.amdsmi_backend import AmdSmiBackend
 from gpu_sharing.backends.simulated import SimulatedBackend
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode
 from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M
+from simulator.libamd_smi_standin import load_real_amdsmi
 from simulator.node import SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,12 +31,14 @@ def make(kind: str, state: Path):
     if kind == "amdsmi":
         fake_amdsmi.configure(state)
         return AmdSmiBackend(fake_amdsmi)
+    if kind == "amdsmi-real":
+        return AmdSmiBackend(load_real_amdsmi(state))
     env = {**os.environ, "GPU_SHARING_SIM_STATE": str(state), "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "simulator.amd_smi_cli"]
     return AmdSmiCliBackend(cli, env=env, reload_argv=[[*cli, "reset", "-r"]])
 
 
-@pytest.fixture(params=["simulated", "amdsmi", "amd-smi-cli"])
+@pytest.fixture(params=["simulated", "amdsmi", "amdsmi-real", "amd-smi-cli"])
 def backend(request, tmp_path):
     node = SimNode.create(tmp_path, "MI300X", 2, reload_time_s=0)
     b = make(request.param, tmp_path)

@@ -42,7 +42,10 @@ def free_port() -> int:
 
 def model(name: str, max_model_len: int = 2048) -> dict:
     return {"name": name, "source": "Qwen/Qwen2.5-0.5B-Instruct", "config_json": QWEN_05B,
-            "max_model_len": max_model_len, "max_num_seqs": 4, "dtype": "bfloat16"}
+            "max_model_len": max_model_len, "max_num_seqs": 4, "dtype": "bfloat16",
+            # explicit shares: the three share GPU 0's one partition, and a newcomer takes CUs no running
+            # neighbour holds (with equal splits every add would rebalance, restarting the others)
+            "limits": {"compute_share": 0.25}}
 
 
 def write_config(path: Path, models: list[dict], api_port: int, port_base: int) -> None:

@@ -56,8 +56,13 @@ def test_memory_policy(tmp_path, policy):
     d = daemon_for(tmp_path, policy, 25100 + ["warn", "restart", "stop"].index(policy) * 30)
     try:
         pid = start(d)
+        holders = SimNode.open(d.reconciler.sim_state_dir).processes()
+        # vLLM V1: the EngineCore child holds the VRAM, not the spawned `vllm serve` pid
+        assert [(p["name"], p["pid"] != pid, os.getpgid(p["pid"]) == pid) for p in holders] == [
+            ("VLLM::EngineCore", True, True)]
         d.vram_pass()
         assert any(e["kind"] == "vram-over-budget" for e in d.events)
+        assert not any(e["kind"] == "foreign-process" for e in d.events)  # our EngineCore child is not foreign
         assert d.registry.get_sample_value("gpu_sharing_vram_violations_total",
                                            {"instance": "leaky-0", "action": policy}) == 1
         statuses = {s.instance_id: s for s in d.reconciler.statuses()}

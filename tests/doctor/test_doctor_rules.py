@@ -40,7 +40,10 @@ def test_strict_kfd_blocks_every_gpu_and_cgroup_exclusion_only_the_allowed_ones(
         node.set_compute_mode(1, "SPX")
     node.release_process(5002)
     node.release_process(5001)
-    node.claim_memory(0, 5003, "vllm", 1 << 30, synthetic=True)  # VRAM-only processes keep the per-GPU rule
+    node.claim_memory(0, 5003, "vllm", 1 << 30, synthetic=True)  # a vLLM with no device cgroup: a KFD context
+    with pytest.raises(SimError):                               # on every GPU (kfd_init_apertures), so it blocks
+        node.set_compute_mode(1, "SPX")
+    node.release_process(5003)
     assert node.set_compute_mode(1, "SPX") is True
     with pytest.raises(ValueError):
         node.set_kfd_mode_switch("lenient")

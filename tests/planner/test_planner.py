@@ -220,3 +220,19 @@ def test_pinned_nps_without_driver_reload_is_a_warning():
     assert any("memory_partition NPS4 pinned" in w and "allow_driver_reload is false" in w for w in p.warnings)
     assert p.gpus[0].memory_mode.value == "NPS1"
     assert plan(node(1), [demand("a", 10, 1, 1)], [], PlannerPolicy()).warnings == ()
+
+
+def test_reported_memory_caps_narrow_the_catalogs_modes():
+    """amdsmi's memory-partition caps (the firmware's offer) are used together with the catalog (issue 14)."""
+    from dataclasses import replace
+
+    from gpu_sharing.planner.problem import layouts_for
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+    from gpu_sharing.planner.types import PlannerPolicy
+
+    inv = node(1)
+    full = {(lay.compute, lay.memory) for lay in layouts_for(inv, PlannerPolicy(allow_driver_reload=True))[0].layouts}
+    assert (C.CPX, M.NPS4) in full
+    only_nps1 = replace(inv, gpus=(replace(inv.gpus[0], memory_caps=(M.NPS1,)),))
+    narrowed = layouts_for(only_nps1, PlannerPolicy(allow_driver_reload=True))[0].layouts
+    assert {lay.memory for lay in narrowed} == {M.NPS1}

@@ -16,8 +16,14 @@ from reconcile_fakes import RecordingBackend, build_launch, make_plan, placement
 from supervisor_fakes import FakeClock, FakeHealth, FakeSpawner
 
 
-def setup(tmp_path, modes, busy=None, allow_reload=False):
-    cfg = Config.model_validate({"version": "v1", "node": {"allow_driver_reload": allow_reload},
+# A kernel with the KFD cgroup-exclusion change and per-unit device cgroups: only instances on the GPU being
+# repartitioned block it (reconcile/drain.py). The strict default drains the node (test below).
+ISOLATED = {"kfd_mode_switch": "cgroup_exclusion", "launcher": "systemd-run"}
+
+
+def setup(tmp_path, modes, busy=None, allow_reload=False, node=None):
+    node = ISOLATED if node is None else node
+    cfg = Config.model_validate({"version": "v1", "node": {"allow_driver_reload": allow_reload, **node},
                                  "vllm": {"stop_grace_s": 2}})
     clock, spawner, health = FakeClock(), FakeSpawner(), FakeHealth()
     sup = Supervisor(cfg.vllm, log_dir=tmp_path, clock=clock, wall_clock=clock, spawner=spawner, health_checker=health)
@@ -96,3 +102,20 @@ def test_start_failure_is_recorded_and_port_released(tmp_path):
     report = applier.apply(make_plan(to_start=(placement("a-0", ((0, 7),)),)), backend.inventory())
     assert report.failures[0].target == "a-0" and "0.7" in report.failures[0].message
     assert applier.ports.assigned == frozenset()
+
+
+def test_strict_kernel_drains_the_node_for_a_compute_change_and_restores_what_the_plan_keeps(tmp_path):
+    applier, backend, sup, spawner, health = setup(tmp_path, {0: C.SPX, 1: C.SPX}, node={})
+    keep_placement = placement("keep-0", ((1, 0),))
+    sup.add(build_launch(keep_placement, [backend.inventory().gpu(1).partitions[0]], 9101, None))
+    sup.tick()
+    keep_pid = spawner.procs("keep-0")[0].pid
+    plan = make_plan(to_repartition=(target(0, C.CPX),), to_start=(placement("new-0", ((0, 3),)),))
+    plan = plan.__class__(**{**plan.__dict__, "placements": plan.placements + (keep_placement,)})
+    report = applier.apply(plan, backend.inventory())
+    assert report.ok, report.failures
+    assert report.stopped == ("keep-0",) and report.started == ("new-0", "keep-0")
+    assert spawner.procs("keep-0")[0].exit_code is not None  # the old process was stopped before the switch
+    assert [c[0] for c in backend.calls if c[0] == "set_compute_mode"] == ["set_compute_mode"]
+    sup.tick()
+    assert sup.state_of("keep-0") is not None and spawner.procs("keep-0")[-1].pid != keep_pid

@@ -7,8 +7,9 @@ import pytest
 from gpu_sharing.config.schema import Config
 from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.isolation.cu_masks import mask_cus, xcc_spread
 from gpu_sharing.reconcile.fingerprint import model_fingerprint
-from gpu_sharing.reconcile.launch import cu_masks_for
+from gpu_sharing.reconcile.cu_sharing import cu_masks_for
 
 from reconcile_fakes import RecordingBackend, make_plan, placement
 
@@ -25,12 +26,26 @@ def test_new_instance_gets_mask_disjoint_from_running_neighbour():
     running, new, alone = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),)), placement("c-0", ((0, 2),))
     plan = make_plan(to_start=(new, alone))
     plan = plan.__class__(**{**plan.__dict__, "placements": (running, new, alone)})
-    masks = cu_masks_for(plan, inv, cfg())
-    assert set(masks) == {"b-0"}  # only the new one; an instance alone on its partition gets none
-    gpu_part, cus = masks["b-0"].split(":")
+    # a-0 runs with the CUs it got when it started (not what a recomputation would give it today).
+    running_mask = "0:" + ",".join(str(c) for c in range(38, 76))
+    result = cu_masks_for(plan, inv, cfg(), {"a-0": running_mask})
+    assert set(result.masks) == {"b-0"} and result.restarts == ()  # an instance alone gets none
+    gpu_part, _ = result.masks["b-0"].split(":")
     assert gpu_part == "0"
-    count = sum(int(r.split("-")[1]) - int(r.split("-")[0]) + 1 if "-" in r else 1 for r in cus.split(","))
-    assert count == 38
+    new_cus, old_cus = mask_cus(result.masks["b-0"]), mask_cus(running_mask)
+    assert len(new_cus) == 38 and not new_cus & old_cus
+    assert xcc_spread(new_cus, 2) == [19, 19]
+
+
+def test_newcomer_without_free_cus_restarts_the_running_neighbour_with_a_disjoint_mask():
+    inv = RecordingBackend({0: C.QPX}).inventory()
+    running, new = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),))
+    plan = make_plan(to_start=(new,))
+    plan = plan.__class__(**{**plan.__dict__, "placements": (running, new)})
+    result = cu_masks_for(plan, inv, cfg(), {"a-0": None})  # a-0 ran alone: no mask, every CU
+    assert result.restarts == ("a-0",) and "b-0" in result.reasons["a-0"]
+    a, b = mask_cus(result.masks["a-0"]), mask_cus(result.masks["b-0"])
+    assert len(a) == len(b) == 38 and not a & b
 
 
 def test_impossible_shares_raise_user_error():

@@ -34,7 +34,8 @@ def fake_launch_builder(p, parts, port, cu_mask, inventory, *, config, fingerpri
                           partitions=tuple(str(r) for r in p.partitions), hip_indices=tuple(x.hip_index for x in parts),
                           memory_bytes_per_rank=p.memory_bytes_per_rank, tp=p.tp,
                           argv=(sys.executable, "-c", "import time; time.sleep(300)", p.instance_id),
-                          env=(("HIP_VISIBLE_DEVICES", ",".join(str(x.hip_index) for x in parts)),),
+                          env=(("HIP_VISIBLE_DEVICES", ",".join(str(x.hip_index) for x in parts)),
+                               *((("HSA_CU_MASK", cu_mask),) if cu_mask else ())),
                           port=port, url=f"http://127.0.0.1:{port}")
 
 

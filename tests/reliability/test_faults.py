@@ -1,4 +1,7 @@
-"""Faults injected through the simulator: the daemon keeps serving what is unaffected, reports, retries."""
+"""Faults injected through the simulator: the daemon keeps serving what is unaffected, reports, retries.
+
+A failed repartition of GPU 1 spares GPU 0; the retried compute change then drains the node (the strict
+KFD rule, simulator/node.py) and restores every instance."""
 
 from __future__ import annotations
 
@@ -53,9 +56,14 @@ def test_failed_repartition_spares_the_other_gpu_and_is_retried(tmp_path, code):
         assert rec.wait_settled(timeout_s=20)
         states = {s.instance_id: s.state.value for s in rec.statuses()}
         assert states.get("on-spx-0") == "READY" and "on-cpx-0" not in states  # GPU 0 serves; GPU 1 waits
+        spx_pid = {s.instance_id: s.pid for s in rec.statuses()}["on-spx-0"]
         second = rec.reconcile_once()  # the fault is gone: retried and repaired
         assert second.ok, second.errors
+        # A real kernel without the KFD cgroup-exclusion change (the simulator's default, kfd_mode_switch:
+        # strict) refuses GPU 1's compute change while on-spx-0 runs on GPU 0: the node is drained and restored.
+        assert second.apply.stopped == ("on-spx-0",) and set(second.apply.started) == {"on-spx-0", "on-cpx-0"}
         assert rec.wait_settled(timeout_s=20)
+        assert {s.instance_id: s.pid for s in rec.statuses()}["on-spx-0"] != spx_pid
         assert {s.instance_id: s.state.value for s in rec.statuses()} == {"on-spx-0": "READY", "on-cpx-0": "READY"}
         assert node.state()["gpus"][1]["compute_mode"] == "CPX"
     finally:

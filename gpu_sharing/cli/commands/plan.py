@@ -11,7 +11,11 @@ from pathlib import Path
 
 from gpu_sharing.cli import common
 from gpu_sharing.cli.commands import _fleet
-from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, plan_from_flags
+from gpu_sharing.cli.commands._runtime_common import add_runtime_flags, make_backend, plan_from_flags, state_dir
+from gpu_sharing.errors import GpuSharingError
+from gpu_sharing.reconcile.cu_sharing import cu_masks_for
+from gpu_sharing.reconcile.drain import drain_reason
+from gpu_sharing.runtime.state_file import read_state
 
 SYMBOL = {"start": "+", "stop": "-", "repartition": "~", "unchanged": "="}
 
@@ -68,6 +72,18 @@ def contract_rows(cfg, plan, config_dir: Path) -> dict[str, dict]:
                               "gpu_memory_utilization": c.memory_fraction(p.partition_bytes) if p.partition_bytes else None,
                               "budget_bytes_per_rank": c.budget.total_bytes}
     return out
+def cu_mask_restarts(args: argparse.Namespace, cfg, plan) -> dict[str, str]:
+    """Running instances ``apply`` would restart to rebalance CU masks for a newcomer (reconcile/cu_sharing.py),
+    from the masks recorded in the state file; {} when that cannot be read."""
+    if not plan.to_start:
+        return {}
+    try:
+        inventory = make_backend(args, cfg).inventory()
+        running = {e.instance_id: dict(e.env).get("HSA_CU_MASK") for e in read_state(state_dir(args, cfg))
+                   if e.pid is not None}
+        return dict(cu_masks_for(plan, inventory, cfg, running).reasons)
+    except (GpuSharingError, ValueError, OSError):
+        return {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     for row in out["placements"]:
         row.update(contracts.get(row["instance"], {}))
     out["unplaceable"] += [{"model": u.model, "replica": u.replica, "reason": u.reason} for u in problems]
+    out["drain"] = drain_reason(plan, cfg)
+    out["cu_mask_restarts"] = cu_mask_restarts(args, cfg, plan)
     if args.json:
         common.print_json(out)
     else:
@@ -92,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"! unplaceable {u['model']}-{u['replica']}: {u['reason']}")
         for w in plan.warnings:
             print(f"! warning: {w}")
-        if plan.drain_required:
-            print(f"! node-wide drain: stops {', '.join(plan.drained)} for the repartition")
+        for iid, why in out["cu_mask_restarts"].items():
+            print(f"~ restart     {iid:<28} {why}")
+        if out["drain"]:
+            print(f"! drain       node{'':<24} {out['drain']}: every instance stops, then starts again")
         if contracts:
             print("\nLaunch contracts (passed to vLLM as sized):")
             common.print_table(["INSTANCE", "MAX-MODEL-LEN", "SEQS", "BATCHED", "GPU-MEM-UTIL", "GIB/RANK"],
