@@ -150,6 +150,8 @@ class Applier:
     # ---- 1-2: stop and wait for VRAM ---------------------------------------------------------
     def _stop(self, instance_ids: list[str], run: _Run) -> set[int]:
         pids: set[int] = set()
+        if not instance_ids:
+            return pids  # a converged pass: no /proc scan on the hot path
         groups = pids_by_group()  # vLLM V1's EngineCore/workers hold the VRAM: wait for the whole group
         for iid in instance_ids:
             handle = self.supervisor.handle_of(iid)
