@@ -278,14 +278,21 @@ def _fake_token_ids(text: str) -> list[int]:
     return list(text.encode("utf-8"))
 
 
+async def _json(request: web.Request):
+    """(body, None), or (None, vLLM's 400 for a body that is not JSON)."""
+    try:
+        return await request.json(), None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
+                            "Bad Request", "body")
+
+
 @routes.post("/tokenize")
 async def tokenize(request: web.Request) -> web.Response:
     fake = request.app["fake"]
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
-                      "Bad Request", "body")
+    body, err = await _json(request)
+    if err:
+        return err
     if not isinstance(body, dict) or not ("prompt" in body or "messages" in body):
         return _error(400, "1 validation error:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': 'Field required'}",
                       "Bad Request", "body.prompt")
@@ -305,11 +312,9 @@ async def tokenize(request: web.Request) -> web.Response:
 @routes.post("/detokenize")
 async def detokenize(request: web.Request) -> web.Response:
     fake = request.app["fake"]
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body', 'msg': 'JSON decode error'}",
-                      "Bad Request", "body")
+    body, err = await _json(request)
+    if err:
+        return err
     if not isinstance(body, dict) or not isinstance(body.get("tokens"), list):
         return _error(400, "1 validation error:\n  {'type': 'missing', 'loc': 'body.tokens', 'msg': 'Field required'}",
                       "Bad Request", "body.tokens")
