@@ -8,7 +8,9 @@ newcomer (what this code did before) gave the newcomer CUs that a neighbour stil
 1. the whole set of shares on the partition must be possible (``resolve_cu_counts`` raises otherwise);
 2. a newcomer gets its count from the CUs that no running neighbour's mask holds (a running
    neighbour without a mask holds every CU), XCC-spread (``assign_free_cu_sets``);
-3. when the free CUs do not suffice, the partition is rebalanced: every member gets a fresh mask
+3. when the free CUs do not suffice and a newcomer has a compute share or CU count of its own, the
+   partition is rebalanced (a newcomer without one shares the CUs unmasked: admitting a small model
+   never restarts a running neighbour): every member gets a fresh mask
    (``ResourceIsolator.cu_masks``), and each running neighbour whose mask changes is named in
    ``CuAssignment.restarts`` with the reason; the applier restarts it with its new mask.
 """
@@ -70,6 +72,8 @@ def cu_masks_for(plan: Plan, inventory: Inventory, config: Config,
             sets = assign_free_cu_sets(cu_count=part.cu_count, xcc_count=part.xcc_count, taken=frozenset(taken),
                                        counts={p.instance_id: counts[p.instance_id] for p in newcomers})
         except UserError as short:
+            if all(members[p.instance_id].cu_request is None for p in newcomers):
+                continue  # no share of its own to claim: the newcomer shares the CUs, no running neighbour restarts
             fresh = isolator.cu_masks(part, members, tp)
             for p in newcomers:
                 if p.instance_id in fresh and p.instance_id not in masks:

@@ -48,6 +48,17 @@ def test_newcomer_without_free_cus_restarts_the_running_neighbour_with_a_disjoin
     assert len(a) == len(b) == 38 and not a & b
 
 
+def test_newcomer_without_a_share_of_its_own_never_restarts_a_running_neighbour():
+    """Admitting a small model (a demand-driven cold start) next to a running 70B must not restart the 70B:
+    a newcomer with no compute_share shares the CUs unmasked."""
+    inv = RecordingBackend({0: C.QPX}).inventory()
+    running, new = placement("c-0", ((0, 1),)), placement("c-1", ((0, 1),))
+    plan = make_plan(to_start=(new,))
+    plan = plan.__class__(**{**plan.__dict__, "placements": (running, new)})
+    result = cu_masks_for(plan, inv, cfg(), {"c-0": None})
+    assert result.restarts == () and result.masks == {}
+
+
 def test_impossible_shares_raise_user_error():
     inv = RecordingBackend({0: C.QPX}).inventory()
     a, b = placement("a-0", ((0, 1),)), placement("b-0", ((0, 1),))
