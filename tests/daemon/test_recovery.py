@@ -16,8 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,37 +25,13 @@ import yaml
 
 from gpu_sharing.cli.main import main
 
+from test_daemon_integration import free_port, get_json, wait_for  # the daemon tests' shared helpers
+
 pytestmark = pytest.mark.integration
 
 QWEN = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
         "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
         "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout_s: float, what: str):
-    pause, deadline, last = threading.Event(), time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except (OSError, ValueError) as e:
-            last = e
-        else:
-            if last:
-                return last
-        pause.wait(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last: {last!r}")
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
