@@ -20,7 +20,7 @@ from gpu_sharing.errors import UserError
 from gpu_sharing.sizing.architectures import Accounting, account
 from gpu_sharing.sizing.contract import DEFAULT_CONTEXT_CAP, LaunchContract, MemoryBudget, default_batched_tokens
 from gpu_sharing.sizing.kv_cache import KV_DTYPE_BYTES, kv_layout
-from gpu_sharing.sizing.overheads import estimate_overheads
+from gpu_sharing.sizing.overheads import estimate_overheads, model_shape
 from gpu_sharing.sizing.types import ModelSize, SizeSource
 
 GIB = 1024**3
@@ -161,27 +161,27 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
         warnings.append(f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {max_pos}")
     tokens = max_model_len * max_num_seqs
     kv = kv_cache_bytes if kv_cache_bytes is not None else layout.bytes_for(max_model_len, max_num_seqs, block_size)
-    h = int(config.get("hidden_size") or config.get("n_embd") or config.get("n_embed") or 0)
-    inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner") or 4 * h)
     batched = max_num_batched_tokens or default_batched_tokens(max_num_seqs)
-    vocab = int(config.get("vocab_size") or 0)
-    over = estimate_overheads(hidden=h, intermediate=inter, vocab=vocab, tp=tp, batched_tokens=batched,
-                              max_num_seqs=max_num_seqs, act_dtype_bytes=load_bytes, enforce_eager=enforce_eager,
-                              weights_bytes_per_rank=w_rank)
+    over = estimate_overheads(model_shape(config), tp=tp, batched_tokens=batched, max_num_seqs=max_num_seqs,
+                              act_dtype_bytes=load_bytes, enforce_eager=enforce_eager, weights_bytes_per_rank=w_rank)
     budget = MemoryBudget(weights_bytes=w_rank, kv_bytes=kv, activation_bytes=over.activation_bytes,
-                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes)
+                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes,
+                          context_bytes=over.context_bytes)
     contract = LaunchContract(tp=tp, max_model_len=max_model_len, max_model_len_auto=auto,
                               max_position_embeddings=max_pos, max_num_seqs=max_num_seqs,
                               max_num_batched_tokens=batched, kv_cache_dtype=kv_cache_dtype, block_size=block_size,
                               enforce_eager=enforce_eager, budget=budget, fixed_kv_bytes=kv_cache_bytes, layout=layout)
-    notes = (f"activations: profile run of {batched} batched tokens + sampler over {max_num_seqs} rows "
-             "(gpu_sharing/sizing/overheads.py, fitted to published vLLM profiles)",
-             "runtime: HIP context, non-torch memory (RCCL), ROCm's weight padding (+2.5% of weights)"
-             + ("" if enforce_eager else "; graphs: capture pools"))
+    notes = (f"activations: vLLM's profile run, max(forward over {batched} batched tokens, sampler over "
+             f"{min(max_num_seqs, batched)} rows of logits) + MoE workspace (gpu_sharing/sizing/overheads.py, fitted "
+             "to published vLLM profiles: python benchmarks/sizing.py)",
+             "runtime: non-torch memory (RCCL buffers at tp > 1), ROCm's weight padding (+2.5% of weights)"
+             + ("" if enforce_eager else "; graphs: capture pools by layer count")
+             + "; context: HIP context (+ communicator at tp > 1), reserved beside vLLM's --gpu-memory-utilization "
+               "budget")
     return ModelSize(param_count=acc.param_count, weights_bytes=w_total, weights_bytes_per_rank=w_rank,
                      kv_bytes_per_token=layout.bytes_per_token, kv_tokens=tokens if kv_cache_bytes is None else 0,
                      kv_bytes=kv, activation_bytes=over.activation_bytes,
-                     runtime_overhead_bytes=over.runtime_bytes + over.graph_bytes,
+                     runtime_overhead_bytes=over.runtime_bytes + over.graph_bytes + over.context_bytes,
                      total_bytes_per_rank=budget.total_bytes, tp=tp, source=source,
                      warnings=tuple(warnings), notes=notes, contract=contract)
 
