@@ -108,8 +108,9 @@ def _shape(cfg: dict[str, Any]) -> dict[str, int]:
 
     experts = get("num_local_experts", "num_experts", "n_routed_experts")
     topk = get("num_experts_per_tok", "experts_per_token") if experts else 0
-    inter = get("intermediate_size")
-    return {"hidden": get("hidden_size"), "vocab": get("vocab_size"), "layers": get("num_hidden_layers"),
+    hidden = get("hidden_size", "n_embd")
+    inter = get("intermediate_size", "n_inner", "ffn_hidden_size") or 4 * hidden  # falcon, gpt2: 4 x hidden
+    return {"hidden": hidden, "vocab": get("vocab_size"), "layers": get("num_hidden_layers", "n_layer"),
             "intermediate": get("shared_expert_intermediate_size") if topk else inter, "experts_per_tok": topk,
             "expert_intermediate": (get("moe_intermediate_size") or inter) if topk else 0}
 
