@@ -137,7 +137,12 @@ def refit() -> None:
               f"non-torch tp1 {r.non_torch_tp1_bytes / GIB:4.2f} ({c.non_torch_tp1_bytes / GIB:4.2f}) "
               f"tp>1 {r.non_torch_tpn_bytes / GIB:4.2f} ({c.non_torch_tpn_bytes / GIB:4.2f}) GiB")
     res = overhead_table(fitted, quiet=True)
-    print("  with the refitted constants: " + ", ".join(f"{k} {w}/{n}" for k, (w, n) in res.items()) + "\n")
+    print("  with the refitted constants: " + ", ".join(f"{k} {w}/{n}" for k, (w, n) in res.items()))
+    swapped = profile_fit.fit([p for p in points if p["split"] == "holdout"], shapes)
+    scored = profile_fit.score([p for p in points if p["split"] == "fit"], shapes, swapped)
+    print(f"  halves swapped (fit on the held-out half, scored on the fit half): {sum(s.within_25 for s in scored)}"
+          f"/{len(scored)} within 25%; v1-0.17+ K {swapped['v1-0.17+'].sampler_logit_copies:.2f}, "
+          f"C_H {swapped['v1-0.17+'].hidden_copies:.1f}, M {swapped['v1-0.17+'].moe_workspace:.2f}\n")
 
 
 def main() -> int:

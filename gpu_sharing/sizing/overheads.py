@@ -62,8 +62,9 @@ ENGINE_ERAS: dict[str, ProfileRules] = {
     # (Llama-3.1-8B V0 on H100: 1.19 GiB logged for 256 rows x 128256 x 4 B = 0.12 GiB).
     "v0": ProfileRules("v0", 9.75, 5.2, 0.95, int(0.12 * GIB), int(0.2 * GIB)),
     # V1 0.10.1-0.16: the dummy sampler run does top-k/top-p again: K ~ 9.7 (Qwen3-14B 5.64 GiB
-    # on 0.15/0.16 vs 2.23 GiB on 0.17, llm-d-planner version sweep).
-    "v1-0.10.1-0.16": ProfileRules("v1-0.10.1-0.16", 9.7, 5.2, 0.95, int(0.07 * GIB), int(2.13 * GIB)),
+    # on 0.15/0.16 vs 2.23 GiB on 0.17, llm-d-planner version sweep; 0.11.0 on H100: 4.76 GiB for
+    # Llama-3.1-8B, 5.56 for Qwen3-0.6B); non-torch 0.13 GiB, 0.55 GiB at tp 2 on 0.11.0.
+    "v1-0.10.1-0.16": ProfileRules("v1-0.10.1-0.16", 9.75, 5.2, 0.95, int(0.13 * GIB), int(0.55 * GIB)),
     # V1 <= 0.10.0 and 0.17+ (and the model runner V2): K ~ 3.9; NCCL/RCCL buffers ~2.1 GiB at tp > 1.
     "v1-0.17+": ProfileRules("v1-0.17+", 3.9, 5.2, 0.95, int(0.25 * GIB), int(2.13 * GIB)),
 }
@@ -101,6 +102,10 @@ class ModelShape:
     layers: int
     moe_intermediate: int = 0
     experts_per_tok: int = 0
+    fused_moe_workspace: bool = True
+    """False for MXFP4 experts: vLLM runs them with the Triton matmul_ogs kernels (OAITritonExperts in
+    vllm/model_executor/layers/quantization/mxfp4.py, CUDA and ROCm alike), not fused_moe's batch-sized
+    workspace; logged: gpt-oss-20b/120b peaks equal their sampler peak (7.38 GiB on 0.11, 2.87 on 0.19)."""
 
 
 def model_shape(config: Mapping[str, Any]) -> ModelShape:
@@ -124,9 +129,11 @@ def model_shape(config: Mapping[str, Any]) -> ModelShape:
         if num("first_k_dense_replace") or num("intermediate_size_mlp"):
             dense = max(dense, num("intermediate_size_mlp") or inter)
         inter = dense
+    qc = config.get("quantization_config") if isinstance(config.get("quantization_config"), Mapping) else {}
     return ModelShape(hidden=h, intermediate=inter, vocab=num("vocab_size", "padded_vocab_size"),
                       layers=num("num_hidden_layers", "n_layer", "num_layers"),
-                      moe_intermediate=moe_i if experts and topk else 0, experts_per_tok=topk if experts else 0)
+                      moe_intermediate=moe_i if experts and topk else 0, experts_per_tok=topk if experts else 0,
+                      fused_moe_workspace=str(qc.get("quant_method", "")).lower() != "mxfp4")
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,8 @@ def activation_parts(shape: ModelShape, *, tp: int, batched_tokens: int, max_num
     forward = t * (3 * math.ceil(shape.intermediate / tp) + rules.hidden_copies * shape.hidden) * act_dtype_bytes
     sampler = rules.sampler_logit_copies * rows * shape.vocab * 4
     moe = (rules.moe_workspace * t * shape.experts_per_tok
-           * (3 * math.ceil(shape.moe_intermediate / tp) + shape.hidden) * act_dtype_bytes)
+           * (3 * math.ceil(shape.moe_intermediate / tp) + shape.hidden) * act_dtype_bytes
+           if shape.fused_moe_workspace else 0)
     return ActivationParts(int(forward), int(sampler), int(moe))
 
 
