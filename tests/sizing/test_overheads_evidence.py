@@ -9,6 +9,7 @@ held-out half. The reference is the logged numbers, not our formula.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,50 @@ def test_context_sits_beside_the_budget_vllm_is_asked_for():
     assert over.total == over.activation_bytes + over.graph_bytes + over.runtime_bytes + over.context_bytes
     assert estimate_overheads(SHAPES["llama31_8b"], tp=1, batched_tokens=2048, max_num_seqs=16, act_dtype_bytes=2,
                               enforce_eager=True).graph_bytes == 0
+
+
+def test_the_fake_vllm_profile_is_derived_independently_of_the_fitted_model():
+    import ast
+    import inspect
+
+    import simulator.vllm_memory as fake_memory
+
+    tree = ast.parse(inspect.getsource(fake_memory))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "gpu_sharing.sizing.overheads" not in imported
+
+
+PUBLISHED = json.loads((Path(__file__).resolve().parents[1] / "data" / "published_sizes.json").read_text())
+
+
+@pytest.mark.parametrize("model_id", ["meta-llama/Llama-3.1-8B", "Qwen/Qwen3-8B", "Qwen/Qwen3-30B-A3B",
+                                      "google/gemma-2-9b-it", "Qwen/Qwen2.5-0.5B-Instruct"])
+def test_an_instance_launched_as_sized_starts_on_the_fake_vllm_in_a_partition_of_exactly_its_size(tmp_path, model_id):
+    """Sized, placed on a partition holding exactly its budget (context included; plus the 1e-4 of the partition by
+    which the 4-decimal --gpu-memory-utilization may round up), launched with the contract's argv: the fake vLLM
+    (whose profile comes from log lines, not from the sizing model) passes every start-up rule."""
+    from gpu_sharing.config.schema import ModelSettings, VllmSettings
+    from gpu_sharing.hardware.inventory import LogicalPartition
+    from gpu_sharing.runtime.launch_spec import build_launch_spec
+    from gpu_sharing.sizing import size_model
+    from simulator.node import SimNode
+    from simulator.vllm_args import parse_serve_args
+    from simulator.vllm_server import FakeVllm
+
+    node = SimNode.create(tmp_path / "sim", "MI300X", 1, compute_mode="SPX")
+    total = node.partition_info(0)["vram_total_bytes"]
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(next(e["config"] for e in PUBLISHED if e["model_id"] == model_id)))
+    model = ModelSettings(name="m", source=str(d), max_model_len=4096, max_num_seqs=16)
+    size = size_model(model)
+    left = size.total_bytes_per_rank + math.ceil(total * 1e-4)
+    node.claim_memory(0, 999999, "other", total - left, synthetic=True)
+    spec = build_launch_spec(instance_id="m-0", model=model, vllm=VllmSettings(),
+                             partitions=[LogicalPartition(0, 0, 0, "renderD128", 304, 8, total, 0)], tp=1, port=8100,
+                             memory_bytes_per_rank=size.total_bytes_per_rank)
+    fake = FakeVllm(parse_serve_args(["serve", *spec.argv[2:]]), [0], node, None)
+    fake.claim()
+    assert fake.kv_bytes >= size.contract.kv_needed_for(4096, 1)
+    assert fake.claimed[0] <= size.total_bytes_per_rank + total * 1e-4
