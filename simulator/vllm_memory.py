@@ -164,17 +164,19 @@ def activation_peak(facts: ModelFacts, *, tp: int, batched_tokens: int, max_num_
 def profile_for(facts: ModelFacts | None, *, tp: int, batched_tokens: int, enforce_eager: bool,
                 max_num_seqs: int = 256) -> Profile:
     """The model's profile; an unknown model (no config.json beside it, e.g. a Hugging Face id in simulation)
-    gets an empty profile, so only the free-memory and scheduler rules apply to it."""
+    gets an empty profile but for the context (a HIP context exists whatever the model), so only the
+    free-memory and scheduler rules apply to it."""
+    context = CONTEXT_BYTES if tp == 1 else CONTEXT_TP_BYTES
     if facts is None:
         p = {"weights_bytes": 0, "non_torch_bytes": 0, "activation_peak_bytes": 0, "graph_bytes": 0,
-             "context_bytes": 0}
+             "context_bytes": context}
     else:
         p = {"weights_bytes": facts.weights_bytes_per_rank,
              "non_torch_bytes": NON_TORCH_BYTES if tp == 1 else NON_TORCH_TP_BYTES,
              "activation_peak_bytes": activation_peak(facts, tp=tp, batched_tokens=batched_tokens,
                                                       max_num_seqs=max_num_seqs),
              "graph_bytes": 0 if enforce_eager else GRAPH_BYTES_PER_LAYER * facts.layers,
-             "context_bytes": CONTEXT_BYTES if tp == 1 else CONTEXT_TP_BYTES}
+             "context_bytes": context}
     override = os.environ.get("GPU_SHARING_FAKE_PROFILE")
     if override:
         p.update({k: int(v) for k, v in json.loads(override).items() if k in p})
