@@ -65,7 +65,10 @@ ENGINE_ERAS: dict[str, ProfileRules] = {
     # on 0.15/0.16 vs 2.23 GiB on 0.17, llm-d-planner version sweep; 0.11.0 on H100: 4.76 GiB for
     # Llama-3.1-8B, 5.56 for Qwen3-0.6B); non-torch 0.13 GiB, 0.55 GiB at tp 2 on 0.11.0.
     "v1-0.10.1-0.16": ProfileRules("v1-0.10.1-0.16", 9.75, 5.2, 0.95, int(0.13 * GIB), int(0.55 * GIB)),
-    # V1 <= 0.10.0 and 0.17+ (and the model runner V2): K ~ 3.9; NCCL/RCCL buffers ~2.1 GiB at tp > 1.
+    # V1 <= 0.10.0 and 0.17+: K ~ 3.9 (41 llm-d-planner v0.19.0 runs); NCCL buffers ~2.1 GiB at tp > 1.
+    # Doubtful for 0.27+ (model runner V2), 3 points only: Qwen2.5-0.5B 0.27.1 and a ROCm Qwen3.8-27B
+    # log peak lower (K ~ 1.7-2.5, so this over-estimates them), Llama-3.1-8B on 0.31 at T=2048/S=256
+    # logs 1.44 GiB, far above any rule here (T/S not printed: inferred from the A100 default tier).
     "v1-0.17+": ProfileRules("v1-0.17+", 3.9, 5.2, 0.95, int(0.25 * GIB), int(2.13 * GIB)),
 }
 CURRENT_ERA = "v1-0.17+"
