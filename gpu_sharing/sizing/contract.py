@@ -43,17 +43,17 @@ class MemoryBudget:
     activation_bytes: int
     graph_bytes: int
     runtime_bytes: int
+    """vLLM's non-torch memory, ROCm's weight padding allowance and the context (see context_bytes)."""
     extras_bytes: int = 0
     """LoRA adapter slots and a speculative draft model."""
     context_bytes: int = 0
-    """HIP context (+ the communicator at tp > 1): in use before vLLM's first memory snapshot, so outside the
-    budget vLLM requests (vllm/v1/worker/utils.py request_memory: total x gpu_memory_utilization, checked
-    against the free memory left after it) but on the partition beside it."""
+    """The part of runtime_bytes that is the HIP context (+ the communicator at tp > 1): in use before vLLM's
+    first memory snapshot, so outside the budget vLLM requests (vllm/v1/worker/utils.py request_memory:
+    total x gpu_memory_utilization, checked against the free memory left after it) but on the partition."""
 
     @property
     def non_kv_bytes(self) -> int:
-        return (self.weights_bytes + self.activation_bytes + self.graph_bytes + self.runtime_bytes + self.extras_bytes
-                + self.context_bytes)
+        return self.weights_bytes + self.activation_bytes + self.graph_bytes + self.runtime_bytes + self.extras_bytes
 
     @property
     def total_bytes(self) -> int:

@@ -176,7 +176,7 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
     over = estimate_overheads(shape, tp=tp, batched_tokens=batched, max_num_seqs=max_num_seqs,
                               act_dtype_bytes=load_bytes, enforce_eager=enforce_eager, weights_bytes_per_rank=w_rank)
     budget = MemoryBudget(weights_bytes=w_rank, kv_bytes=kv, activation_bytes=over.activation_bytes,
-                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes,
+                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes + over.context_bytes,
                           context_bytes=over.context_bytes)
     contract = LaunchContract(tp=tp, max_model_len=max_model_len, max_model_len_auto=auto,
                               max_position_embeddings=max_pos, max_num_seqs=max_num_seqs,

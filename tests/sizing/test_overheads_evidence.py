@@ -81,7 +81,8 @@ def test_context_sits_beside_the_budget_vllm_is_asked_for():
     assert over.context_bytes == context_bytes(1) and 0.4 * GIB < over.context_bytes < 0.6 * GIB
     assert context_bytes(2) > context_bytes(1)  # the communicator is initialised before vLLM's snapshot at tp > 1
     b = MemoryBudget(weights_bytes=10 * GIB, kv_bytes=5 * GIB, activation_bytes=GIB, graph_bytes=GIB,
-                     runtime_bytes=GIB, context_bytes=over.context_bytes)
+                     runtime_bytes=GIB + over.context_bytes, context_bytes=over.context_bytes)
+    assert b.total_bytes == 18 * GIB + over.context_bytes  # the parts shown add up to what the partition holds
     assert b.requested_bytes == b.total_bytes - over.context_bytes
     assert over.total == over.activation_bytes + over.graph_bytes + over.runtime_bytes + over.context_bytes
     assert estimate_overheads(SHAPES["llama31_8b"], tp=1, batched_tokens=2048, max_num_seqs=16, act_dtype_bytes=2,
