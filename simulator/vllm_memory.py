@@ -16,11 +16,13 @@ fake prints it as the root cause and exits 1, like `vllm serve` when the engine 
    less than one max_model_len sequence -> "To serve at least one request with the model's max
    seq len" (vllm/v1/core/kv_cache_planning.py:78).
 
-The profile per instance (weights, non-torch, activation peak scaling with max_num_batched_tokens,
-graphs unless --enforce-eager) is the fake's stand-in for what vLLM measures. Weights come from the
-model's config.json when the model is a local directory (vLLM reads the same file) and are
-computed like the checkpoint's tensors; the overhead terms are the fake's own "truth", set
-independently of gpu-sharing's sizing (GPU_SHARING_FAKE_PROFILE overrides any term, in bytes).
+The profile per instance (weights, non-torch, activation peak of the profile run over
+max_num_batched_tokens tokens and min(max_num_seqs, tokens) sampled rows, graphs unless
+--enforce-eager, and the context taken before vLLM's first snapshot) is the fake's stand-in for
+what vLLM measures. Weights come from the model's config.json when the model is a local directory
+(vLLM reads the same file) and are computed like the checkpoint's tensors; the overhead terms are
+the fake's own "truth", each derived from one quoted vLLM log line below, independently of
+gpu-sharing's fitted overhead model (GPU_SHARING_FAKE_PROFILE overrides any term, in bytes).
 """
 
 from __future__ import annotations
@@ -34,14 +36,32 @@ from typing import Any
 
 GIB = 1024**3
 
-# The fake's "truth" for the overheads, from published vLLM 0.33-era profiles of 7-8B models
-# (tests/data/vllm_memory_profiles.json): ~0.45 GiB non-torch at tp=1, more with tp > 1;
-# ~6 GiB activation peak at 8192 batched tokens for hidden 4096; graphs ~0.5 GiB.
-NON_TORCH_BYTES = int(0.45 * GIB)
-NON_TORCH_TP_BYTES = int(0.9 * GIB)
-ACT_BYTES_PER_TOKEN_PER_HIDDEN = 190
-"""Activation peak = batched tokens x hidden x this: 8192 x 4096 x 190 B = 5.9 GiB."""
-GRAPH_BYTES = int(0.5 * GIB)
+# The fake's "truth" for the overheads of vLLM 0.33 (the V1 engine's profile run, 0.17+ behaviour). Each
+# constant is derived from ONE quoted log line, never from gpu_sharing/sizing/overheads.py (which is fitted
+# to all the collected points and whose form differs): the fake stays an independent reference for the
+# planner. Anchors (llm-d-planner accuracy/results/v0.19.0/logs, vLLM 0.19.0 on H100, T=8192, S=1024):
+#   A1 meta-llama-llama-3-1-8b---h100-80gb--tp1pp1dp1--8192.log: "torch peak memory increase: 1.89GiB;
+#      non-torch forward increase memory: 0.25GiB"; "worker init memory snapshot: ... cuda_memory=0.51GiB";
+#      "Estimated CUDA graph memory: 0.84 GiB total" (32 layers). Vocabulary 128256: the sampler peak.
+#   A2 codellama-codellama-7b-h--h100-80gb--tp1pp1dp1--8192.log: "torch peak memory increase: 0.77GiB"
+#      (vocabulary 32016, intermediate 11008: the forward peak).
+#   A3 meta-llama-llama-3-1-8b---h100-80gb--tp2pp1dp1--8192.log: "non-torch forward increase memory:
+#      2.07GiB"; "cuda_memory=1.53GiB" at init (the communicator exists before vLLM's snapshot).
+#   A4 qwen-qwen3-30b-a3b--h100-80gb--tp1pp1dp1--8192.log: "torch peak memory increase: 2.68GiB"
+#      (128 experts, top-8, expert intermediate 768: the MoE workspace on top of the sampler peak).
+# and the HIP context on an MI300X: "Free memory 191.46/191.98 GiB" at an empty GPU's vLLM start
+# (code-search index file 71473938968).
+SAMPLER_BYTES_PER_LOGIT = 1.89 * GIB / (1024 * 128256)
+"""A1: torch peak per (sampled row x vocabulary entry) when the sampler sets the peak (~15.5 B: fp32 copies)."""
+FORWARD_BYTES_PER_TOKEN_WIDTH = 0.77 * GIB / (8192 * (3 * 11008 + 4096) * 2)
+"""A2: peak per token per (3 x intermediate + hidden) activation element of the forward over T tokens."""
+MOE_BYTES_PER_EXPERT_SLOT = (2.68 - 1024 * 151936 * SAMPLER_BYTES_PER_LOGIT / GIB) * GIB / (8192 * 8 * 768 * 2)
+"""A4: what the fused-MoE workspace adds per (token x top-k x expert intermediate x bf16), beyond the sampler."""
+NON_TORCH_BYTES = int(0.25 * GIB)
+NON_TORCH_TP_BYTES = int(2.07 * GIB)
+CONTEXT_BYTES = int(0.52 * GIB)
+CONTEXT_TP_BYTES = int(1.53 * GIB)
+GRAPH_BYTES_PER_LAYER = int(0.84 * GIB / 32)
 
 
 class StartupRefused(Exception):
@@ -72,6 +92,27 @@ class ModelFacts:
     kv_bytes_per_token_per_rank: int
     hidden: int
     max_position_embeddings: int | None
+    intermediate: int = 0
+    vocab: int = 0
+    layers: int = 0
+    experts_per_tok: int = 0
+    expert_intermediate: int = 0
+
+
+def _shape(cfg: dict[str, Any]) -> dict[str, int]:
+    """What vLLM's profile run depends on, read from config.json the way the fake needs it (text_config first)."""
+    c = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+
+    def get(*keys: str) -> int:
+        return next((int(c[k]) for k in keys if isinstance(c.get(k), (int, float))), 0)
+
+    experts = get("num_local_experts", "num_experts", "n_routed_experts")
+    topk = get("num_experts_per_tok", "experts_per_token") if experts else 0
+    hidden = get("hidden_size", "n_embd")
+    inter = get("intermediate_size", "n_inner", "ffn_hidden_size") or 4 * hidden  # falcon, gpt2: 4 x hidden
+    return {"hidden": hidden, "vocab": get("vocab_size"), "layers": get("num_hidden_layers", "n_layer"),
+            "intermediate": get("shared_expert_intermediate_size") if topk else inter, "experts_per_tok": topk,
+            "expert_intermediate": (get("moe_intermediate_size") or inter) if topk else 0}
 
 
 def model_facts(model: str, tp: int, kv_dtype_bytes: int | None) -> ModelFacts | None:
@@ -90,7 +131,8 @@ def model_facts(model: str, tp: int, kv_dtype_bytes: int | None) -> ModelFacts |
     except Exception:  # noqa: BLE001 - an unreadable config: the fake knows nothing about the model
         return None
     mpe = cfg.get("max_position_embeddings") or cfg.get("n_positions")
-    return ModelFacts(per_rank, layout.bytes_per_token, int(cfg.get("hidden_size") or 4096), int(mpe) if mpe else None)
+    shape = _shape(cfg)
+    return ModelFacts(per_rank, layout.bytes_per_token, shape.pop("hidden") or 4096, int(mpe) if mpe else None, **shape)
 
 
 @dataclass(frozen=True)
@@ -99,22 +141,42 @@ class Profile:
     non_torch_bytes: int
     activation_peak_bytes: int
     graph_bytes: int
+    context_bytes: int = 0
+    """Taken before vLLM's first snapshot: outside its requested budget (see request_memory)."""
 
     @property
     def non_kv_bytes(self) -> int:
+        """What vLLM subtracts from its requested budget before the KV pool (the context is not in it)."""
         return self.weights_bytes + self.non_torch_bytes + self.activation_peak_bytes + self.graph_bytes
 
 
-def profile_for(facts: ModelFacts | None, *, tp: int, batched_tokens: int, enforce_eager: bool) -> Profile:
+def activation_peak(facts: ModelFacts, *, tp: int, batched_tokens: int, max_num_seqs: int) -> int:
+    """vLLM's profile_run (vllm/v1/worker/gpu_model_runner.py): a forward over T = max_num_batched_tokens tokens,
+    then the sampler over min(max_num_seqs, T) rows of all-gathered logits; the torch peak is the larger of the
+    two (anchors A1, A2) plus the MoE workspace (A4)."""
+    rows = min(max_num_seqs, batched_tokens)
+    sampler = rows * facts.vocab * SAMPLER_BYTES_PER_LOGIT
+    forward = batched_tokens * (3 * math.ceil(facts.intermediate / tp) + facts.hidden) * 2 * FORWARD_BYTES_PER_TOKEN_WIDTH
+    moe = batched_tokens * facts.experts_per_tok * math.ceil(facts.expert_intermediate / tp) * 2 * MOE_BYTES_PER_EXPERT_SLOT
+    return int(max(sampler, forward) + moe)
+
+
+def profile_for(facts: ModelFacts | None, *, tp: int, batched_tokens: int, enforce_eager: bool,
+                max_num_seqs: int = 256) -> Profile:
     """The model's profile; an unknown model (no config.json beside it, e.g. a Hugging Face id in simulation)
-    gets an empty profile, so only the free-memory and scheduler rules apply to it."""
+    gets an empty profile but for the context (a HIP context exists whatever the model), so only the
+    free-memory and scheduler rules apply to it."""
+    context = CONTEXT_BYTES if tp == 1 else CONTEXT_TP_BYTES
     if facts is None:
-        p = {"weights_bytes": 0, "non_torch_bytes": 0, "activation_peak_bytes": 0, "graph_bytes": 0}
+        p = {"weights_bytes": 0, "non_torch_bytes": 0, "activation_peak_bytes": 0, "graph_bytes": 0,
+             "context_bytes": context}
     else:
         p = {"weights_bytes": facts.weights_bytes_per_rank,
              "non_torch_bytes": NON_TORCH_BYTES if tp == 1 else NON_TORCH_TP_BYTES,
-             "activation_peak_bytes": batched_tokens * facts.hidden * ACT_BYTES_PER_TOKEN_PER_HIDDEN,
-             "graph_bytes": 0 if enforce_eager else GRAPH_BYTES}
+             "activation_peak_bytes": activation_peak(facts, tp=tp, batched_tokens=batched_tokens,
+                                                      max_num_seqs=max_num_seqs),
+             "graph_bytes": 0 if enforce_eager else GRAPH_BYTES_PER_LAYER * facts.layers,
+             "context_bytes": context}
     override = os.environ.get("GPU_SHARING_FAKE_PROFILE")
     if override:
         p.update({k: int(v) for k, v in json.loads(override).items() if k in p})
@@ -198,4 +260,5 @@ def check_kv(available: int, max_model_len: int, kv_bytes_per_token: int, block_
 
 def describe(profile: Profile) -> dict[str, Any]:
     return {"weights_bytes": profile.weights_bytes, "non_torch_bytes": profile.non_torch_bytes,
-            "activation_peak_bytes": profile.activation_peak_bytes, "graph_bytes": profile.graph_bytes}
+            "activation_peak_bytes": profile.activation_peak_bytes, "graph_bytes": profile.graph_bytes,
+            "context_bytes": profile.context_bytes}

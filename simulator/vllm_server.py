@@ -104,7 +104,8 @@ class FakeVllm:
         seqs = a.max_num_seqs or seqs_default
         mem.check_scheduler(batched, seqs)
         self.max_model_len = mem.check_max_model_len(a.max_model_len, facts)
-        self.profile = mem.profile_for(facts, tp=tp, batched_tokens=batched, enforce_eager=a.enforce_eager)
+        self.profile = mem.profile_for(facts, tp=tp, batched_tokens=batched, enforce_eager=a.enforce_eager,
+                                       max_num_seqs=seqs)
         log("INFO", "gpu_model_runner.py:5089",
             f"Model loading took {mem.format_gib(self.profile.weights_bytes)} GiB memory and 0.500000 seconds", "EngineCore")
         if self.node is None:
@@ -112,7 +113,10 @@ class FakeVllm:
         block = a.block_size or 16
         for rank, (hip, info) in enumerate(zip(self.devices, infos)):
             part_total = info["vram_total_bytes"]
-            free = part_total - info["vram_used_bytes"]
+            # the HIP context (and communicator) exists before vLLM's first snapshot: vLLM sees the memory
+            # left after it (vllm/v1/worker/gpu_worker.py init snapshot -> utils.py request_memory)
+            context = min(self.profile.context_bytes, part_total - info["vram_used_bytes"])
+            free = part_total - info["vram_used_bytes"] - context
             requested = mem.request_memory(free, part_total, a.gpu_memory_utilization, rank)
             mem.check_weights_fit(self.profile.weights_bytes, free, part_total, rank)
             kv = mem.kv_pool(requested, self.profile, a.kv_cache_memory_bytes)
@@ -127,11 +131,12 @@ class FakeVllm:
             use = requested if a.kv_cache_memory_bytes is None else self.profile.non_kv_bytes + kv
             if use > free:  # the fixed KV pool does not fit beside the weights: the KV allocation fails
                 mem.check_weights_fit(use, free, part_total, rank)
+            use += context
             try:
                 self.node.claim_memory(hip, os.getpid(), "vllm", use)
             except SimOutOfMemory as e:  # another instance took the memory since we read it
                 self.release()
-                mem.request_memory(e.free_bytes, part_total, a.gpu_memory_utilization, rank)
+                mem.request_memory(max(0, e.free_bytes - context), part_total, a.gpu_memory_utilization, rank)
                 raise
             self.claimed[hip] = use
             self.kv_bytes = kv

@@ -43,8 +43,13 @@ class MemoryBudget:
     activation_bytes: int
     graph_bytes: int
     runtime_bytes: int
+    """vLLM's non-torch memory, ROCm's weight padding allowance and the context (see context_bytes)."""
     extras_bytes: int = 0
     """LoRA adapter slots and a speculative draft model."""
+    context_bytes: int = 0
+    """The part of runtime_bytes that is the HIP context (+ the communicator at tp > 1): in use before vLLM's
+    first memory snapshot, so outside the budget vLLM requests (vllm/v1/worker/utils.py request_memory:
+    total x gpu_memory_utilization, checked against the free memory left after it) but on the partition."""
 
     @property
     def non_kv_bytes(self) -> int:
@@ -52,7 +57,13 @@ class MemoryBudget:
 
     @property
     def total_bytes(self) -> int:
+        """What the instance occupies on the partition: vLLM's requested budget + the context."""
         return self.non_kv_bytes + self.kv_bytes
+
+    @property
+    def requested_bytes(self) -> int:
+        """What vLLM must be asked for (--gpu-memory-utilization): everything but the context."""
+        return self.total_bytes - self.context_bytes
 
 
 @dataclass(frozen=True)
@@ -110,9 +121,10 @@ class LaunchContract:
         return replace(out, max_model_len=fitted)
 
     def memory_fraction(self, partition_total_bytes: int) -> float:
-        """Smallest 4-decimal fraction f with ceil(total x f) >= the budget, capped at 1: vLLM requests
-        ceil(total x gpu_memory_utilization) (vllm/v1/worker/utils.py:724)."""
-        return utilization_for(self.budget.total_bytes, partition_total_bytes)
+        """Smallest 4-decimal fraction f with ceil(total x f) >= the requested budget (the total minus the
+        context, which vLLM finds already in use), capped at 1: vLLM requests ceil(total x
+        gpu_memory_utilization) (vllm/v1/worker/utils.py:724) and sizes its KV pool inside that."""
+        return utilization_for(self.budget.requested_bytes, partition_total_bytes)
 
 
 def utilization_for(budget_bytes: int, partition_total_bytes: int) -> float:

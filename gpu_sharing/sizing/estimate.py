@@ -20,7 +20,8 @@ from gpu_sharing.errors import UserError
 from gpu_sharing.sizing.architectures import Accounting, account
 from gpu_sharing.sizing.contract import DEFAULT_CONTEXT_CAP, LaunchContract, MemoryBudget, default_batched_tokens
 from gpu_sharing.sizing.kv_cache import KV_DTYPE_BYTES, kv_layout
-from gpu_sharing.sizing.overheads import estimate_overheads
+from gpu_sharing.sizing.overheads import estimate_overheads, model_shape
+from gpu_sharing.sizing.rocm_padding import mxfp4_pad_align, padded_expert_rank_bytes
 from gpu_sharing.sizing.types import ModelSize, SizeSource
 
 GIB = 1024**3
@@ -114,15 +115,21 @@ def _compressed_tensors_bytes(rows: int, cols: int, qc: dict[str, Any]) -> int:
     return math.ceil(n * bits / 8) + scales + zeros
 
 
-def weights_bytes(acc: Accounting, base: int, method: str | None, qc: dict[str, Any], tp: int) -> tuple[int, int]:
-    """(all ranks, per rank)."""
+def weights_bytes(acc: Accounting, base: int, method: str | None, qc: dict[str, Any], tp: int, *,
+                  expert_dims: tuple[int, int] | None = None, mxfp4_align: int | None = None) -> tuple[int, int]:
+    """(all ranks, per rank). With ``mxfp4_align`` and ``expert_dims`` (hidden, expert intermediate), MXFP4
+    expert tensors are counted per rank as ROCm's vLLM allocates them, padded (rocm_padding.py)."""
     total = per_rank = 0
     skip = set(qc.get("modules_to_not_convert") or qc.get("ignored_layers") or qc.get("ignore") or [])
     for t in acc.tensors:
         m = None if any(s and s in t.name for s in skip) else method
         b = _tensor_bytes(t.kind, t.rows, t.cols, base, m, qc) * t.count
         total += b
-        per_rank += math.ceil(b / tp) if t.kind in SPLIT_KINDS else b
+        if m == "mxfp4" and t.kind == "expert" and mxfp4_align and expert_dims and expert_dims[1]:
+            per_rank += padded_expert_rank_bytes(t.name, t.rows, t.cols, t.count, hidden=expert_dims[0],
+                                                 intermediate=expert_dims[1], tp=tp, align=mxfp4_align)
+        else:
+            per_rank += math.ceil(b / tp) if t.kind in SPLIT_KINDS else b
     return total, per_rank
 
 
@@ -130,7 +137,9 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
                           max_num_seqs: int = 16, max_num_batched_tokens: int | None = None, dtype: str = "auto",
                           quantization: str | None = None, kv_cache_dtype: str = "auto",
                           kv_cache_bytes: int | None = None, enforce_eager: bool = False, block_size: int = 16,
-                          source: SizeSource = SizeSource.CONFIG_JSON, config_name: str = "config.json") -> ModelSize:
+                          source: SizeSource = SizeSource.CONFIG_JSON, config_name: str = "config.json",
+                          gfx_target: str | None = None) -> ModelSize:
+    """``gfx_target`` picks ROCm's MXFP4 expert padding (gfx950: 256, others 128; None: 256, the larger)."""
     if tp < 1:
         raise UserError(f"tensor parallel size must be >= 1, got {tp}")
     acc = account(config, config_name)
@@ -141,8 +150,10 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
                         "llama rule (source estimate-generic); add it to the sizing catalog for an exact size")
     ckpt_bytes, load_bytes = _dtype_bytes(dtype, config)
     method, qc = quantization_method(config, quantization)
+    shape = model_shape(config)
     w_total, _ = weights_bytes(acc, ckpt_bytes, method, qc, tp)
-    _, w_rank = weights_bytes(acc, load_bytes, method, qc, tp)
+    _, w_rank = weights_bytes(acc, load_bytes, method, qc, tp, expert_dims=(shape.hidden, shape.moe_intermediate),
+                              mxfp4_align=mxfp4_pad_align(gfx_target))
     if kv_cache_dtype not in KV_DTYPE_BYTES:
         raise UserError(f"kv_cache_dtype {kv_cache_dtype!r} is not one of {', '.join(KV_DTYPE_BYTES)}")
     kv_dtype_bytes = KV_DTYPE_BYTES[kv_cache_dtype] or load_bytes
@@ -161,27 +172,27 @@ def size_from_config_json(config: dict[str, Any], *, tp: int = 1, max_model_len:
         warnings.append(f"max_model_len {max_model_len} exceeds the model's max_position_embeddings {max_pos}")
     tokens = max_model_len * max_num_seqs
     kv = kv_cache_bytes if kv_cache_bytes is not None else layout.bytes_for(max_model_len, max_num_seqs, block_size)
-    h = int(config.get("hidden_size") or config.get("n_embd") or config.get("n_embed") or 0)
-    inter = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or config.get("n_inner") or 4 * h)
     batched = max_num_batched_tokens or default_batched_tokens(max_num_seqs)
-    vocab = int(config.get("vocab_size") or 0)
-    over = estimate_overheads(hidden=h, intermediate=inter, vocab=vocab, tp=tp, batched_tokens=batched,
-                              max_num_seqs=max_num_seqs, act_dtype_bytes=load_bytes, enforce_eager=enforce_eager,
-                              weights_bytes_per_rank=w_rank)
+    over = estimate_overheads(shape, tp=tp, batched_tokens=batched, max_num_seqs=max_num_seqs,
+                              act_dtype_bytes=load_bytes, enforce_eager=enforce_eager, weights_bytes_per_rank=w_rank)
     budget = MemoryBudget(weights_bytes=w_rank, kv_bytes=kv, activation_bytes=over.activation_bytes,
-                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes)
+                          graph_bytes=over.graph_bytes, runtime_bytes=over.runtime_bytes + over.context_bytes,
+                          context_bytes=over.context_bytes)
     contract = LaunchContract(tp=tp, max_model_len=max_model_len, max_model_len_auto=auto,
                               max_position_embeddings=max_pos, max_num_seqs=max_num_seqs,
                               max_num_batched_tokens=batched, kv_cache_dtype=kv_cache_dtype, block_size=block_size,
                               enforce_eager=enforce_eager, budget=budget, fixed_kv_bytes=kv_cache_bytes, layout=layout)
-    notes = (f"activations: profile run of {batched} batched tokens + sampler over {max_num_seqs} rows "
-             "(gpu_sharing/sizing/overheads.py, fitted to published vLLM profiles)",
-             "runtime: HIP context, non-torch memory (RCCL), ROCm's weight padding (+2.5% of weights)"
-             + ("" if enforce_eager else "; graphs: capture pools"))
+    notes = (f"activations: vLLM's profile run, max(forward over {batched} batched tokens, sampler over "
+             f"{min(max_num_seqs, batched)} rows of logits) + MoE workspace (gpu_sharing/sizing/overheads.py, fitted "
+             "to published vLLM profiles: python benchmarks/sizing.py)",
+             "runtime: non-torch memory (RCCL buffers at tp > 1), ROCm's weight padding (+2.5% of weights)"
+             + ("" if enforce_eager else "; graphs: capture pools by layer count")
+             + "; context: HIP context (+ communicator at tp > 1), reserved beside vLLM's --gpu-memory-utilization "
+               "budget")
     return ModelSize(param_count=acc.param_count, weights_bytes=w_total, weights_bytes_per_rank=w_rank,
                      kv_bytes_per_token=layout.bytes_per_token, kv_tokens=tokens if kv_cache_bytes is None else 0,
                      kv_bytes=kv, activation_bytes=over.activation_bytes,
-                     runtime_overhead_bytes=over.runtime_bytes + over.graph_bytes,
+                     runtime_overhead_bytes=over.runtime_bytes + over.graph_bytes + over.context_bytes,
                      total_bytes_per_rank=budget.total_bytes, tp=tp, source=source,
                      warnings=tuple(warnings), notes=notes, contract=contract)
 

@@ -80,8 +80,9 @@ def model_config_json(model: ModelSettings, *, config_dir: Path | None = None,
 
 def size_model(model: ModelSettings, *, tp: int = 1, catalog: SizingCatalog | None = None,
                measured: MeasuredSizes | None = None, config_dir: Path | None = None,
-               hf_cache_dir: Path | None = None) -> ModelSize:
-    """Size ``model`` per rank at tensor parallel ``tp``. Raises UserError when nothing can size it."""
+               hf_cache_dir: Path | None = None, gfx_target: str | None = None) -> ModelSize:
+    """Size ``model`` per rank at tensor parallel ``tp``. Raises UserError when nothing can size it.
+    ``gfx_target`` (e.g. "gfx942") selects ROCm's MXFP4 expert padding; None sizes for the larger (gfx950)."""
     estimate: ModelSize | None = None
     found = model_config_json(model, config_dir=config_dir, hf_cache_dir=hf_cache_dir)
     if found:
@@ -90,7 +91,8 @@ def size_model(model: ModelSettings, *, tp: int = 1, catalog: SizingCatalog | No
             cfg, tp=tp, max_model_len=model.max_model_len, max_num_seqs=model.max_num_seqs,
             max_num_batched_tokens=model.max_num_batched_tokens, dtype=model.dtype, quantization=model.quantization,
             kv_cache_dtype=model.kv_cache_dtype, kv_cache_bytes=model.kv_cache_bytes,
-            enforce_eager=model.enforce_eager, block_size=block_size_of(model), config_name=where)
+            enforce_eager=model.enforce_eager, block_size=block_size_of(model), config_name=where,
+            gfx_target=gfx_target)
         estimate = _add_extras(estimate, model, tp, config_dir, hf_cache_dir)
     if measured is not None:
         got = measured.get(measured_key(model, tp=tp))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from gpu_sharing.config.schema import ModelSettings
+from gpu_sharing.sizing import size_model
 
 GIB = 1024**3
 ALL_CHECKS = {"kernel", "amdgpu-driver", "rocm", "amdsmi-library", "amd-smi-cli", "vllm", "python", "gpu-model",
@@ -187,8 +192,12 @@ def test_vllm_memory_starts_the_fake_vllm_and_compares_its_kv_pool(doctor, node)
     c = checks["vllm-memory"]
     assert rc == 0 and c["status"] == "PASS" and "tiny on partition 0.0 (--load-format dummy):" in c["measured"] and " kv " in c["measured"]
     assert node.state()["processes"] == []  # stopped once healthy
-    # a vLLM whose activation peak takes 3 GiB (more than the launch contract allows) (the fake's profile knob,
-    # simulator/vllm_memory.py): the KV pool is smaller than the contract predicts.
-    rc, checks, _ = doctor("--deep", config=_tiny(4, env="{GPU_SHARING_FAKE_PROFILE: '{\"activation_peak_bytes\": 3221225472}'}"))
+    # a vLLM whose activation peak takes more than the launch contract allows (the fake's profile knob,
+    # simulator/vllm_memory.py; the fake knows no weights for this non-local model): the KV pool it is left with
+    # is half of what the contract planned, so the doctor reports the KV pool as smaller than predicted.
+    budget = size_model(ModelSettings(name="tiny", source="org/tiny-llama", max_model_len=2048, max_num_seqs=4,
+                                      config_json=json.loads(TINY))).contract.budget
+    peak = budget.requested_bytes - budget.kv_bytes // 2
+    rc, checks, _ = doctor("--deep", config=_tiny(4, env=f"{{GPU_SHARING_FAKE_PROFILE: '{{\"activation_peak_bytes\": {peak}}}'}}"))
     c = checks["vllm-memory"]
     assert rc == 1 and c["status"] == "FAIL" and "KV pool" in c["measured"]
