@@ -32,6 +32,7 @@ from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import widen
+from gpu_sharing.planner.layout_search import search_layouts
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -111,10 +112,13 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
-    modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
+        modes, memory, packing, info, rules = _layout_first(inventory, demands, policy)
+    else:
+        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         packing = fill_free_room(packing, policy, rules)
-    else:
+    elif not (info.name == "layout-search" and info.gap == 0):  # proven over the full set already
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
@@ -185,6 +189,30 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+
+
+def _layout_first(inventory, demands, policy: PlannerPolicy):
+    """With nothing running, over the real feasible set: the layout search (layout_search.py)
+    packs the full-set knapsack's choice at a few layouts; a plan that reaches the knapsack's
+    bound is proven optimal at once. Otherwise its plan goes to the full-set search (fullset.py)
+    with the gap. No exact model under the first pass's rules is built: its plans are in the
+    full set too, and the search starts from the current modes, as the greedy does."""
+    specs = _specs(inventory)
+    memory = _memory_targets(inventory, policy, specs)
+    prob = build_problem(inventory, demands, policy)
+    rules = span_rules(prob)
+    full = build_problem(inventory, demands, policy, full=True)
+    sur = surrogate(full)
+    bound = min(sur.bound, total_weight(demands))
+    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
+    found = search_layouts(inventory, demands, policy, specs, _candidates(inventory, policy, specs, memory), chosen,
+                           bound)
+    modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
+    placed = placed_weight(packing)
+    verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
+    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+                      f"layout search ({found.evaluations} layouts packed): {verdict}")
+    return modes, memory, packing, info, rules
 
 
 def _first_pass(inventory, demands, current, policy):

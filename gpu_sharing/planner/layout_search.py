@@ -1,0 +1,109 @@
+"""A fast strong plan over the real feasible set: choose compute modes, then pack by the knapsack's choice (pure).
+
+Why: the exact models take seconds to build in Python and, on nodes with compute shares,
+pinned tp or NPS choices, their wall-clock-limited search often ended no better than the
+greedy at the current modes (issue 19: 269 where 303 was reachable). What decides such
+plans is mostly the partition layout (CPX multiplies the compute-share room by 8, SPX keeps
+big models whole) and which replicas to place (the surrogate knapsack's choice: the most
+priority in the fewest bytes). So this module tries a few layouts: the current modes, each
+mode on every GPU, and then one GPU at a time changed while that improves; and for each
+layout packs the knapsack's chosen replicas first (largest first, over the full feasible
+set: any tp, ranks on distinct partitions of one hive), then everything else by priority
+(fill.py). The best plan wins; ties go to the earliest candidate, so the current modes win
+a tie. Every step is a fixed amount of work in a fixed order: the same input gives the same
+plan on any machine, whatever its load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpu_sharing.hardware.modes import ComputePartitionMode
+from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
+from gpu_sharing.planner.packing import ORDERS, Packing, _occupy, build_slots, items_for
+from gpu_sharing.planner.types import PlannerPolicy
+
+MAX_EVALUATIONS = 24
+"""Layouts packed at most (each is two passes over the replicas; a deterministic work limit)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    modes: dict[int, ComputePartitionMode]
+    packing: Packing
+    placed: int
+    evaluations: int
+    """Layouts packed: the deterministic work this search did."""
+
+
+def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dict[str, int], order: str) -> Packing:
+    """The replicas in ``chosen`` (model -> count) first, in ``order`` (ORDERS: "size" is largest
+    first, "priority" highest first), then the rest by priority."""
+    slots = build_slots(inventory, modes, specs, policy)
+    want = dict(chosen)
+    first, rest = [], []
+    for item in items_for(demands):
+        if want.get(item.model, 0) > 0:
+            want[item.model] -= 1
+            first.append(item)
+        else:
+            rest.append(item)
+    assignments, placed_gpus, missed = {}, {}, []
+    for item in sorted(first, key=ORDERS[order]):
+        a = choose_free(slots, item, placed_gpus, policy)
+        if a is None:
+            missed.append(item)
+            continue
+        _occupy(slots, a)
+        assignments[item.instance_id] = a
+        placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
+    return fill_free_room(Packing(assignments, missed + rest, {}, slots), policy)
+
+
+def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
+                   chosen: dict[str, int], bound: int, max_evaluations: int = MAX_EVALUATIONS) -> Found:
+    """The best plan over a few layouts (see the module docstring); stops early at ``bound``."""
+    gpus = sorted(candidates)
+    current = {g.index: g.compute_mode for g in inventory.gpus}
+    start = {i: (current[i] if current[i] in candidates[i] else candidates[i][0]) for i in gpus}
+    tried: dict[tuple, int] = {}
+    best: list = [None]
+
+    def evaluate(modes: dict) -> int:
+        key = tuple(modes[i] for i in gpus)
+        if key in tried:
+            return tried[key]
+        if len(tried) >= max_evaluations:
+            return -1
+        w = -1
+        for order in ("priority", "size"):
+            packing = pack_at(inventory, demands, policy, specs, modes, chosen, order)
+            placed = placed_weight(packing)
+            if best[0] is None or placed > best[0][2]:
+                best[0] = (dict(modes), packing, placed)
+            w = max(w, placed)
+            if placed >= bound:
+                break
+        tried[key] = w
+        return w
+
+    evaluate(start)
+    every = sorted({m for i in gpus for m in candidates[i]}, key=lambda m: list(ComputePartitionMode).index(m))
+    for mode in every:
+        if best[0][2] >= bound:
+            break
+        evaluate({i: (mode if mode in candidates[i] else start[i]) for i in gpus})
+    while best[0][2] < bound and len(tried) < max_evaluations:
+        base = best[0][0]
+        for i in gpus:  # one GPU at a time to another mode; the first improvement is taken
+            for mode in candidates[i]:
+                if mode != base[i]:
+                    evaluate({**base, i: mode})
+                if best[0][0] is not base:
+                    break
+            if best[0][0] is not base or len(tried) >= max_evaluations:
+                break
+        if best[0][0] is base:
+            break
+    modes, packing, placed = best[0]
+    return Found(modes, packing, placed, len(tried))
