@@ -23,8 +23,10 @@ from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
 from gpu_sharing.planner.packing import ORDERS, Packing, _occupy, build_slots, items_for
 from gpu_sharing.planner.types import PlannerPolicy
 
-MAX_EVALUATIONS = 24
-"""Layouts packed at most (each is two passes over the replicas; a deterministic work limit)."""
+MAX_EVALUATIONS = 12
+"""Layouts packed at most (each is two passes over the replicas; a deterministic work limit).
+Measured on the benchmark's 8-GPU families: 24 instead of 12 gains 0-3 placed priority on
+a third of the cases that do not reach the bound, for twice the time."""
 
 
 @dataclass(frozen=True)

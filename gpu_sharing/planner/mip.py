@@ -26,7 +26,7 @@ from gpu_sharing.planner.decode import group_ranks
 from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
 
 
-SCIP_NODES_PER_SECOND = 500
+SCIP_NODES_PER_SECOND = 100
 """SCIP's node limit per second of its time share: a deterministic stand-in for the wall clock."""
 
 

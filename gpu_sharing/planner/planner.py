@@ -47,6 +47,15 @@ CPSAT_SHARE = 0.05
 DISRUPTION_SHARE = 0.1
 """Shares of the time budget: the surrogate's CP-SAT assignment, SCIP's proof, CP-SAT's
 second opinion, and the least-disruption phase (a good plan, not a proof, is enough there)."""
+SCIP_MAX_FILLINGS = 1000
+"""The configuration model is built only up to this many partition fillings: measured, 4,000
+fillings took 2.4 s to build in Python and 4.5 s for SCIP's root node on an 8-GPU re-plan,
+far past a 2 s budget (a deterministic size limit, so the same input always takes one path)."""
+LAYOUT_FIRST_EXACT_MAX_RANK_VARS = 1500
+"""After the layout search, the full-set CP-SAT search (fullset.py) runs only on problems with
+at most this many rank variables over every layout (1-2 GPUs): on 8-GPU nodes it found
+nothing better than the layout search in its share of the budget (measured on the
+benchmark's shares and NPS families) and cost 1-3 s of model building and search."""
 
 
 def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
@@ -112,13 +121,15 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
+    exact_after = True  # the full-set search (fullset.py) after the first pass
     if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
-        modes, memory, packing, info, rules = _layout_first(inventory, demands, policy)
+        modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
+        exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
         modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         packing = fill_free_room(packing, policy, rules)
-    elif not (info.name == "layout-search" and info.gap == 0):  # proven over the full set already
+    elif exact_after:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
@@ -212,7 +223,8 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
     info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
                       f"layout search ({found.evaluations} layouts packed): {verdict}")
-    return modes, memory, packing, info, rules
+    rank_vars = sum(len(g.layouts) * g.slots for g in full.gpus) * len(full.classes)  # the counts model's size
+    return modes, memory, packing, info, rules, rank_vars
 
 
 def _first_pass(inventory, demands, current, policy):
@@ -301,7 +313,8 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
     quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
         return quick
-    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known, at_most=sur.bound)
+    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known, max_fillings=SCIP_MAX_FILLINGS,
+                                  at_most=sur.bound)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE, at_most=sur.bound)
