@@ -7,10 +7,12 @@ plans is mostly the partition layout (CPX multiplies the compute-share room by 8
 big models whole) and which replicas to place (the surrogate knapsack's choice: the most
 priority in the fewest bytes). So this module tries a few layouts: the current modes, each
 mode on every GPU, and then one GPU at a time changed while that improves; and for each
-layout packs the knapsack's chosen replicas first (largest first, over the full feasible
-set: any tp, ranks on distinct partitions of one hive), then everything else by priority
-(fill.py). The best plan wins; ties go to the earliest candidate, so the current modes win
-a tie. Every step is a fixed amount of work in a fixed order: the same input gives the same
+layout packs the knapsack's chosen replicas first (by priority, by size, or by priority per
+byte, over the full feasible set: any tp, ranks on distinct partitions of one hive), then
+everything else by priority (fill.py). The knapsack ignores how bytes split into partitions,
+so at the best layout the chosen set is then varied too: one replica fewer of a chosen model,
+or none of it (measured on pinned-CPX nodes: +3 to +4 placed priority on 3 of 5 cases). The
+best plan wins; ties go to the earliest candidate, so the current modes win a tie. Every step is a fixed amount of work in a fixed order: the same input gives the same
 plan on any machine, whatever its load.
 """
 
@@ -32,10 +34,10 @@ def _density_key(item) -> tuple:
 _KEYS = {**ORDERS, "density": _density_key}
 PACK_ORDERS = ("priority", "size", "density")
 
-MAX_EVALUATIONS = 12
-"""Layouts packed at most (each is two passes over the replicas; a deterministic work limit).
-Measured on the benchmark's 8-GPU families: 24 instead of 12 gains 0-3 placed priority on
-a third of the cases that do not reach the bound, for twice the time."""
+MAX_EVALUATIONS = 16
+"""(layout, chosen set) pairs packed at most, each in the three orders: a deterministic work
+limit. Measured on the benchmark's 8-GPU families: 24 layouts instead of 12 gained 0-3
+placed priority on a third of the cases that do not reach the bound, for twice the time."""
 
 
 @dataclass(frozen=True)
@@ -75,48 +77,63 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
 
 def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
                    chosen: dict[str, int], bound: int, max_evaluations: int = MAX_EVALUATIONS) -> Found:
-    """The best plan over a few layouts (see the module docstring); stops early at ``bound``."""
+    """The best plan over a few layouts and chosen sets (see the module docstring); stops early
+    at ``bound``."""
     gpus = sorted(candidates)
     current = {g.index: g.compute_mode for g in inventory.gpus}
     start = {i: (current[i] if current[i] in candidates[i] else candidates[i][0]) for i in gpus}
     tried: dict[tuple, int] = {}
-    best: list = [None]
+    best: list = [None]  # (modes, chosen, packing, placed)
 
-    def evaluate(modes: dict) -> int:
-        key = tuple(modes[i] for i in gpus)
+    def evaluate(modes: dict, want: dict[str, int]) -> int:
+        key = (tuple(modes[i] for i in gpus), tuple(sorted(want.items())))
         if key in tried:
             return tried[key]
         if len(tried) >= max_evaluations:
             return -1
         w = -1
         for order in PACK_ORDERS:
-            packing = pack_at(inventory, demands, policy, specs, modes, chosen, order)
+            packing = pack_at(inventory, demands, policy, specs, modes, want, order)
             placed = placed_weight(packing)
-            if best[0] is None or placed > best[0][2]:
-                best[0] = (dict(modes), packing, placed)
+            if best[0] is None or placed > best[0][3]:
+                best[0] = (dict(modes), dict(want), packing, placed)
             w = max(w, placed)
             if placed >= bound:
                 break
         tried[key] = w
         return w
 
-    evaluate(start)
+    def done() -> bool:
+        return best[0][3] >= bound or len(tried) >= max_evaluations
+
+    evaluate(start, chosen)
     every = sorted({m for i in gpus for m in candidates[i]}, key=lambda m: list(ComputePartitionMode).index(m))
     for mode in every:
-        if best[0][2] >= bound:
+        if done():
             break
-        evaluate({i: (mode if mode in candidates[i] else start[i]) for i in gpus})
-    while best[0][2] < bound and len(tried) < max_evaluations:
-        base = best[0][0]
-        for i in gpus:  # one GPU at a time to another mode; the first improvement is taken
-            for mode in candidates[i]:
-                if mode != base[i]:
-                    evaluate({**base, i: mode})
-                if best[0][0] is not base:
-                    break
-            if best[0][0] is not base or len(tried) >= max_evaluations:
-                break
-        if best[0][0] is base:
-            break
-    modes, packing, placed = best[0]
+        evaluate({i: (mode if mode in candidates[i] else start[i]) for i in gpus}, chosen)
+    _improve(best, gpus, done, lambda base: [({**base[0], i: mode}, base[1]) for i in gpus for mode in candidates[i]
+                                             if mode != base[0][i]], evaluate)
+    # the knapsack's choice ignores how bytes split into partitions: one replica fewer of a
+    # chosen model (least priority per byte first), or none of it, may let more priority fit
+    density = {d.name: (d.priority + 1) / max(1, min(tp * b for tp, b in d.bytes_per_rank_by_tp.items()))
+               for d in demands}
+    _improve(best, gpus, done, lambda base: [
+        (base[0], variant) for name in sorted(base[1], key=lambda n: (density[n], n)) if base[1][name] > 0
+        for variant in ({**base[1], name: base[1][name] - 1}, {k: v for k, v in base[1].items() if k != name})],
+        evaluate)
+    modes, _want, packing, placed = best[0]
     return Found(modes, packing, placed, len(tried))
+
+
+def _improve(best: list, gpus, done, neighbours, evaluate) -> None:
+    """First-improvement local search over ``neighbours(best)`` until none improves or the work
+    limit is reached."""
+    while not done():
+        base = best[0]
+        for modes, want in neighbours((base[0], base[1])):
+            evaluate(modes, want)
+            if best[0] is not base or done():
+                break
+        if best[0] is base:
+            return

@@ -222,7 +222,7 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     placed = placed_weight(packing)
     verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
     info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
-                      f"layout search ({found.evaluations} layouts packed): {verdict}")
+                      f"layout search ({found.evaluations} layouts or choices packed): {verdict}")
     rank_vars = sum(len(g.layouts) * g.slots for g in full.gpus) * len(full.classes)  # the counts model's size
     return modes, memory, packing, info, rules, rank_vars
 

@@ -50,7 +50,7 @@ def test_exact_phases_give_the_same_plan_whatever_the_wall_clock_guard(monkeypat
 def test_layout_search_plan_does_not_depend_on_the_time_budget():
     """With nothing running on an 8-GPU node the layout search decides by counted work alone:
     a 0.5 s and a 20 s budget give the same plan, and it is feasible."""
-    inv, demands = _shares_node(6)  # the search packs 12 layouts and keeps a gap: the budget could matter
+    inv, demands = _shares_node(6)  # the search uses its whole work limit and keeps a gap: the budget could matter
     short = plan(inv, demands, [], PlannerPolicy(time_budget_s=0.5))
     long = plan(inv, demands, [], PlannerPolicy(time_budget_s=20.0))
     assert _timeless(short) == _timeless(long) and short.solver.gap > 0
@@ -59,12 +59,12 @@ def test_layout_search_plan_does_not_depend_on_the_time_budget():
 
 def test_work_on_a_large_node_is_bounded_by_counters():
     """8 GPUs, 12 models with compute shares: the layout search packs at most MAX_EVALUATIONS
-    layouts and no exact model is built (the status names the work done), so the budget is
+    (layout, chosen set) pairs and no exact model is built (the status names the work done), so the budget is
     kept by construction rather than by a clock."""
-    for seed in (1, 2):  # one keeps a gap after 12 layouts, one reaches the knapsack bound after 4
+    for seed in (1, 2):  # one keeps a gap at the work limit, one reaches the knapsack bound early
         inv, demands = _shares_node(seed)
         p = plan(inv, demands, [], PlannerPolicy())
         assert p.solver.name == "layout-search"
-        packed = int(p.solver.status.split("(")[1].split(" layouts packed")[0])
+        packed = int(p.solver.status.split("(")[1].split(" layouts or choices packed")[0])
         assert 1 <= packed <= MAX_EVALUATIONS
         assert p.solver.objective <= p.solver.bound
