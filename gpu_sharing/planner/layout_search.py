@@ -83,20 +83,20 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
     current = {g.index: g.compute_mode for g in inventory.gpus}
     start = {i: (current[i] if current[i] in candidates[i] else candidates[i][0]) for i in gpus}
     tried: dict[tuple, int] = {}
-    best: list = [None]  # (modes, chosen, packing, placed)
+    best: list = [None]  # (modes, chosen, packing, placed, order)
 
-    def evaluate(modes: dict, want: dict[str, int]) -> int:
+    def evaluate(modes: dict, want: dict[str, int], orders: tuple[str, ...] = PACK_ORDERS) -> int:
         key = (tuple(modes[i] for i in gpus), tuple(sorted(want.items())))
         if key in tried:
             return tried[key]
         if len(tried) >= max_evaluations:
             return -1
         w = -1
-        for order in PACK_ORDERS:
+        for order in orders:
             packing = pack_at(inventory, demands, policy, specs, modes, want, order)
             placed = placed_weight(packing)
             if best[0] is None or placed > best[0][3]:
-                best[0] = (dict(modes), dict(want), packing, placed)
+                best[0] = (dict(modes), dict(want), packing, placed, order)
             w = max(w, placed)
             if placed >= bound:
                 break
@@ -121,8 +121,8 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
     _improve(best, gpus, done, lambda base: [
         (base[0], variant) for name in sorted(base[1], key=lambda n: (density[n], n)) if base[1][name] > 0
         for variant in ({**base[1], name: base[1][name] - 1}, {k: v for k, v in base[1].items() if k != name})],
-        evaluate)
-    modes, _want, packing, placed = best[0]
+        lambda modes, want: evaluate(modes, want, (best[0][4],)))  # the order that packed best so far
+    modes, _want, packing, placed, _order = best[0]
     return Found(modes, packing, placed, len(tried))
 
 
