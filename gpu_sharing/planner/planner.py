@@ -1,6 +1,9 @@
 """plan(): choose partition modes and placements together (pure, deterministic).
 
 The pipeline (docs/architecture.md, "Planner pipeline"):
+0. with nothing running (and no prefer_local_tp): the layout search over the full feasible
+   set (layout_search.py); a plan that reaches the full-set knapsack bound is proven and done,
+   otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.
@@ -12,8 +15,8 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
    phase 2), and decode.py names its instances.
 The Plan's SolverInfo says which solver produced it, the objective (placed priority), the
 proven bound and the gap. Same input, same plan: every order is sorted, CP-SAT runs one
-worker under a deterministic time limit, and SCIP is deterministic unless it reaches its
-wall-clock limit (a gap is then reported).
+worker under a deterministic time limit, SCIP stops on a node limit, and their wall-clock
+limits are guards far above (exact.WALL_GUARD_FACTOR); the layout search counts its work.
 """
 
 from __future__ import annotations
