@@ -69,11 +69,16 @@ def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | N
     for a in assignments.values():
         placed_gpus.setdefault(a.item.model, set()).update(r.gpu for r in a.refs)
     still = []
+    failed: set[str] = set()  # over the full set a replica fits wherever its model's does: one miss is enough
     for item in sorted(packing.unplaced, key=ORDERS["priority"]):
+        if rules is None and item.model in failed:
+            still.append(item)
+            continue
         a = (choose_free(packing.slots, item, placed_gpus, policy) if rules is None
              else _choose(packing.slots, item, placed_gpus, policy, rules))
         if a is None:
             still.append(item)
+            failed.add(item.model)
             continue
         _occupy(packing.slots, a)
         assignments[item.instance_id] = a

@@ -19,10 +19,15 @@ from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
 
+from gpu_sharing.planner import exact
 from gpu_sharing.planner.solution import Scope, Solution, SolveResult
 from gpu_sharing.planner.surrogate import surrogate_bound
 from gpu_sharing.planner.decode import group_ranks
 from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
+
+
+SCIP_NODES_PER_SECOND = 100
+"""SCIP's node limit per second of its time share: a deterministic stand-in for the wall clock."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +178,10 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
     if at_least:
         s.Add(objective >= at_least)  # a plan this good is known: prune the rest
     s.Maximize(objective)
-    s.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+    # a deterministic limit decides (branch-and-bound nodes), so a loaded machine gets the same
+    # answer, later; the wall clock is only a guard far above it (exact.WALL_GUARD_FACTOR)
+    s.SetSolverSpecificParametersAsString(f"limits/totalnodes = {max(1, int(time_limit_s * SCIP_NODES_PER_SECOND))}\n")
+    s.SetTimeLimit(max(1000, int(exact.WALL_GUARD_FACTOR * time_limit_s * 1000)))
     code = s.Solve()
     if code == pywraplp.Solver.INFEASIBLE:  # proven: nothing reaches ``at_least``
         return SolveResult("INFEASIBLE", 0, 0, s.wall_time() / 1000, None, "scip-configurations")

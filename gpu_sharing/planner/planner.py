@@ -1,6 +1,9 @@
 """plan(): choose partition modes and placements together (pure, deterministic).
 
 The pipeline (docs/architecture.md, "Planner pipeline"):
+0. with nothing running (and no prefer_local_tp): the layout search over the full feasible
+   set (layout_search.py); a plan that reaches the full-set knapsack bound is proven and done,
+   otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.
@@ -12,8 +15,8 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
    phase 2), and decode.py names its instances.
 The Plan's SolverInfo says which solver produced it, the objective (placed priority), the
 proven bound and the gap. Same input, same plan: every order is sorted, CP-SAT runs one
-worker under a deterministic time limit, and SCIP is deterministic unless it reaches its
-wall-clock limit (a gap is then reported).
+worker under a deterministic time limit, SCIP stops on a node limit, and their wall-clock
+limits are guards far above (exact.WALL_GUARD_FACTOR); the layout search counts its work.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import widen
+from gpu_sharing.planner.layout_search import search_layouts
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -46,6 +50,15 @@ CPSAT_SHARE = 0.05
 DISRUPTION_SHARE = 0.1
 """Shares of the time budget: the surrogate's CP-SAT assignment, SCIP's proof, CP-SAT's
 second opinion, and the least-disruption phase (a good plan, not a proof, is enough there)."""
+SCIP_MAX_FILLINGS = 1000
+"""The configuration model is built only up to this many partition fillings: measured, 4,000
+fillings took 2.4 s to build in Python and 4.5 s for SCIP's root node on an 8-GPU re-plan,
+far past a 2 s budget (a deterministic size limit, so the same input always takes one path)."""
+LAYOUT_FIRST_EXACT_MAX_RANK_VARS = 1500
+"""After the layout search, the full-set CP-SAT search (fullset.py) runs only on problems with
+at most this many rank variables over every layout (1-2 GPUs): on 8-GPU nodes it found
+nothing better than the layout search in its share of the budget (measured on the
+benchmark's shares and NPS families) and cost 1-3 s of model building and search."""
 
 
 def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
@@ -111,10 +124,15 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
-    modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    exact_after = True  # the full-set search (fullset.py) after the first pass
+    if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
+        modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
+        exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
+    else:
+        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         packing = fill_free_room(packing, policy, rules)
-    else:
+    elif exact_after:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
@@ -185,6 +203,31 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+
+
+def _layout_first(inventory, demands, policy: PlannerPolicy):
+    """With nothing running, over the real feasible set: the layout search (layout_search.py)
+    packs the full-set knapsack's choice at a few layouts; a plan that reaches the knapsack's
+    bound is proven optimal at once. Otherwise its plan goes to the full-set search (fullset.py)
+    with the gap. No exact model under the first pass's rules is built: its plans are in the
+    full set too, and the search starts from the current modes, as the greedy does."""
+    specs = _specs(inventory)
+    memory = _memory_targets(inventory, policy, specs)
+    prob = build_problem(inventory, demands, policy)
+    rules = span_rules(prob)
+    full = build_problem(inventory, demands, policy, full=True)
+    sur = surrogate(full)
+    bound = min(sur.bound, total_weight(demands))
+    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
+    found = search_layouts(inventory, demands, policy, specs, _candidates(inventory, policy, specs, memory), chosen,
+                           bound)
+    modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
+    placed = placed_weight(packing)
+    verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
+    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+                      f"layout search ({found.evaluations} layouts or choices packed): {verdict}")
+    rank_vars = sum(len(g.layouts) * g.slots for g in full.gpus) * len(full.classes)  # the counts model's size
+    return modes, memory, packing, info, rules, rank_vars
 
 
 def _first_pass(inventory, demands, current, policy):
@@ -273,7 +316,8 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
     quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
         return quick
-    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known, at_most=sur.bound)
+    alt = solve_by_configurations(prob, time_budget_s * SCIP_SHARE, known, max_fillings=SCIP_MAX_FILLINGS,
+                                  at_most=sur.bound)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE, at_most=sur.bound)

@@ -148,7 +148,8 @@ class Action:
 @dataclass(frozen=True)
 class SolverInfo:
     name: str
-    """greedy (its plan proven optimal or within the gap), surrogate-knapsack, scip-configurations or cp-sat."""
+    """greedy (its plan proven optimal or within the gap), layout-search, surrogate-knapsack,
+    scip-configurations or cp-sat."""
     objective: float
     bound: float
     gap: float

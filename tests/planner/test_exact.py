@@ -80,7 +80,8 @@ def test_first_pass_dominance_step_loses_nothing_on_seeded_fleets():
 def test_oversubscribed_plan_names_its_solver_and_proof():
     demands = [demand("big", 140, 6, 9), demand("mid", 61, 8, 5), demand("small", 16, 12, 3)]
     p = plan(node(4), demands, [], POLICY)
-    assert p.solver.name == "surrogate-knapsack"  # the knapsack over the node is tight and its choice packs
+    assert p.solver.name == "layout-search"  # the knapsack over the node is tight and its choice packs
+    assert "reaches the full-set knapsack bound" in p.solver.status
     assert p.solver.gap == 0 and p.solver.bound == p.solver.objective
     assert p.solver.objective < sum((d.priority + 1) * d.replicas for d in demands)
     assert p.unplaceable and all(u.reason for u in p.unplaceable)

@@ -1,0 +1,70 @@
+"""Same input, same plan: deterministic work limits decide, never the wall clock (issue 19, item 5).
+
+No test here measures time: speed is shown by benchmarks/planner.py. What is checked is that
+the result does not depend on the wall-clock guards or on the time budget where no exact
+model runs, and that the work the search does on a large node is bounded by counters."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from builders import demand, gpu
+from reference_optimum import check_plan
+
+from gpu_sharing.hardware.inventory import Inventory, PartitionRef
+from gpu_sharing.planner import exact, plan
+from gpu_sharing.planner.layout_search import MAX_EVALUATIONS
+from gpu_sharing.planner.types import PlannerPolicy, RunningInstance
+
+
+def _timeless(p):
+    return replace(p, solver=replace(p.solver, wall_time_s=0.0))
+
+
+def _shares_node(seed: int):
+    rng = random.Random(seed)
+    inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), rng.choice(["SPX", "CPX"])) for i in range(8)))
+    demands = [demand(f"m{i}", rng.choice([2, 6, 14, 30, 60, 140]), rng.randint(1, 8), rng.randint(0, 9),
+                      share=rng.choice([0.1, 0.2, 0.25, 0.5])) for i in range(12)]
+    return inv, demands
+
+
+def test_exact_phases_give_the_same_plan_whatever_the_wall_clock_guard(monkeypatch):
+    """A re-plan runs SCIP and CP-SAT (first pass, least disruption, full set). With the
+    wall-clock guards 10x or 1000x the deterministic limits the plan is the same: the
+    deterministic limits stop the solvers, so a loaded machine gets the same answer."""
+    inv = Inventory(tuple(gpu(i, "MI300X", "CPX") for i in range(2)))
+    demands = [demand("a", 30, 4, 5), demand("b", 6, 8, 2), demand("c", 14, 6, 7, share=0.5), demand("d", 60, 2, 9)]
+    running = [RunningInstance("b-0", "b", 0, "f1", (PartitionRef(0, 0),), demands[1].bytes_per_rank_by_tp[1])]
+    policy = PlannerPolicy()
+    plans = []
+    for factor in (exact.WALL_GUARD_FACTOR, 1000.0):
+        monkeypatch.setattr(exact, "WALL_GUARD_FACTOR", factor)
+        plans.append(_timeless(plan(inv, demands, running, policy)))
+    assert plans[0] == plans[1]
+    assert plans[0].solver.name == "scip-configurations"  # the exact phases ran (the greedy left a gap)
+    assert check_plan(inv, demands, policy, plans[0]) == []
+
+
+def test_layout_search_plan_does_not_depend_on_the_time_budget():
+    """With nothing running on an 8-GPU node the layout search decides by counted work alone:
+    a 0.5 s and a 20 s budget give the same plan, and it is feasible."""
+    inv, demands = _shares_node(6)  # the search uses its whole work limit and keeps a gap: the budget could matter
+    short = plan(inv, demands, [], PlannerPolicy(time_budget_s=0.5))
+    long = plan(inv, demands, [], PlannerPolicy(time_budget_s=20.0))
+    assert _timeless(short) == _timeless(long) and short.solver.gap > 0
+    assert check_plan(inv, demands, PlannerPolicy(), short) == []
+
+
+def test_work_on_a_large_node_is_bounded_by_counters():
+    """8 GPUs, 12 models with compute shares: the layout search packs at most MAX_EVALUATIONS
+    (layout, chosen set) pairs and no exact model is built (the status names the work done), so the budget is
+    kept by construction rather than by a clock."""
+    for seed in (1, 2):  # one keeps a gap at the work limit, one reaches the knapsack bound early
+        inv, demands = _shares_node(seed)
+        p = plan(inv, demands, [], PlannerPolicy())
+        assert p.solver.name == "layout-search"
+        packed = int(p.solver.status.split("(")[1].split(" layouts or choices packed")[0])
+        assert 1 <= packed <= MAX_EVALUATIONS
+        assert p.solver.objective <= p.solver.bound
