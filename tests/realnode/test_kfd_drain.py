@@ -1,4 +1,4 @@
-"""Issue 14 item 4: a compute-partition change under the kernel's KFD rule (simulator/node.py _kfd_blockers).
+"""Issue 14 item 4: a compute-partition change under the kernel's KFD rule (simulator/node_modes.py kfd_blockers).
 
 2 x MI300X: on-spx serves on GPU 0; a config change puts GPU 1 in CPX for a second model.
 - strict kernel (default), or launcher direct: every instance holds a KFD context on every GPU, so the
