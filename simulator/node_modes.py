@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M
@@ -63,15 +64,21 @@ class ModeChanges:
         if code and code != "GARBAGE":
             raise SimError(code, f"injected fault on {op}")
 
-    def set_compute_mode(self, gpu: int, mode: str) -> bool:
-        """Returns False when already at ``mode`` (no write), True when changed."""
-        self._fault("set_compute")
+    @contextmanager
+    def _mode_change(self, op: str, gpu: int) -> Iterator[tuple[dict[str, Any], dict[str, Any], Any]]:
+        """One locked change of ``gpu``'s modes: the injected fault for ``op`` first, dead processes reaped, root
+        only (NO_PERM). Yields the state, the GPU's entry and its model's spec; written back unless it raises."""
+        self._fault(op)
         with self._edit() as state:
             self._reap(state)
             g = gpu_entry(state, gpu)
-            spec = get_spec(state["gpu_model"])
             if not state["root"]:
                 raise SimError("NO_PERM", "Permission Denied")
+            yield state, g, get_spec(state["gpu_model"])
+
+    def set_compute_mode(self, gpu: int, mode: str) -> bool:
+        """Returns False when already at ``mode`` (no write), True when changed."""
+        with self._mode_change("set_compute", gpu) as (state, g, spec):
             c = C(mode)
             m = M(g["memory_mode"])
             if not spec.is_valid(c, m):
@@ -87,13 +94,7 @@ class ModeChanges:
             return True
 
     def set_memory_mode(self, gpu: int, mode: str) -> bool:
-        self._fault("set_memory")
-        with self._edit() as state:
-            self._reap(state)
-            g = gpu_entry(state, gpu)
-            spec = get_spec(state["gpu_model"])
-            if not state["root"]:
-                raise SimError("NO_PERM", "Permission Denied")
+        with self._mode_change("set_memory", gpu) as (state, g, spec):
             m = M(mode)
             if spec.memory_mode_fixed:
                 raise SimError("NOT_SUPPORTED", f"memory partition is fixed at boot on {spec.name}")

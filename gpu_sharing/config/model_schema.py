@@ -6,14 +6,29 @@ from __future__ import annotations
 
 import re
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from gpu_sharing.config.schedule import day_of_week_field, parse_timezone
 from gpu_sharing.config.strict import NAME_PATTERN, Strict
 from gpu_sharing.config.units import ByteSize
 from gpu_sharing.config.vllm_flags import check_vllm_args, choices_of, rocm_quantizations
+
+
+def check_args(v: dict[str, Any]) -> dict[str, Any]:
+    """``vllm_args`` (of a model or of ``vllm``): flag names without ``--``, values vLLM 0.33's parser accepts."""
+    for k in v:
+        if not re.match(r"^[a-z0-9][a-z0-9-]*$", k):
+            raise ValueError(f"vllm_args key {k!r} must be a flag name like 'block-size' (no leading --)")
+    check_vllm_args(v, "vllm_args")
+    return v
+
+
+VllmArgs = Annotated[dict[str, Union[str, int, float, bool, list[Union[str, int, float]], dict[str, Any], None]],
+                     AfterValidator(check_args)]
+"""``vllm_args`` of a model or of ``vllm``: flag name (without --) -> value, checked by ``check_args``."""
+
 
 class MemoryPolicy(str, Enum):
     WARN = "warn"
@@ -179,7 +194,7 @@ class ModelSettings(Strict):
     """Demand-driven replicas (load on first request, unload when idle, scale with the queue)."""
     gpus: list[int] | None = None
     """Restrict placement to these physical GPUs."""
-    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], dict[str, Any], None]] = {}
+    vllm_args: VllmArgs = {}
     """Extra `vllm serve` flags (without --), merged over the defaults in vllm.vllm_args. Checked against
     vLLM 0.33's parser: `x: false` gives --no-x or --disable-x, lists repeat or extend the flag as vLLM
     expects, JSON-typed flags take a list or mapping."""
@@ -207,11 +222,6 @@ class ModelSettings(Strict):
             raise ValueError("source must not start with '-' (it would be read as a vLLM flag)")
         return v
 
-    @field_validator("vllm_args")
-    @classmethod
-    def _args(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return check_args(v)
-
     @field_validator("quantization")
     @classmethod
     def _quantization(cls, v: str | None) -> str | None:
@@ -231,12 +241,3 @@ class ModelSettings(Strict):
     @property
     def served_names(self) -> list[str]:
         return [self.name, *self.aliases]
-
-
-def check_args(v: dict[str, Any]) -> dict[str, Any]:
-    """``vllm_args`` (of a model or of ``vllm``): flag names without ``--``, values vLLM 0.33's parser accepts."""
-    for k in v:
-        if not re.match(r"^[a-z0-9][a-z0-9-]*$", k):
-            raise ValueError(f"vllm_args key {k!r} must be a flag name like 'block-size' (no leading --)")
-    check_vllm_args(v, "vllm_args")
-    return v

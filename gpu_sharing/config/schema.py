@@ -13,12 +13,12 @@ working for all of them.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from gpu_sharing.config.model_schema import (ComputeLimitsSettings, LoraSettings, MemoryPolicy, ModelSettings,
-                                             ScalingSettings, ScheduleWindow, SpeculativeSettings, check_args)
+                                             ScalingSettings, ScheduleWindow, SpeculativeSettings, VllmArgs)
 from gpu_sharing.config.node_schema import (BackendKind, GpuSettings, KfdModeSwitch, LauncherKind, NodeSettings,
                                             SimulatorSettings)
 from gpu_sharing.config.strict import NAME_PATTERN, Strict, known_gpu_model
@@ -59,7 +59,7 @@ class VllmSettings(Strict):
     """gpu-memory-utilization: the sized budget as a fraction of the partition. kv-cache-memory-bytes: the
     sized KV pool passed as bytes, plus the budget's fraction (vLLM 0.33 still checks free memory against
     gpu_memory_utilization at start-up, vllm/v1/worker/utils.py:716 request_memory)."""
-    vllm_args: dict[str, Union[str, int, float, bool, list[Union[str, int, float]], dict[str, Any], None]] = {}
+    vllm_args: VllmArgs = {}
     env: dict[str, str] = {}
     stage_weights: bool = False
     """Download (huggingface_hub) and verify weights before starting an instance (state STAGING);
@@ -73,11 +73,6 @@ class VllmSettings(Strict):
     default: <node.state_dir>/cache. A variable set in vllm.env, a model's env or the daemon's environment wins."""
     log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     log_backups: int = Field(3, ge=0, le=100)
-
-    @field_validator("vllm_args")
-    @classmethod
-    def _args(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return check_args(v)
 
     @field_validator("port_range")
     @classmethod
