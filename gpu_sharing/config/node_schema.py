@@ -11,6 +11,8 @@ from pydantic import Field, field_validator
 
 from gpu_sharing.config.strict import Strict, known_gpu_model
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode
+from gpu_sharing.hardware.node_facts import KfdModeSwitch  # one enum for the config key and doctor's node facts
+
 
 class BackendKind(str, Enum):
     AUTO = "auto"
@@ -22,11 +24,6 @@ class BackendKind(str, Enum):
 class LauncherKind(str, Enum):
     DIRECT = "direct"
     SYSTEMD_RUN = "systemd-run"
-
-
-class KfdModeSwitch(str, Enum):
-    STRICT = "strict"
-    CGROUP_EXCLUSION = "cgroup_exclusion"
 
 
 class SimulatorSettings(Strict):
