@@ -43,7 +43,8 @@ def _child(argv: list[str], env: dict[str, str], stdout_path: str, stderr_path: 
 
 @dataclass
 class CliProcess:
-    """A started CLI run; ``returncode`` as subprocess gives it (negative: killed by that signal)."""
+    """A started CLI run. ``poll()`` and ``wait()`` give its exit status as subprocess does (negative: killed by
+    that signal); ``stdout`` and ``stderr`` what it wrote so far."""
 
     process: multiprocessing.process.BaseProcess
     stdout_path: Path
