@@ -19,7 +19,7 @@ What it copies:
 * **Device cgroup**: ``GPU_SHARING_SIM_DEVICE_CGROUP`` (render node names, comma separated) stands for a
   device cgroup allowing only those nodes (what ``systemd-run -p DevicePolicy=closed -p DeviceAllow=``
   gives); unset means every device. The children record it on the node, which is what the kernel's KFD
-  looks at before a compute-partition switch (simulator/node.py, ``kfd_mode_switch``).
+  looks at before a compute-partition switch (simulator/node_modes.py, ``kfd_mode_switch``).
 """
 
 from __future__ import annotations

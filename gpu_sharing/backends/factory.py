@@ -10,19 +10,22 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from gpu_sharing.config.schema import BackendKind, SimulatorSettings
+from gpu_sharing.config.schema import BackendKind, KfdModeSwitch, SimulatorSettings
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, PartitionBackend
 
 
 def make_backend_with_reason(kind: BackendKind | str, *, sim_state_dir: Path | str | None = None,
                              amd_smi_path: str = "amd-smi", reload_timeout_s: float = 600.0,
-                             simulator: SimulatorSettings | None = None) -> tuple[PartitionBackend, str]:
-    """``reload_timeout_s`` is node.driver_reload_timeout_s: how long the CLI backend lets a driver reload run."""
+                             simulator: SimulatorSettings | None = None,
+                             kfd_mode_switch: KfdModeSwitch = KfdModeSwitch.STRICT) -> tuple[PartitionBackend, str]:
+    """``reload_timeout_s`` is node.driver_reload_timeout_s: how long the CLI backend lets a driver reload run.
+    ``simulator`` and ``kfd_mode_switch`` (node.simulator, node.kfd_mode_switch) describe a simulated node
+    created now."""
     kind = BackendKind(kind)
     if kind == BackendKind.SIMULATED:
         from gpu_sharing.backends.simulated import SimulatedBackend
 
-        backend = SimulatedBackend.open(sim_state_dir, simulator)
+        backend = SimulatedBackend.open(sim_state_dir, simulator, kfd_mode_switch=kfd_mode_switch)
         return backend, f"simulated node in {backend.node.state_dir}"
     if kind in (BackendKind.AMDSMI, BackendKind.AUTO):
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from gpu_sharing.config.schema import SimulatorSettings
+from gpu_sharing.config.schema import KfdModeSwitch, SimulatorSettings
 from gpu_sharing.hardware.backend import BackendError, BackendErrorCode, ProgressFn
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import GpuProcess, Inventory, LogicalPartition, PhysicalGpu, UnknownGpu
@@ -33,13 +33,17 @@ class SimulatedBackend:
         self._sleep = sleep
 
     @classmethod
-    def open(cls, state_dir: Path | str | None = None, settings: SimulatorSettings | None = None) -> "SimulatedBackend":
+    def open(cls, state_dir: Path | str | None = None, settings: SimulatorSettings | None = None, *,
+             kfd_mode_switch: KfdModeSwitch = KfdModeSwitch.STRICT) -> "SimulatedBackend":
         """The simulated node in state_dir; a new one is created from ``node.simulator`` settings (GPU model,
-        count, driver reload time) when the directory holds none yet."""
+        count, driver reload time) and the kernel the config describes (``node.kfd_mode_switch``) when the
+        directory holds none yet. An existing node keeps what it was created with (``gpu-sharing simulator
+        set-fault --kfd-mode-switch`` changes its kernel)."""
+        kfd = KfdModeSwitch(kfd_mode_switch).value
         if settings is None:
-            return cls(SimNode.open_or_create(state_dir))
+            return cls(SimNode.open_or_create(state_dir, kfd_mode_switch=kfd))
         return cls(SimNode.open_or_create(state_dir, gpu_model=settings.gpu_model, gpus=settings.gpus,
-                                          reload_time_s=settings.driver_reload_time_s))
+                                          reload_time_s=settings.driver_reload_time_s, kfd_mode_switch=kfd))
 
     def inventory(self) -> Inventory:
         try:

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from gpu_sharing.config.loader import read_yaml, validate_data
-from gpu_sharing.config.schema import Strict, known_gpu_model
+from gpu_sharing.config.strict import Strict, known_gpu_model
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.dcm import DcmProfile, PartitionType, ProfileEntry, profile_name, profile_problems
 from gpu_sharing.hardware.modes import ComputePartitionMode, MemoryPartitionMode

@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 
 class ScheduleWindow(Protocol):
-    """schema.ScheduleWindow (the schema validates with this module, so it cannot be imported here)."""
+    """model_schema.ScheduleWindow (the schema validates with this module, so it cannot be imported here)."""
 
     days: str
     start: str

@@ -11,50 +11,68 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
+from typing import Callable, Protocol
 
 from gpu_sharing.doctor.checks import Check, Family, Status, check
 from gpu_sharing.doctor.context import DoctorContext
 from gpu_sharing.hardware.catalog import CATALOG, get_spec
+from gpu_sharing.hardware.inventory import Inventory
 
 F = Family.HARDWARE
 VRAM_TOLERANCE = 0.02
 GIB = 1024**3
 
 
-def _no_inventory(ctx: DoctorContext, name: str, expected: str) -> Check:
-    return check(name, F, Status.FAIL, f"cannot read the GPUs: {ctx.inventory_error}", expected,
-                 fix="fix the versions checks above (ROCm, amdgpu, amdsmi/amd-smi), then re-run", source="backend")
+class Verdict(Protocol):
+    def __call__(self, status: Status, measured: str, *, fix: str = "") -> Check: ...
 
 
-def gpu_model(ctx: DoctorContext) -> Check:
-    expected = f"one of {', '.join(CATALOG)}" + (f", as node.gpu_model says ({ctx.config.node.gpu_model})"
-                                                  if ctx.config.node.gpu_model else "")
-    inv = ctx.inventory()
-    if inv is None:
-        return _no_inventory(ctx, "gpu-model", expected)
+def reads_gpus(name: str, expected: Callable[[DoctorContext], str] | str):
+    """A check over the inventory: FAIL naming the backend's error when the GPUs cannot be read; otherwise the
+    check gets the inventory and a ``verdict(status, measured, fix=...)`` that fills in its name, family,
+    expectation and the backend as the source."""
+    def wrap(body: Callable[[DoctorContext, Inventory, Verdict], Check]) -> Callable[[DoctorContext], Check]:
+        @functools.wraps(body)
+        def run(ctx: DoctorContext) -> Check:
+            wanted = expected(ctx) if callable(expected) else expected
+            inv = ctx.inventory()
+            if inv is None:
+                return check(name, F, Status.FAIL, f"cannot read the GPUs: {ctx.inventory_error}", wanted,
+                             fix="fix the versions checks above (ROCm, amdgpu, amdsmi/amd-smi), then re-run",
+                             source="backend")
+
+            def verdict(status: Status, measured: str, *, fix: str = "") -> Check:
+                return check(name, F, status, measured, wanted, fix=fix, source=ctx.backend_source)
+            return body(ctx, inv, verdict)
+        return run
+    return wrap
+
+
+def _expected_models(ctx: DoctorContext) -> str:
+    return f"one of {', '.join(CATALOG)}" + (f", as node.gpu_model says ({ctx.config.node.gpu_model})"
+                                             if ctx.config.node.gpu_model else "")
+
+
+@reads_gpus("gpu-model", _expected_models)
+def gpu_model(ctx: DoctorContext, inv: Inventory, verdict: Verdict) -> Check:
     if not inv.gpus:
-        return check("gpu-model", F, Status.FAIL, "no GPU found", expected, fix="check `amd-smi list` and dmesg",
-                     source=ctx.backend_source)
+        return verdict(Status.FAIL, "no GPU found", fix="check `amd-smi list` and dmesg")
     models = sorted({g.model for g in inv.gpus})
     measured = f"{len(inv.gpus)} x {', '.join(models)}"
     unknown = [m for m in models if m not in CATALOG]
     if unknown:
-        return check("gpu-model", F, Status.FAIL, measured, expected,
-                     fix=f"gpu-sharing has no partitioning facts for {', '.join(unknown)}; add them to "
-                     "gpu_sharing/hardware/catalog.py with their sources", source=ctx.backend_source)
+        return verdict(Status.FAIL, measured, fix=f"gpu-sharing has no partitioning facts for {', '.join(unknown)}; "
+                       "add them to gpu_sharing/hardware/catalog.py with their sources")
     wanted = ctx.config.node.gpu_model
     if wanted and models != [wanted]:
-        return check("gpu-model", F, Status.FAIL, measured, expected,
-                     fix=f"set node.gpu_model to {models[0]} (or remove it)", source=ctx.backend_source)
-    return check("gpu-model", F, Status.PASS, measured, expected, source=ctx.backend_source)
+        return verdict(Status.FAIL, measured, fix=f"set node.gpu_model to {models[0]} (or remove it)")
+    return verdict(Status.PASS, measured)
 
 
-def partition_geometry(ctx: DoctorContext) -> Check:
-    expected = "XCC, CU and VRAM per partition as the catalog says for the current modes"
-    inv = ctx.inventory()
-    if inv is None:
-        return _no_inventory(ctx, "partition-geometry", expected)
+@reads_gpus("partition-geometry", "XCC, CU and VRAM per partition as the catalog says for the current modes")
+def partition_geometry(ctx: DoctorContext, inv: Inventory, verdict: Verdict) -> Check:
     problems, shapes = [], set()
     for g in inv.gpus:
         if g.model not in CATALOG:
@@ -75,22 +93,18 @@ def partition_geometry(ctx: DoctorContext) -> Check:
                                 f"{want_vram / GIB:.2f} GiB")
     if problems:
         shown = "; ".join(problems[:4]) + (f" (+{len(problems) - 4} more)" if len(problems) > 4 else "")
-        return check("partition-geometry", F, Status.FAIL, shown, expected,
-                     fix="correct gpu_sharing/hardware/catalog.py for this model/firmware (cite the source), "
-                     "or check the memory-allocation mode (`amd-smi static -p`)", source=ctx.backend_source)
-    return check("partition-geometry", F, Status.PASS, "; ".join(sorted(shapes)), expected, source=ctx.backend_source)
+        return verdict(Status.FAIL, shown, fix="correct gpu_sharing/hardware/catalog.py for this model/firmware (cite "
+                       "the source), or check the memory-allocation mode (`amd-smi static -p`)")
+    return verdict(Status.PASS, "; ".join(sorted(shapes)))
 
 
-def memory_caps(ctx: DoctorContext) -> Check:
-    expected = "each GPU's memory-partition caps equal the catalog's memory modes for its model"
-    inv = ctx.inventory()
-    if inv is None:
-        return _no_inventory(ctx, "memory-caps", expected)
+@reads_gpus("memory-caps", "each GPU's memory-partition caps equal the catalog's memory modes for its model")
+def memory_caps(ctx: DoctorContext, inv: Inventory, verdict: Verdict) -> Check:
     backend = ctx.backend()
     if backend is not None and backend.name == "amd-smi-cli":
-        return check("memory-caps", F, Status.WARN, "not read: the amd-smi-cli backend copies the catalog's modes",
-                     expected, fix="use the amdsmi backend (fix amdsmi-library), or compare `amd-smi partition -m` "
-                     "memory_partition_caps with the catalog by hand", source=ctx.backend_source)
+        return verdict(Status.WARN, "not read: the amd-smi-cli backend copies the catalog's modes",
+                       fix="use the amdsmi backend (fix amdsmi-library), or compare `amd-smi partition -m` "
+                       "memory_partition_caps with the catalog by hand")
     missing, extra, measured = [], [], set()
     for g in inv.gpus:
         if g.model not in CATALOG:
@@ -106,25 +120,21 @@ def memory_caps(ctx: DoctorContext) -> Check:
             extra.append(f"GPU {g.index} also offers {','.join(sorted(caps - catalog))}")
     text = "; ".join(sorted(measured))
     if missing:
-        return check("memory-caps", F, Status.FAIL, text + " (" + "; ".join(missing) + ")", expected,
-                     fix="the planner could pick a pair this firmware refuses: pin gpus[].memory_partition to a "
-                     "reported mode, or update the catalog's valid pairs for this firmware", source=ctx.backend_source)
+        return verdict(Status.FAIL, text + " (" + "; ".join(missing) + ")",
+                       fix="the planner could pick a pair this firmware refuses: pin gpus[].memory_partition to a "
+                       "reported mode, or update the catalog's valid pairs for this firmware")
     if extra:
-        return check("memory-caps", F, Status.WARN, text + " (" + "; ".join(extra) + ")", expected,
-                     fix="the catalog is more conservative than this firmware; add the modes with a source if they "
-                     "are wanted", source=ctx.backend_source)
+        return verdict(Status.WARN, text + " (" + "; ".join(extra) + ")",
+                       fix="the catalog is more conservative than this firmware; add the modes with a source if they "
+                       "are wanted")
     if not any(g.memory_caps for g in inv.gpus):
-        return check("memory-caps", F, Status.WARN, text, expected,
-                     fix="the device reported no caps (needs root on ROCm >= 6.4.1): run the doctor as root",
-                     source=ctx.backend_source)
-    return check("memory-caps", F, Status.PASS, text, expected, source=ctx.backend_source)
+        return verdict(Status.WARN, text,
+                       fix="the device reported no caps (needs root on ROCm >= 6.4.1): run the doctor as root")
+    return verdict(Status.PASS, text)
 
 
-def hive(ctx: DoctorContext) -> Check:
-    expected = "GPUs of one XGMI hive share one memory mode"
-    inv = ctx.inventory()
-    if inv is None:
-        return _no_inventory(ctx, "hive", expected)
+@reads_gpus("hive", "GPUs of one XGMI hive share one memory mode")
+def hive(ctx: DoctorContext, inv: Inventory, verdict: Verdict) -> Check:
     hives: dict[int, list] = defaultdict(list)
     for g in inv.gpus:
         hives[g.hive_id].append(g)
@@ -132,11 +142,10 @@ def hive(ctx: DoctorContext) -> Check:
                          f"({'/'.join(sorted({g.memory_mode.value for g in gs}))})" for hid, gs in sorted(hives.items()))
     mixed = [hid for hid, gs in hives.items() if hid and len({g.memory_mode for g in gs}) > 1]
     if mixed:
-        return check("hive", F, Status.FAIL, measured, expected,
-                     fix="a memory-mode change did not reach every GPU of the hive: stop GPU work, re-set the mode "
-                     "(`amd-smi set -M NPSx`) and reload amdgpu (`modprobe -r amdgpu && modprobe amdgpu`)",
-                     source=ctx.backend_source)
-    return check("hive", F, Status.PASS, measured, expected, source=ctx.backend_source)
+        return verdict(Status.FAIL, measured,
+                       fix="a memory-mode change did not reach every GPU of the hive: stop GPU work, re-set the mode "
+                       "(`amd-smi set -M NPSx`) and reload amdgpu (`modprobe -r amdgpu && modprobe amdgpu`)")
+    return verdict(Status.PASS, measured)
 
 
 CHECKS = (gpu_model, partition_geometry, memory_caps, hive)

@@ -8,7 +8,8 @@ libraries below it write compile caches and downloads under ``~/.cache``: Huggin
 perf db (``MIOPEN_CUSTOM_CACHE_DIR``, ``MIOPEN_USER_DB_PATH``, default ``~/.cache/miopen``
 and ``~/.config/miopen``, MIOpen docs "Kernel cache" / "Setting up locations"), and
 Comgr's code-object cache (``$XDG_CACHE_HOME/comgr`` unless ``AMD_COMGR_CACHE_DIR``).
-Each gets a default under ``vllm.cache_dir`` (default ``<node.state_dir>/cache``) unless
+Each gets a default under ``vllm.cache_dir`` (default ``<node.state_dir>/cache``; under --simulate
+``node.state_dir`` is the simulation's state dir, ``desired.effective_config``) unless
 the config's env or the daemon's own environment already sets it, so an operator's
 ``Environment=HF_HOME=/models/hf`` (shared with ``stage_weights``) is kept.
 """

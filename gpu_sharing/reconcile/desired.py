@@ -66,8 +66,11 @@ class DesiredPlan:
         return tuple(self.plan.unplaceable) + self.desired.problems
 
 
-def effective_config(config: Config, *, sim_state_dir: Path | None = None) -> Config:
-    """Dedupe, then (under --simulate, when ``sim_state_dir`` is given) the fake vLLM as the command."""
+def effective_config(config: Config, *, sim_state_dir: Path | None = None, state_dir: Path | None = None) -> Config:
+    """Dedupe, then (under --simulate, when ``sim_state_dir`` is given) the fake vLLM as the command, and
+    ``node.state_dir`` the state dir the simulation runs in (``state_dir``, default ``<sim_state_dir>/daemon``),
+    so what defaults under it (the launched vLLMs' caches, ``cache_env``) stays inside the simulation instead
+    of going to /var/lib/gpu-sharing."""
     config = merged_config(config)
     if sim_state_dir is None:
         return config
@@ -75,7 +78,8 @@ def effective_config(config: Config, *, sim_state_dir: Path | None = None) -> Co
                                    startup_time_s=config.node.simulator.startup_time_s,
                                    disk_bandwidth_bytes_per_s=config.node.simulator.disk_bandwidth_bytes_per_s,
                                    graph_capture_s=config.node.simulator.graph_capture_s)
-    return config.model_copy(update={"vllm": vllm})
+    node = config.node.model_copy(update={"state_dir": str(state_dir or Path(sim_state_dir) / "daemon")})
+    return config.model_copy(update={"vllm": vllm, "node": node})
 
 
 def desired_state(config: Config, *, gpu_indices: Sequence[int], now: datetime, config_dir: Path | None = None,
@@ -105,9 +109,9 @@ def plan_desired(desired: DesiredState, inventory: Inventory, running: Sequence[
 
 def desired_plan(config: Config, inventory: Inventory, running: Sequence[RunningInstance], *, now: datetime,
                  config_dir: Path | None = None, measured: MeasuredSizes | None = None,
-                 sim_state_dir: Path | None = None) -> DesiredPlan:
+                 sim_state_dir: Path | None = None, state_dir: Path | None = None) -> DesiredPlan:
     """The whole pipeline from a config as loaded (what ``plan`` and ``kserve export`` print)."""
-    desired = desired_state(effective_config(config, sim_state_dir=sim_state_dir),
+    desired = desired_state(effective_config(config, sim_state_dir=sim_state_dir, state_dir=state_dir),
                             gpu_indices=[g.index for g in inventory.gpus], now=now, config_dir=config_dir,
                             measured=measured)
     return DesiredPlan(desired, plan_desired(desired, inventory, running))

@@ -14,7 +14,7 @@ it. Before that change, any KFD process anywhere blocked every switch. So:
   nodes, so only instances on the GPU being changed block it (the applier stops those anyway).
 
 In the first two cases a plan that changes any GPU's compute mode needs a node-wide drain: stop every
-instance, repartition, start them again. The simulator models both kernels (simulator/node.py).
+instance, repartition, start them again. The simulator models both kernels (simulator/node_modes.py).
 The planner counts the drain as disruption (``PlannerPolicy.repartition_drains_node``, set from
 ``drains_node`` by ``demands.policy_from_config``); the applier executes it from ``drain_reason``.
 """

@@ -117,7 +117,7 @@ class Reconciler:
         self.launches = launches
         self.cu_masks = cu_masks
         self.measured = measured or FileMeasuredStore(self.state_dir / "measured_sizes.json")
-        self.config = effective_config(config, sim_state_dir=self.sim_state_dir)
+        self.config = effective_config(config, sim_state_dir=self.sim_state_dir, state_dir=self.state_dir)
         log_dir = Path(self.config.vllm.log_dir) if self.config.vllm.log_dir else self.state_dir / "logs"
         self.recorder = MeasuredRecorder(self.measured)
         self.staging = StagingGate(lambda: self.config, staging_manager)
@@ -153,7 +153,7 @@ class Reconciler:
     # ---- config ---------------------------------------------------------------------------------
     def update_config(self, config: Config) -> ConfigDiff:
         """Swap the config; the next reconcile_once touches only instances of changed models."""
-        new = effective_config(config, sim_state_dir=self.sim_state_dir)
+        new = effective_config(config, sim_state_dir=self.sim_state_dir, state_dir=self.state_dir)
         old_fp = {m.name: model_fingerprint(m, self.config) for m in self.config.models if m.enabled}
         new_fp = {m.name: model_fingerprint(m, new) for m in new.models if m.enabled}
         diff = ConfigDiff(

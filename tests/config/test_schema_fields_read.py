@@ -1,7 +1,7 @@
 """Every config field is read by something: a field no code reads is a promise the daemon does not keep.
 
-Walks the pydantic models reachable from ``Config`` and looks, in the product code outside
-``config/schema.py``, for an attribute read (``.name``) or a string use (``"name"``, for fields
+Walks the pydantic models reachable from ``Config`` and looks, in the product code outside the schema
+modules (``config/schema.py`` and the sections it re-exports), for an attribute read (``.name``) or a string use (``"name"``, for fields
 read through ``getattr``/``model_dump`` lists).
 """
 
@@ -31,8 +31,12 @@ def models_under(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
             stack.extend(typing.get_args(t))
 
 
+SCHEMA = {"schema.py", "node_schema.py", "model_schema.py", "strict.py"}
+"""The modules in gpu_sharing/config/ that define Config's models: their own validators' reads do not count."""
+
+
 def product_source() -> str:
-    files = [p for p in (ROOT / "gpu_sharing").rglob("*.py") if p.name != "schema.py" or p.parent.name != "config"]
+    files = [p for p in (ROOT / "gpu_sharing").rglob("*.py") if p.name not in SCHEMA or p.parent.name != "config"]
     return "\n".join(p.read_text() for p in files)
 
 

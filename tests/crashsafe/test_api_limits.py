@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import resource
 import socket
-import subprocess
-import sys
 
+import cli_process
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -128,6 +127,6 @@ def test_busy_api_port_is_a_clear_exit_1(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state", str(sim),
-                            "-c", str(cfg), "--api-port", str(port)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and f"127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+        r = cli_process.run(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg), "--api-port", str(port)],
+                            tmp_path, timeout=60)
+    assert r.poll() == 1 and f"127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -27,13 +26,13 @@ QWEN = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "n
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True}
 
 
-def daemon(cfg: Path, sim: Path, log: Path, failpoint: str | None = None) -> subprocess.Popen:
+def daemon(cfg: Path, sim: Path, log: Path, failpoint: str | None = None) -> cli_process.CliProcess:
+    """`gpu-sharing run` in a process and session of its own (forked from a server that imported the CLI once)."""
     env = {k: v for k, v in os.environ.items() if k not in (FAILPOINT_ENV, "NOTIFY_SOCKET", "WATCHDOG_USEC")}
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    return subprocess.Popen([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state", str(sim),
-                             "-c", str(cfg), "--api-port", "0"], env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return cli_process.start(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg), "--api-port", "0"],
+                             log.parent, env=env, log=log)
 
 
 def wait_for(pred, timeout_s: float, what: str):
@@ -76,10 +75,9 @@ def test_daemon_sigkilled_after_a_spawn_recovers_without_duplicate(tmp_path):
     second = daemon(cfg, sim, log)
     try:
         api = wait_for(lambda: api_url(log, mark), 60, "the API line")
-        refused = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state",
-                                  str(sim), "-c", str(cfg), "--api-port", "0"], capture_output=True, text=True,
-                                 timeout=60)
-        assert refused.returncode == 1 and f"pid {second.pid}" in refused.stderr
+        refused = cli_process.run(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg), "--api-port", "0"],
+                                  tmp_path, timeout=60)
+        assert refused.poll() == 1 and f"pid {second.pid}" in refused.stderr
         inst = wait_for(lambda: [i for i in json.loads(urllib.request.urlopen(api + "/status", timeout=5).read())[
             "instances"] if i["state"] == "READY"], 60, "a-0 READY")
         assert [(i["instance_id"], i["pid"]) for i in inst] == [("a-0", orphan[0].leader)]  # adopted, not restarted

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import cli_process
 import pytest
 
 from gpu_sharing.cli import main as cli
@@ -47,12 +46,13 @@ vllm: {{port_range: [{port}, {port + 30}], stop_grace_s: 3}}
     return p
 
 
-def apply(sim: Path, cfg: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:
+def apply(sim: Path, cfg: Path, failpoint: str | None = None) -> cli_process.CliProcess:
+    """`gpu-sharing apply` in a process of its own (forked from a server that imported the CLI once)."""
     env = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
     if failpoint:
         env[FAILPOINT_ENV] = failpoint
-    return subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "apply", "--simulate", "--sim-state",
-                           str(sim), "-c", str(cfg), "--yes"], capture_output=True, text=True, timeout=120, env=env)
+    return cli_process.run(["apply", "--simulate", "--sim-state", str(sim), "-c", str(cfg), "--yes"], cfg.parent,
+                           env=env, timeout=120)
 
 
 def check_converged(sim: Path, name: str) -> None:
@@ -83,20 +83,20 @@ def test_sigkill_after_each_journaled_step_converges(tmp_path, capsys):
     SimNode.create(sim, "MI300X", 1, reload_time_s=1.0)
     configs = {n: write_config(tmp_path, n, 26300) for n in MODES}
     first = apply(sim, configs["A"])
-    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.poll() == 0, first.stderr[-2000:]
     current, results = "A", []
     try:
         for case in CASES:
             target = "B" if current == "A" else "A"
             killed = apply(sim, configs[target], failpoint=case)
-            assert killed.returncode == -9, f"{case}: the step never happened: {killed.stderr[-1500:]}"
+            assert killed.poll() == -9, f"{case}: the step never happened: {killed.stderr[-1500:]}"
             again = converge(sim, configs[target], capsys)
             assert again[0] == 0, f"after SIGKILL at {case}: {again[1][-2500:]}"
             check_converged(sim, target)
             results.append(case)
             current = target
     finally:
-        subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "stop", "--all", "--simulate", "--sim-state",
-                        str(sim), "-c", str(configs[current])], capture_output=True, timeout=60)
+        cli_process.run(["stop", "--all", "--simulate", "--sim-state", str(sim), "-c", str(configs[current])], tmp_path,
+                        timeout=60)
     assert results == CASES
     assert SimNode.open(sim).processes() == [] and scan_marked(sim / "daemon") == []

@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -125,12 +126,12 @@ class Notify:
         return any(field in m.split("\n") for m in self.drain()[after:])
 
 
-def start_daemon(cfg: Path, sim: Path, api_port: int, notify_path: Path, log: Path) -> subprocess.Popen:
+def start_daemon(cfg: Path, sim: Path, api_port: int, notify_path: Path, log: Path) -> cli_process.CliProcess:
+    """`gpu-sharing run` in a process and session of its own (forked from a server that imported the CLI once)."""
     env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
     env.pop("WATCHDOG_USEC", None)
-    return subprocess.Popen([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state", str(sim),
-                             "-c", str(cfg), "--api-port", str(api_port)],
-                            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    return cli_process.start(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg), "--api-port", str(api_port)],
+                             log.parent, env=env, log=log)
 
 
 def fake_vllm_pids() -> set[int]:
@@ -153,14 +154,12 @@ def test_daemon_end_to_end(tmp_path: Path):
         first = wait_for(lambda: all_ready(api, 2), 15, "2 READY instances")
         for name in ("qwen-a", "qwen-b"):
             assert chat(api, name)["model"] == name
-        status = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "--api", api, "--json"],
-                                capture_output=True, text=True, timeout=30)
-        assert status.returncode == 0, status.stderr
+        status = cli_process.run(["status", "--api", api, "--json"], tmp_path, timeout=30)
+        assert status.poll() == 0, status.stderr
         assert {i["instance_id"]: i["pid"] for i in json.loads(status.stdout)["instances"]} == \
             {k: v["pid"] for k, v in first.items()}
-        table = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "-c", str(cfg)],
-                               capture_output=True, text=True, timeout=30)
-        assert table.returncode == 0, table.stderr
+        table = cli_process.run(["status", "-c", str(cfg)], tmp_path, timeout=30)
+        assert table.poll() == 0, table.stderr
         for iid, inst in first.items():
             assert iid in table.stdout and str(inst["pid"]) in table.stdout and "READY" in table.stdout
         assert "MI300X" in table.stdout and "Last reconcile" in table.stdout
@@ -226,9 +225,8 @@ def test_daemon_end_to_end(tmp_path: Path):
         assert proc.wait(timeout=20) == 0
         assert notify.seen("STOPPING=1", before)
         assert not (pids & fake_vllm_pids()), "fake vLLM processes left after SIGTERM with on_exit: stop"
-        down = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "status", "--api", api],
-                              capture_output=True, text=True, timeout=30)
-        assert down.returncode == 1 and "cannot reach" in down.stderr and api in down.stderr
+        down = cli_process.run(["status", "--api", api], tmp_path, timeout=30)
+        assert down.poll() == 1 and "cannot reach" in down.stderr and api in down.stderr
     except BaseException:
         sys.stderr.write(log.read_text()[-6000:] if log.exists() else "")
         raise

@@ -19,7 +19,9 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -72,8 +74,8 @@ def daemon(tmp_path):
     path = tmp_path / "gs.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "GPU_SHARING_SIM_STATE": str(tmp_path / "sim")}
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "-c", str(path)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("DEMAND_TEST_LOG", tmp_path / "daemon.log"), "w"))
+    proc = cli_process.start(["run", "--simulate", "-c", str(path)], tmp_path, env=env, new_session=False,
+                             log=Path(os.environ.get("DEMAND_TEST_LOG", tmp_path / "daemon.log")))
     try:
         wait_for(lambda: get_json(f"http://127.0.0.1:{api}/status")["last_reconcile_ok"] is not None, 30, "daemon up")
         yield api, tmp_path

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -66,8 +67,7 @@ def test_kill_failed_restart_hold_release(tmp_path: Path):
         "vllm": {"port_range": [port_base, port_base + 30], "stop_grace_s": 3, "startup_timeout_s": 20,
                  "health_interval_s": 0.2, "max_restarts": 1, "backoff_initial_s": 0.2, "backoff_max_s": 0.5},
         "api": {"port": api_port}, "reconcile": {"interval_s": 3600}, "on_exit": "stop"}, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state", str(sim),
-                             "-c", str(cfg)], stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = cli_process.start(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg)], tmp_path, log=log)
     pids: set[int] = set()
 
     def inst() -> dict:
@@ -135,7 +135,7 @@ def test_kill_failed_restart_hold_release(tmp_path: Path):
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 proc.kill()
                 proc.wait(timeout=10)
         for p in pids:  # only after a failure: our fake vLLMs still alive

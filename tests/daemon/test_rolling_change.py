@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import cli_process
 import pytest
 import yaml
 
@@ -44,8 +44,7 @@ def test_four_replicas_roll_one_at_a_time_without_failed_requests(tmp_path: Path
     api = f"http://127.0.0.1:{api_port}"
     cfg, sim, log = tmp_path / "gpu-sharing.yaml", tmp_path / "sim", tmp_path / "daemon.log"
     write(cfg, api_port, port_base, 4)
-    proc = subprocess.Popen([sys.executable, "-m", "gpu_sharing.cli.main", "run", "--simulate", "--sim-state", str(sim),
-                             "-c", str(cfg)], stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = cli_process.start(["run", "--simulate", "--sim-state", str(sim), "-c", str(cfg)], tmp_path, log=log)
     stop = threading.Event()
     results: list[int] = []
     down_samples: list[int] = []
@@ -98,6 +97,6 @@ def test_four_replicas_roll_one_at_a_time_without_failed_requests(tmp_path: Path
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+            except TimeoutError:
                 proc.kill()
                 proc.wait(timeout=10)

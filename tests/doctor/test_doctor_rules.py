@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import cli_process
 import pytest
 
 from gpu_sharing.cli.main import main
@@ -135,9 +134,8 @@ def test_real_node_without_rocm_exits_1_with_install_hints_and_no_traceback(tmp_
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"version: v1\nnode:\n  state_dir: {tmp_path}/state\n")
     env = {k: v for k, v in os.environ.items() if k != "GPU_SHARING_SIM_STATE"}
-    r = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "doctor", "-c", str(cfg), "--json"],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    assert r.returncode == 1, r.stderr
+    r = cli_process.run(["doctor", "-c", str(cfg), "--json"], tmp_path, env=env, timeout=120)
+    assert r.poll() == 1, r.stderr
     assert "Traceback" not in r.stderr
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["rocm"]["status"] == "FAIL" and "amdgpu-install" in checks["rocm"]["fix"]

@@ -17,9 +17,9 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_process
 import jsonschema
 import pytest
 import yaml
@@ -220,9 +220,8 @@ def test_export_without_fleet_or_backend_is_exit_2_without_traceback(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**CONFIG, "node": {"backend": "amd-smi-cli"}}))
     env = {**os.environ, "PATH": str(tmp_path)}  # no amd-smi on PATH: the CLI backend is unavailable
-    run = subprocess.run([sys.executable, "-m", "gpu_sharing.cli.main", "kserve", "export", "-c", str(cfg)],
-                         capture_output=True, text=True, env=env, timeout=120)
-    assert run.returncode == 2, run.stderr
+    run = cli_process.run(["kserve", "export", "-c", str(cfg)], tmp_path, env=env, timeout=120)
+    assert run.poll() == 2, run.stderr
     assert "Traceback" not in run.stderr and "--fleet" in run.stderr and "no GPU backend" in run.stderr
 
 

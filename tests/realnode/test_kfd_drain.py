@@ -1,4 +1,4 @@
-"""Issue 14 item 4: a compute-partition change under the kernel's KFD rule (simulator/node.py _kfd_blockers).
+"""Issue 14 item 4: a compute-partition change under the kernel's KFD rule (simulator/node_modes.py kfd_blockers).
 
 2 x MI300X: on-spx serves on GPU 0; a config change puts GPU 1 in CPX for a second model.
 - strict kernel (default), or launcher direct: every instance holds a KFD context on every GPU, so the
@@ -77,3 +77,12 @@ def test_compute_change_drains_only_when_the_kernel_needs_it(tmp_path, monkeypat
         assert (after["on-spx-0"][1] == before["on-spx-0"]) is (not drains)
     finally:
         rec.stop_all(timeout_s=10)
+
+
+@pytest.mark.parametrize("kfd", ["strict", "cgroup_exclusion"])
+def test_a_simulated_node_is_created_with_the_configs_kernel(tmp_path, capsys, kfd):
+    """`--simulate` on an empty sim dir creates the node the config describes, kfd_mode_switch included."""
+    cfg = tmp_path / "kfd.yaml"
+    cfg.write_text(config_text(27400, kfd, "direct", False))
+    assert cli(["plan", "--simulate", "--sim-state", str(tmp_path / "sim"), "-c", str(cfg)]) == 0
+    assert SimNode.open(tmp_path / "sim").state()["kfd_mode_switch"] == kfd

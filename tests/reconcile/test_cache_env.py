@@ -58,3 +58,26 @@ def test_build_launch_carries_cache_env_into_systemd_run_argv(tmp_path, monkeypa
         assert dict(launch.env)["HF_HOME"] == hf
         if launcher == "systemd-run":  # the transient unit does not inherit systemd-run's env: it must be in argv
             assert any(hf in a for a in launch.argv), launch.argv
+
+
+def test_simulated_launches_keep_their_caches_in_the_simulation(tmp_path, monkeypatch):
+    """Under --simulate the caches go under the state dir the simulation runs in, not node.state_dir's default
+    (/var/lib/gpu-sharing), whether or not the config sets node.state_dir."""
+    from gpu_sharing.reconcile.desired import effective_config
+    from gpu_sharing.reconcile.reconciler import Reconciler
+
+    for var, _ in CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    backend = RecordingBackend({0: C.SPX})
+    inv = backend.inventory()
+    p = placement("m-0", ((0, 0),))
+    for cfg in (config(tmp_path), parse_config_text(f"version: v1\nmodels: [{{name: m, source: org/m, config_json: "
+                                                    f"{QWEN}, max_model_len: 2048}}]\n", "t.yaml")):
+        rec = Reconciler(cfg, backend, state_dir=tmp_path / "sim" / "daemon", simulate=True,
+                         sim_state_dir=tmp_path / "sim")
+        launch = build_launch(p, [inv.partition(p.partitions[0])], 9100, None, inv, config=rec.config, fingerprint="fp")
+        assert dict(launch.env)["HF_HOME"] == str(tmp_path / "sim" / "daemon" / "cache" / "huggingface")
+        assert (tmp_path / "sim" / "daemon" / "cache" / "vllm").is_dir()
+    # without a state dir of its own (plan, kserve export): <sim-state>/daemon, the daemon's default there
+    assert effective_config(cfg, sim_state_dir=tmp_path / "s2").node.state_dir == str(tmp_path / "s2" / "daemon")
+    assert effective_config(cfg).node.state_dir == "/var/lib/gpu-sharing"  # a real node: as configured

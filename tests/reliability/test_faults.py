@@ -1,7 +1,7 @@
 """Faults injected through the simulator: the daemon keeps serving what is unaffected, reports, retries.
 
 A failed repartition of GPU 1 spares GPU 0; the retried compute change then drains the node (the strict
-KFD rule, simulator/node.py) and restores every instance."""
+KFD rule, simulator/node_modes.py) and restores every instance."""
 
 from __future__ import annotations
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
+import cli_process
 import pytest
 
 from simulator.node import SimNode
@@ -39,10 +38,6 @@ vllm: {{port_range: [{port}, {port + 20}], stop_grace_s: 3}}
     return p
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "gpu_sharing.cli.main", *args]
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_kill_apply_at_step_then_converge(tmp_path, step):
     import re
@@ -51,22 +46,23 @@ def test_kill_apply_at_step_then_converge(tmp_path, step):
     SimNode.create(sim, "MI300X", 2, reload_time_s=0)
     cfg = config(tmp_path, 25800 + STEPS.index(step) * 25)
     common = ["--simulate", "--sim-state", str(sim), "-c", str(cfg)]
-    proc = subprocess.Popen(cli("apply", *common, "--yes"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    deadline, seen = time.monotonic() + 30, []
+    # a process of its own, forked from a server that imported the CLI once (tests/cli_process.py)
+    proc = cli_process.start(["apply", *common, "--yes"], tmp_path)
+    deadline, pause, seen = time.monotonic() + 30, threading.Event(), []
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
-            line = proc.stderr.readline() if ready else ""
-            seen.append(line)
-            if re.search(step, line):
+            ended = proc.poll() is not None
+            seen = proc.stderr.splitlines()
+            if any(re.search(step, line) for line in seen):
                 os.kill(proc.pid, signal.SIGKILL)  # right after this step
                 break
-            assert proc.poll() is None or line, f"apply ended before {step!r}: {seen[-5:]}"
+            assert not ended, f"apply ended before {step!r}: {seen[-5:]}"
+            pause.wait(0.01)
         else:
             raise AssertionError(f"step {step!r} never printed; last lines {seen[-5:]}")
         proc.wait(timeout=10)
-        again = subprocess.run(cli("apply", *common, "--yes"), capture_output=True, text=True, timeout=90)
-        assert again.returncode == 0, again.stderr[-2000:]
+        again = cli_process.run(["apply", *common, "--yes"], tmp_path, timeout=90)
+        assert again.poll() == 0, again.stderr[-2000:]
         state = json.loads((sim / "daemon" / "instances.json").read_text())["instances"]
         ids = [e["instance_id"] for e in state]
         assert sorted(ids) == ["a-0", "a-1", "a-2", "b-0"]  # no duplicate instance
@@ -79,5 +75,5 @@ def test_kill_apply_at_step_then_converge(tmp_path, step):
     finally:
         if proc.poll() is None:
             proc.kill()
-        subprocess.run(cli("stop", "--all", *common), capture_output=True, timeout=60)
+        cli_process.run(["stop", "--all", *common], tmp_path, timeout=60)
     assert SimNode.open(sim).processes() == []

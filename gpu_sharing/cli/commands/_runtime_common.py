@@ -31,7 +31,8 @@ def sim_state_dir(args: argparse.Namespace) -> Path:
 def make_backend(args: argparse.Namespace, cfg: Config):
     if args.simulate:
         backend, _reason = make_backend_with_reason(BackendKind.SIMULATED, sim_state_dir=sim_state_dir(args),
-                                                    simulator=cfg.node.simulator)
+                                                    simulator=cfg.node.simulator,
+                                                    kfd_mode_switch=cfg.node.kfd_mode_switch)
     else:
         backend, _reason = make_backend_with_reason(cfg.node.backend,
                                                     reload_timeout_s=cfg.node.driver_reload_timeout_s)
@@ -78,4 +79,5 @@ def plan_from_flags(args: argparse.Namespace, cfg: Config, config_path: str, *,
     return desired_plan(cfg, inventory, running_instances(cfg, inventory, sdir), now=datetime.now().astimezone(),
                         config_dir=Path(config_path).resolve().parent,
                         measured=MeasuredSizes.load(sdir / "measured_sizes.json"),
-                        sim_state_dir=sim_state_dir(args) if args.simulate and simulated_command else None)
+                        sim_state_dir=sim_state_dir(args) if args.simulate and simulated_command else None,
+                        state_dir=sdir)
