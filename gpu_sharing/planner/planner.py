@@ -18,6 +18,7 @@ wall-clock limit (a gap is then reported).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Sequence
 
@@ -120,7 +121,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
     warnings = policy_warnings(inventory, policy)
-    candidate = _name_the_rule(packing, policy,
+    candidate = _name_the_rule(inventory, demands, current, policy, modes, memory, packing, info,
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
@@ -134,9 +135,12 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
 
 
-def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
-    """Under ``prefer_local_tp``, an unplaced replica that fits the room left over the full
-    feasible set is blocked by that rule, not by priority or GPU count: say so."""
+def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, modes, memory, packing: Packing,
+                   info: SolverInfo, p: Plan) -> Plan:
+    """Under ``prefer_local_tp``, a replica the full feasible set would place is kept out by
+    that rule, not by priority or GPU count: say so. Either it fits the room left over the
+    full set (checked directly), or the full-set search (fullset.py, on a copy) places more
+    priority and more replicas of its model than the plan does."""
     if not policy.prefer_local_tp or not p.unplaceable:
         return p
     placed_gpus: dict[str, set[int]] = {}
@@ -145,12 +149,27 @@ def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
         a = choose_free(packing.slots, item, placed_gpus, policy)  # looks only: nothing is occupied
         if a is not None:
             fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
+    more: dict[str, tuple[int, int]] = {}
+    if any((u.model, u.replica) not in fits for u in p.unplaceable):
+        full = widen(inventory, demands, current, replace(policy, prefer_local_tp=False), modes, memory,
+                     copy.deepcopy(packing), info).packing
+        if placed_weight(full) > placed_weight(packing):
+            for model in {u.model for u in p.unplaceable}:
+                n_full = sum(1 for a in full.assignments.values() if a.item.model == model)
+                n_here = sum(1 for a in packing.assignments.values() if a.item.model == model)
+                if n_full > n_here:
+                    more[model] = (n_full, placed_weight(full))
     out = []
     for u in p.unplaceable:
+        head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
         if (u.model, u.replica) in fits:
             tp, gpus = fits[u.model, u.replica]
-            head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
             u = replace(u, reason=f"{head}; it fits the room left at tp={tp} on {gpus} GPU(s), which "
+                                  "planner.prefer_local_tp rules out (set it to false to place it)")
+        elif u.model in more and "planner.prefer_local_tp" not in u.reason:
+            n_full, weight = more[u.model]
+            u = replace(u, reason=f"{head}; over the full feasible set the plan places {n_full} of its replicas "
+                                  f"(placed priority {weight} instead of {placed_weight(packing)}), which "
                                   "planner.prefer_local_tp rules out (set it to false to place it)")
         out.append(u)
     return replace(p, unplaceable=tuple(out))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 from builders import demand, gpu, node
@@ -265,6 +266,12 @@ def _check_properties(kinds, sizes, pinned, local):
     for x in p.placements:
         if local and len({r.gpu for r in x.partitions}) > 1:
             assert not one_gpu_can_hold(inv, by_name[x.model], policy), f"{x.instance_id} spans GPUs"
+    more_gpus = {u.model for u in p.unplaceable if "add GPUs" in u.reason}
+    if local and more_gpus:  # "add GPUs" only where the full feasible set does not place more of it
+        full = plan(inv, demands, [], replace(policy, prefer_local_tp=False))
+        for model in more_gpus:
+            here, there = (sum(1 for x in q.placements if x.model == model) for q in (p, full))
+            assert there <= here or full.solver.objective <= p.solver.objective, (model, here, there)
 
 
 def test_reason_names_a_cpx_pin_not_priority():
@@ -274,6 +281,57 @@ def test_reason_names_a_cpx_pin_not_priority():
     reason = p.unplaceable[0].reason
     assert "GPUs [1] are pinned to ['CPX']" in reason and "hold no rank" in reason
     assert "add GPUs" not in reason and "priority" not in reason
+
+
+def _reason(inv, demands, policy) -> str:
+    p = plan(inv, demands, [], policy)
+    check_invariants(inv, p, policy)
+    assert len(p.unplaceable) == 1
+    return p.unplaceable[0].reason
+
+
+def test_reason_names_the_reload_setting():
+    """GPU 0 is in CPX+NPS4 (NPS4 allows only CPX: 23 GiB partitions) and its config pins NPS1,
+    which needs a driver reload; allow_driver_reload is false, so that setting binds."""
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+
+    inv = Inventory((gpu(0, compute="CPX", memory="NPS4"),))
+    policy = PlannerPolicy(gpus=(GpuPolicy(0, None, M.NPS1),), allow_driver_reload=False)
+    reason = _reason(inv, [demand("big", 100, 1, 5, tps=(1,))], policy)
+    assert "node.allow_driver_reload is false" in reason and "gpu 0 NPS4 (pinned NPS1)" in reason
+    assert "add GPUs" not in reason and "priority" not in reason and "pinned to" not in reason
+    assert plan(inv, [demand("big", 100, 1, 5, tps=(1,))], [], replace(policy, allow_driver_reload=True)).placements
+
+
+def test_reason_names_the_hive():
+    """A 405 GiB model needs 4 MI300X (tp=4) or 8 DPX partitions (tp=8); the node has 4 GPUs,
+    but in two hives of 2, and ranks of one instance must share a hive."""
+    inv = Inventory(tuple(gpu(i, hive=1 + i // 2) for i in range(4)))
+    reason = _reason(inv, [demand("huge", 405, 1, 5)], POLICY)
+    assert "one XGMI hive" in reason and "hive 1: GPUs [0, 1]" in reason and "hive 2: GPUs [2, 3]" in reason
+    assert "priority" not in reason and "largest partition possible" not in reason
+    assert plan(Inventory(tuple(gpu(i) for i in range(4))), [demand("huge", 405, 1, 5)], [], POLICY).placements
+
+
+@pytest.mark.parametrize("other_priority, says", [(9, "higher-priority models took the room (high)"),
+                                                  (0, "replicas of equal or lower priority")])
+def test_reason_names_priority_only_when_it_binds(other_priority, says):
+    """Two 150 GiB models, one MI300X: one fits alone, both do not; the one left out is told
+    the truth about the other's priority (and more GPUs would place it)."""
+    reason = _reason(node(1), [demand("high", 150, 1, other_priority), demand("low", 150, 1, 0)], POLICY)
+    assert says in reason and "add GPUs" in reason and "pinned" not in reason
+
+
+def test_reason_names_prefer_local_tp_when_the_full_set_places_more():
+    """The 244 GiB model fits the MI325X alone, so the rule keeps its second replica off the
+    MI300X; over the full set the planner places it (by moving the small model's replicas),
+    so the reason names the rule, not priority, and does not suggest more GPUs."""
+    inv = Inventory(tuple(gpu(i, k) for i, k in enumerate(["MI300X", "MI300X", "MI300X", "MI325X"])))
+    demands = [demand("s", 2, 5, 0, share=0.5), demand("big", 244, 2, 0, share=0.25)]
+    reason = _reason(inv, demands, PlannerPolicy(prefer_local_tp=True))
+    assert "planner.prefer_local_tp rules out" in reason and "places 2 of its replicas" in reason
+    assert "add GPUs" not in reason and "priority of" not in reason and "lower priority" not in reason
+    assert len(plan(inv, demands, [], POLICY).placements) == 7
 
 
 def test_pinned_nps_without_driver_reload_is_a_warning():
