@@ -113,7 +113,9 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
     modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    first = None
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
+        first = (modes, memory, copy.deepcopy(packing), info)  # what the full set would start from
         packing = fill_free_room(packing, policy, rules)
     else:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
@@ -121,7 +123,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
     warnings = policy_warnings(inventory, policy)
-    candidate = _name_the_rule(inventory, demands, current, policy, modes, memory, packing, info,
+    candidate = _name_the_rule(inventory, demands, current, policy, first, packing,
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
@@ -135,12 +137,12 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
 
 
-def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, modes, memory, packing: Packing,
-                   info: SolverInfo, p: Plan) -> Plan:
+def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, first, packing: Packing, p: Plan) -> Plan:
     """Under ``prefer_local_tp``, a replica the full feasible set would place is kept out by
     that rule, not by priority or GPU count: say so. Either it fits the room left over the
-    full set (checked directly), or the full-set search (fullset.py, on a copy) places more
-    priority and more replicas of its model than the plan does."""
+    full set (checked directly), or the full-set step (fullset.py) run on ``first``, the first
+    pass's result, exactly as plan() runs it without the rule, places more priority and more
+    replicas of its model than the plan does."""
     if not policy.prefer_local_tp or not p.unplaceable:
         return p
     placed_gpus: dict[str, set[int]] = {}
@@ -151,8 +153,7 @@ def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, modes, me
             fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
     more: dict[str, tuple[int, int]] = {}
     if any((u.model, u.replica) not in fits for u in p.unplaceable):
-        full = widen(inventory, demands, current, replace(policy, prefer_local_tp=False), modes, memory,
-                     copy.deepcopy(packing), info).packing
+        full = widen(inventory, demands, current, replace(policy, prefer_local_tp=False), *first).packing
         if placed_weight(full) > placed_weight(packing):
             for model in {u.model for u in p.unplaceable}:
                 n_full = sum(1 for a in full.assignments.values() if a.item.model == model)
