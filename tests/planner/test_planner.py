@@ -178,7 +178,7 @@ def one_gpu_can_hold(inv: Inventory, d, policy) -> bool:
     return False
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(kinds=st.lists(st.sampled_from(["MI300X", "MI325X"]), min_size=1, max_size=4),
        sizes=st.lists(st.tuples(st.integers(2, 250), st.integers(0, 4), st.integers(0, 5),
                                 st.sampled_from([None, None, 0.25, 0.5])), min_size=1, max_size=8),
