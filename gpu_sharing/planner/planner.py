@@ -115,7 +115,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
     first = None
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
-        first = (modes, memory, copy.deepcopy(packing), info)  # what the full set would start from
+        if packing.unplaced:  # what the full set would start from, for _name_the_rule
+            first = (modes, memory, copy.deepcopy(packing), info)
         packing = fill_free_room(packing, policy, rules)
     else:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
@@ -152,7 +153,7 @@ def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, first, pa
         if a is not None:
             fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
     more: dict[str, tuple[int, int]] = {}
-    if any((u.model, u.replica) not in fits for u in p.unplaceable):
+    if first is not None and any((u.model, u.replica) not in fits for u in p.unplaceable):
         full = widen(inventory, demands, current, replace(policy, prefer_local_tp=False), *first).packing
         if placed_weight(full) > placed_weight(packing):
             for model in {u.model for u in p.unplaceable}:
