@@ -353,3 +353,21 @@ def test_reported_memory_caps_narrow_the_catalogs_modes():
     only_nps1 = replace(inv, gpus=(replace(inv.gpus[0], memory_caps=(M.NPS1,)),))
     narrowed = layouts_for(only_nps1, PlannerPolicy(allow_driver_reload=True))[0].layouts
     assert {lay.memory for lay in narrowed} == {M.NPS1}
+
+
+@pytest.mark.xfail(strict=True, reason="found in issue 19 work: the share constraint is sum <= 1 per partition in "
+                   "every solver; a tenant without a share then gets 0 CUs and cu_masks rejects the set")
+def test_tenants_without_a_share_keep_cus_on_a_partition_with_shares():
+    """Two 0.5-share replicas and a priority-5 model without a share on one MI300X: the plan
+    stacks all three on the SPX partition, so the model without a share gets 0 CUs and
+    isolation/cu_masks.resolve_cu_counts (what the launcher uses) refuses the partition's set."""
+    from gpu_sharing.isolation.cu_masks import resolve_cu_counts
+
+    p = plan(node(1), [demand("a", 4, 2, 1, share=0.5), demand("b", 4, 1, 5)], [], POLICY)
+    by_partition = defaultdict(dict)
+    for x in p.placements:
+        for r in x.partitions:
+            by_partition[r][x.instance_id] = x.compute_share
+    cus = {t.gpu: get_spec(node(1).gpu(t.gpu).model).cus_per_partition(t.compute_mode) for t in p.gpus}
+    for ref, requests in by_partition.items():
+        resolve_cu_counts(cu_count=cus[ref.gpu], requests=requests)  # raises UserError today
