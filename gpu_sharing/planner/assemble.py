@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.planner.packing import Packing
-from gpu_sharing.planner.reasons import unplaceable_reason
+from gpu_sharing.planner.reasons import unplaceable_reasons
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, Placement, Plan, PlannerPolicy, RunningInstance,
                                        SolverInfo, Unplaceable)
 
@@ -83,8 +83,9 @@ def to_plan(inventory, demands, current, policy: PlannerPolicy, modes, memory, p
     keep_ids = {p.instance_id for p in unchanged}
     to_stop = tuple(sorted(r.instance_id for r in current if r.instance_id not in keep_ids))
     to_repartition = tuple(t for t in targets if t.compute_changes or t.memory_changes)
-    unplaceable = tuple(Unplaceable(i.model, i.replica, unplaceable_reason(i, inventory, specs, policy, memory, packing))
-                        for i in sorted(packing.unplaced, key=lambda i: (i.model, i.replica)))
+    left_out = sorted(packing.unplaced, key=lambda i: (i.model, i.replica))
+    unplaceable = tuple(Unplaceable(i.model, i.replica, reason) for i, reason in
+                        zip(left_out, unplaceable_reasons(left_out, inventory, specs, policy, memory, packing)))
     changed = ", ".join(f"gpu {t.gpu}" for t in to_repartition if t.compute_changes)
     actions = tuple(
         [Action(ActionKind.STOP, iid, f"node-wide drain for the compute-mode change of {changed}" if iid in drained

@@ -41,14 +41,19 @@ class _Group:
     """Most ranks all its replicas could need."""
 
 
-def _groups(prob: Problem) -> tuple[list[_Group], dict[tuple[int, int, int], list[int]]]:
-    """Item groups, and (gpu, layout, slot) -> admissible group indices."""
+def _groups(prob: Problem) -> tuple[list[_Group], dict[tuple[int, int, int], list[int]]] | None:
+    """Item groups, and (gpu, layout, slot) -> admissible group indices; None when a class
+    spans on some GPUs and not on others (one group has one scope kind; problem.py's node-wide
+    rule 2 rules that out, issue 19: taking one GPU's answer for all broke decoding)."""
     keys: dict[tuple, list[int]] = {}
     by_gpu = {g.gpu: g for g in prob.gpus}
     for ci, c in enumerate(prob.classes):
         where = frozenset((g.gpu, k, o) for g in prob.gpus for k in range(g.slots) for o in prob.admits(g, k, c))
         if where:
-            spans = prob.spans(by_gpu[next(iter(where))[0]], c.demand_index)
+            kinds = {prob.spans(by_gpu[gpu], c.demand_index) for gpu, _k, _o in where}
+            if len(kinds) > 1:
+                return None
+            spans = kinds.pop()
             keys.setdefault((c.tp, c.bytes_per_rank, c.share_units, spans, where), []).append(ci)
     groups, slots = [], {}
     for (tp, b, share, spans, where), cis in sorted(keys.items(), key=lambda kv: (-kv[0][1], kv[0][0], min(kv[1]))):
@@ -118,7 +123,10 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
     s = pywraplp.Solver.CreateSolver("SCIP")
     if s is None:
         return None
-    groups, admissible = _groups(prob)
+    grouped = _groups(prob)
+    if grouped is None:  # CP-SAT's counts model scopes every GPU on its own
+        return None
+    groups, admissible = grouped
     units = _units(prob, groups, admissible)
     z: dict[tuple[int, int], object] = {}
     y: dict[tuple[int, int, tuple], list[tuple[tuple[int, ...], pywraplp.Variable]]] = {}

@@ -21,6 +21,7 @@ limits are guards far above (exact.WALL_GUARD_FACTOR); the layout search counts 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Sequence
 
@@ -130,7 +131,10 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
         modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+    first = None
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
+        if packing.unplaced:  # what the full set would start from, for _name_the_rule
+            first = (modes, memory, copy.deepcopy(packing), info)
         packing = fill_free_room(packing, policy, rules)
     elif exact_after:
         w = widen(inventory, demands, current, policy, modes, memory, packing, info)
@@ -138,7 +142,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))
     warnings = policy_warnings(inventory, policy)
-    candidate = _name_the_rule(packing, policy,
+    candidate = _name_the_rule(inventory, demands, current, policy, first, packing,
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
@@ -152,9 +156,12 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
 
 
-def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
-    """Under ``prefer_local_tp``, an unplaced replica that fits the room left over the full
-    feasible set is blocked by that rule, not by priority or GPU count: say so."""
+def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, first, packing: Packing, p: Plan) -> Plan:
+    """Under ``prefer_local_tp``, a replica the full feasible set would place is kept out by
+    that rule, not by priority or GPU count: say so. Either it fits the room left over the
+    full set (checked directly), or the full-set step (fullset.py) run on ``first``, the first
+    pass's result, exactly as plan() runs it without the rule, places more priority and more
+    replicas of its model than the plan does."""
     if not policy.prefer_local_tp or not p.unplaceable:
         return p
     placed_gpus: dict[str, set[int]] = {}
@@ -163,12 +170,26 @@ def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
         a = choose_free(packing.slots, item, placed_gpus, policy)  # looks only: nothing is occupied
         if a is not None:
             fits[item.model, item.replica] = (a.tp, len({r.gpu for r in a.refs}))
+    more: dict[str, tuple[int, int]] = {}
+    if first is not None and any((u.model, u.replica) not in fits for u in p.unplaceable):
+        full = widen(inventory, demands, current, replace(policy, prefer_local_tp=False), *first).packing
+        if placed_weight(full) > placed_weight(packing):
+            for model in {u.model for u in p.unplaceable}:
+                n_full = sum(1 for a in full.assignments.values() if a.item.model == model)
+                n_here = sum(1 for a in packing.assignments.values() if a.item.model == model)
+                if n_full > n_here:
+                    more[model] = (n_full, placed_weight(full))
     out = []
     for u in p.unplaceable:
+        head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
         if (u.model, u.replica) in fits:
             tp, gpus = fits[u.model, u.replica]
-            head = u.reason.split("; higher-priority")[0].split("; its room went")[0]
             u = replace(u, reason=f"{head}; it fits the room left at tp={tp} on {gpus} GPU(s), which "
+                                  "planner.prefer_local_tp rules out (set it to false to place it)")
+        elif u.model in more and "planner.prefer_local_tp" not in u.reason:
+            n_full, weight = more[u.model]
+            u = replace(u, reason=f"{head}; over the full feasible set the plan places {n_full} of its replicas "
+                                  f"(placed priority {weight} instead of {placed_weight(packing)}), which "
                                   "planner.prefer_local_tp rules out (set it to false to place it)")
         out.append(u)
     return replace(p, unplaceable=tuple(out))

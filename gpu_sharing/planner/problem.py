@@ -69,9 +69,13 @@ class PlacementClass:
 class Problem:
     """Placement rules (why: each keeps a plan cheap to run and the exact search small):
     1. tp is the smallest degree whose rank fits the partition (smallest_fitting_tp);
-    2. a model that one GPU can hold in some layout keeps all its ranks on one GPU;
+    2. a model that one GPU of the node can hold in some layout keeps all its ranks on one
+       GPU, on every GPU (node-wide: on a mixed MI300X/MI325X node a model the MI325X holds
+       alone does not span two MI300X either, issue 19);
     3. a model no single GPU can hold spans GPUs with one rank per GPU, each GPU in its
        coarsest layout (fewest partitions), all on one XGMI hive.
+    Hence a model spans on every GPU or on none, and each (model, tp) class has one scope
+    kind: mip.py's item groups and decode.py rely on it.
     """
 
     gpus: tuple[GpuChoices, ...]
@@ -113,8 +117,10 @@ class Problem:
         local = self.local_layouts.get((g.gpu, c.demand_index))
         if local:
             candidates = [o for o, tp in local.items() if tp == c.tp]
-        else:
+        elif self.spans(g, c.demand_index):
             candidates = [coarsest(g)]
+        else:  # rule 2: another GPU holds the model alone, this one cannot: no ranks here
+            return ()
         return tuple(o for o in sorted(candidates) if _slot_fits(g.layouts[o], slot, c))
 
     def rank_bound(self, g: GpuChoices, slot: int, c: PlacementClass, layouts: tuple[int, ...]) -> int:
@@ -217,7 +223,9 @@ def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: 
     local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
     if full:
         return Problem(gpus, tuple(classes), tuple(demands), {}, frozenset(), full=True)
-    return Problem(gpus, tuple(classes), tuple(demands), local, frozenset(k for k, v in local.items() if not v))
+    held = {i for (_g, i), layouts in local.items() if layouts}  # rule 2 is node-wide (issue 19: spans on
+    spanning = frozenset((g.gpu, i) for g in gpus for i in range(len(demands)) if i not in held)  # GPU or none)
+    return Problem(gpus, tuple(classes), tuple(demands), local, spanning)
 
 
 def narrow(prob: Problem, allowed: dict[int, tuple[int, ...]]) -> Problem:

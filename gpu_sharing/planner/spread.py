@@ -13,6 +13,10 @@ coarsest compute mode that holds the instance (fewest partitions, most CUs per r
 its mode is pinned or a repartition would drain the node while instances run; the instance
 may take another tp there (it has not started yet). The move repeats while an empty GPU and a
 shared GPU remain and some instance fits.
+Then the highest-priority instances (``_favour_the_top``): where one is below its fair share,
+lower-priority one-rank co-tenants that have not started move off its partitions to other
+partitions with room. On a full node this often finds no room: the fair share is then out of
+reach without placing less priority, which comes first (benchmarks/planner.py's top>=fair).
 """
 
 from __future__ import annotations
@@ -112,7 +116,59 @@ def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing:
         assignments[a.item.instance_id] = Assignment(a.item, tp, tuple(PartitionRef(gpu, k) for k in range(tp)),
                                                      per_rank)
         moved_any = True
+    moved_any = _favour_the_top(inventory, policy, modes, specs, assignments, running) or moved_any
     if not moved_any:
         return modes, packing
     slots = _rebuild(inventory, modes, specs, policy, assignments)
     return modes, Packing(assignments, packing.unplaced, packing.evicted_by, slots)
+
+
+def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assignments: dict[str, Assignment],
+                    running: set[str]) -> bool:
+    """Give the highest-priority instances their fair CU share where the room allows: a
+    lower-priority one-rank co-tenant that has not started leaves a partition of a top instance
+    below its fair share for another partition with room (bytes, share, its tp and model fit)
+    that holds no top instance. Each move raises a top instance's CUs and lowers no other
+    top instance's; placed priority does not change. A top instance with an explicit compute
+    share is skipped: its CUs are its share of the partition, whoever shares it. Changes
+    ``assignments`` in place; True when something moved."""
+    if not assignments:
+        return False
+    gpu_cus = {g.index: specs[g.index].cu_count for g in inventory.gpus}
+    part_cus = partition_cus(inventory, modes)
+    top_weight = max(a.item.weight for a in assignments.values())
+    moved = False
+    for _ in range(len(assignments)):  # every move takes one co-tenant off a top partition for good
+        got = compute_units(Packing(assignments, [], {}, {}), part_cus)
+        fair = fair_cus({iid: (a.item.weight * a.tp * a.bytes_per_rank, frozenset(r.gpu for r in a.refs))
+                         for iid, a in assignments.items()}, gpu_cus)
+        tops = [a for a in assignments.values() if a.item.weight == top_weight]
+        top_refs = {r for a in tops for r in a.refs}
+        short = sorted((a for a in tops if not a.item.demand.compute_share
+                        and got[a.item.instance_id] < fair[a.item.instance_id] - 1),
+                       key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9), a.item.instance_id))
+        move = None
+        for t in short:
+            slots = _rebuild(inventory, modes, specs, policy, assignments)
+            guests = sorted((assignments[iid] for r in t.refs for iid in slots[r].occupants
+                             if iid not in running and iid != t.item.instance_id
+                             and assignments[iid].item.weight < top_weight and len(assignments[iid].refs) == 1),
+                            key=lambda a: (-(a.item.demand.compute_share or 0), a.bytes_per_rank, a.item.instance_id))
+            for guest in guests:
+                d = guest.item.demand
+                room = sorted((s for ref, s in slots.items() if ref not in top_refs
+                               and (d.allowed_gpus is None or ref.gpu in d.allowed_gpus)
+                               and rank_fits(d, guest.tp, s.capacity_bytes, s.total_bytes, free_tp=True)
+                               and s.fits(guest.bytes_per_rank, d.compute_share)),
+                              key=lambda s: (len(s.occupants), s.used_bytes - s.capacity_bytes, s.ref))
+                if room:
+                    move = (guest, room[0].ref)
+                    break
+            if move:
+                break
+        if move is None:
+            return moved
+        guest, ref = move
+        assignments[guest.item.instance_id] = Assignment(guest.item, guest.tp, (ref,), guest.bytes_per_rank)
+        moved = True
+    return moved

@@ -80,3 +80,16 @@ def test_running_instances_are_not_moved_for_compute():
     assert again.to_stop == () and set(again.unchanged) == {r.instance_id for r in running}
     new = next(x for x in again.placements if x.model == "new")
     assert not any(r.gpu == new.gpu for x in again.placements if x.model != "new" for r in x.partitions)
+
+
+def test_top_priority_instance_gets_its_fair_share_when_a_co_tenant_can_move():
+    """No GPU is empty, so spreading cannot help; the priority-9 model shares GPU 0 with a
+    priority-0 one while GPU 1 has room for it: the co-tenant moves (placed priority unchanged)
+    and the top instance gets the whole GPU, its fair share (independent water filling above)."""
+    demands = [ModelDemand("top", 1, 9, {1: 101 * GIB}, "f1"), ModelDemand("big", 1, 0, {1: 101 * GIB}, "f1"),
+               ModelDemand("small", 1, 0, {1: 51 * GIB}, "f1")]
+    p = plan(node(2), demands, [], PlannerPolicy())
+    assert len(p.placements) == 3
+    top = next(x for x in p.placements if x.model == "top")
+    assert top.compute_units >= _fair_share(p, demands, top.instance_id, 2 * MI300X_CUS) - 1
+    assert [x.model for x in p.placements if x.gpu == top.gpu] == ["top"]
