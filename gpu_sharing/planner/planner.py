@@ -50,6 +50,7 @@ CPSAT_SHARE = 0.05
 DISRUPTION_SHARE = 0.1
 """Shares of the time budget: the surrogate's CP-SAT assignment, SCIP's proof, CP-SAT's
 second opinion, and the least-disruption phase (a good plan, not a proof, is enough there)."""
+KEEP_SEARCH_EVALUATIONS = 40
 SCIP_MAX_FILLINGS = 1000
 """The configuration model is built only up to this many partition fillings: measured, 4,000
 fillings took 2.4 s to build in Python and 4.5 s for SCIP's root node on an 8-GPU re-plan,
@@ -125,6 +126,11 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
     exact_after = True  # the full-set search (fullset.py) after the first pass
+    kept_plan = None
+    if current and not policy.prefer_local_tp:  # a re-plan: first what keeps every protected instance
+        kept_plan = _keep_search(inventory, demands, current, policy)
+        if kept_plan.solver.gap == 0:
+            return kept_plan
     if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
         modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
@@ -142,9 +148,14 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
+    if kept_plan is not None and kept_plan.solver.objective >= candidate.solver.objective and (
+            hit or kept_plan.solver.objective > candidate.solver.objective):
+        return kept_plan  # as much priority, and every protected instance stays
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
         return candidate
     keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
+    if kept_plan is not None and kept_plan.solver.objective > keeping.solver.objective:
+        keeping = kept_plan
     also = set(disturbed(keeping, guard))  # stopped anyway: evicted for higher priority, or a forced drain
     extra = [iid for iid in hit if iid not in also]
     if not extra or justified(candidate, keeping, extra, guard, demands, policy):
@@ -202,6 +213,37 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
+    return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+
+
+def _keep_search(inventory, demands, current, policy: PlannerPolicy) -> Plan:
+    """A re-plan's fast path: the layout search (layout_search.py) with every protected running
+    instance kept where it is, its GPUs at their current modes and every GPU at its current
+    memory mode (no reload); only GPUs without a kept instance may change compute mode (none
+    when a repartition drains the node). It disturbs no protected instance, so it needs no
+    least-disruption phase; when it reaches the full-set knapsack bound it is proven optimal
+    and the exact models are not built at all."""
+    specs = _specs(inventory)
+    memory = {g.index: g.memory_mode for g in inventory.gpus}
+    full = build_problem(inventory, demands, policy, full=True)
+    guard = protected(current, demands)
+    kept = {iid: run for iid, (_ci, run) in keepable(full, current).items() if iid in guard}
+    held = {ref.gpu for run in kept.values() for ref in run.partitions}
+    candidates = _candidates(inventory, policy, specs, memory)
+    for g in inventory.gpus:
+        if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
+            candidates[g.index] = [g.compute_mode]
+    sur = surrogate(full)
+    bound = min(sur.bound, total_weight(demands))
+    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
+    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept, max_evaluations=KEEP_SEARCH_EVALUATIONS)
+    rules = span_rules(build_problem(inventory, demands, policy))
+    modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
+                                       may_repartition=not policy.repartition_drains_node)
+    placed = placed_weight(packing)
+    verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
+    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+                      f"kept what runs; layout search ({found.evaluations} layouts or choices packed): {verdict}")
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
 
 
