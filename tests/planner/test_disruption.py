@@ -90,3 +90,22 @@ def test_an_instance_only_the_full_set_allows_is_kept_on_replan():
     again = plan(converged(inv, first), [a, b, demand("late", 40, 1, 0, tps=(1,))], running_from(first, [a, b]),
                  PlannerPolicy())
     assert again.to_stop == () and set(again.unchanged) == {"a-0", "a-1", "b-0"}
+
+
+def test_replan_keeping_search_repartitions_an_idle_gpu_without_building_exact_models(monkeypatch):
+    """The re-plan's layout search keeps a-0 where it runs and may change only GPU 1 (nothing
+    runs there); its plan reaches the full-set knapsack bound, so it is proven optimal and
+    neither SCIP's nor CP-SAT's model is built."""
+    from gpu_sharing.planner import planner as planner_module
+
+    def _never(*_a, **_k):
+        raise AssertionError("an exact model was built for a plan the keeping search proved")
+
+    monkeypatch.setattr(planner_module, "solve_by_configurations", _never)
+    monkeypatch.setattr(planner_module, "solve_placed_priority", _never)
+    monkeypatch.setattr(planner_module, "solve_least_disruption", _never)
+    inv, a, running = _idle_cpx_gpu()
+    p = plan(inv, [a, demand("big", 150, 1, 0, tps=(1,)), demand("small", 6, 3, 2)], running, PlannerPolicy())
+    assert p.solver.name == "layout-search" and p.solver.gap == 0 and not p.unplaceable
+    assert p.unchanged == ("a-0",) and p.to_stop == () and p.disruption == 0
+    assert [t.gpu for t in p.to_repartition] == [1] and p.to_repartition[0].compute_mode == C.SPX
