@@ -4,6 +4,9 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
 0. with nothing running (and no prefer_local_tp): the layout search over the full feasible
    set (layout_search.py); a plan that reaches the full-set knapsack bound is proven and done,
    otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
+   a re-plan (no prefer_local_tp) first runs the same search with every protected running
+   instance kept where it is (_keep_search): proven at the bound, it is the plan; otherwise
+   the steps below must place more priority to replace it;
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.
@@ -50,7 +53,6 @@ CPSAT_SHARE = 0.05
 DISRUPTION_SHARE = 0.1
 """Shares of the time budget: the surrogate's CP-SAT assignment, SCIP's proof, CP-SAT's
 second opinion, and the least-disruption phase (a good plan, not a proof, is enough there)."""
-KEEP_SEARCH_EVALUATIONS = 40
 SCIP_MAX_FILLINGS = 1000
 """The configuration model is built only up to this many partition fillings: measured, 4,000
 fillings took 2.4 s to build in Python and 4.5 s for SCIP's root node on an 8-GPU re-plan,
@@ -127,7 +129,9 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
          policy: PlannerPolicy) -> Plan:
     exact_after = True  # the full-set search (fullset.py) after the first pass
     kept_plan = None
-    if current and not policy.prefer_local_tp:  # a re-plan: first what keeps every protected instance
+    specs = _specs(inventory)
+    if (current and not policy.prefer_local_tp  # a re-plan: first what keeps every protected instance
+            and _memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
         kept_plan = _keep_search(inventory, demands, current, policy)
         if kept_plan.solver.gap == 0:
             return kept_plan
@@ -135,7 +139,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
-        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy,
+                                                          _placed(kept_plan, demands) if kept_plan else -1)
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         packing = fill_free_room(packing, policy, rules)
     elif exact_after:
@@ -148,19 +153,25 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
-    if kept_plan is not None and kept_plan.solver.objective >= candidate.solver.objective and (
-            hit or kept_plan.solver.objective > candidate.solver.objective):
+    if kept_plan is not None and _placed(kept_plan, demands) >= _placed(candidate, demands) and (
+            hit or _placed(kept_plan, demands) > _placed(candidate, demands)):
         return kept_plan  # as much priority, and every protected instance stays
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
         return candidate
     keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
-    if kept_plan is not None and kept_plan.solver.objective > keeping.solver.objective:
+    if kept_plan is not None and _placed(kept_plan, demands) > _placed(keeping, demands):
         keeping = kept_plan
     also = set(disturbed(keeping, guard))  # stopped anyway: evicted for higher priority, or a forced drain
     extra = [iid for iid in hit if iid not in also]
     if not extra or justified(candidate, keeping, extra, guard, demands, policy):
         return candidate
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
+
+
+def _placed(p: Plan, demands: Sequence[ModelDemand]) -> int:
+    """Placed priority of a finished plan (its SolverInfo may predate the final fill)."""
+    weight = {d.name: d.priority + 1 for d in demands}
+    return sum(weight[x.model] for x in p.placements)
 
 
 def _name_the_rule(packing: Packing, policy: PlannerPolicy, p: Plan) -> Plan:
@@ -222,7 +233,8 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy) -> Plan:
     memory mode (no reload); only GPUs without a kept instance may change compute mode (none
     when a repartition drains the node). It disturbs no protected instance, so it needs no
     least-disruption phase; when it reaches the full-set knapsack bound it is proven optimal
-    and the exact models are not built at all."""
+    and the exact models are not built at all. Not run when a pinned memory mode is to be
+    applied (plan() checks): that needs a reload, which the exact phases weigh."""
     specs = _specs(inventory)
     memory = {g.index: g.memory_mode for g in inventory.gpus}
     full = build_problem(inventory, demands, policy, full=True)
@@ -236,7 +248,7 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy) -> Plan:
     sur = surrogate(full)
     bound = min(sur.bound, total_weight(demands))
     chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept, max_evaluations=KEEP_SEARCH_EVALUATIONS)
+    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
     rules = span_rules(build_problem(inventory, demands, policy))
     modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
                                        may_repartition=not policy.repartition_drains_node)
@@ -272,9 +284,10 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     return modes, memory, packing, info, rules, rank_vars
 
 
-def _first_pass(inventory, demands, current, policy):
+def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
     """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
-    problem dominance.py reduces, then least disruption."""
+    problem dominance.py reduces, then least disruption, skipped when the proven priority is no
+    more than ``kept_placed`` (the re-plan's keeping search: its plan wins such a tie anyway)."""
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
@@ -300,7 +313,9 @@ def _first_pass(inventory, demands, current, policy):
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
     solution, phase2 = found, "skipped: nothing runs, so no instance is disturbed"
-    if current:
+    if current and first.objective <= kept_placed:
+        phase2 = f"skipped: the plan that keeps what runs places {kept_placed}"
+    elif current:
         second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
                                         policy.time_budget_s * DISRUPTION_SHARE)
         if second.solution is not None:
