@@ -109,3 +109,18 @@ def test_replan_keeping_search_repartitions_an_idle_gpu_without_building_exact_m
     assert p.solver.name == "layout-search" and p.solver.gap == 0 and not p.unplaceable
     assert p.unchanged == ("a-0",) and p.to_stop == () and p.disruption == 0
     assert [t.gpu for t in p.to_repartition] == [1] and p.to_repartition[0].compute_mode == C.SPX
+
+
+def test_replan_applies_a_pinned_memory_mode_when_reload_is_allowed():
+    """The keeping search never changes a memory mode, so a re-plan with a pinned NPS4 to apply
+    (allow_driver_reload) goes to the phases that weigh the reload: the pin is honoured."""
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+    from gpu_sharing.planner.types import GpuPolicy
+
+    inv = node(2)
+    a = demand("a", 14, 2, 5)
+    first = plan(inv, [a], [], PlannerPolicy())
+    policy = PlannerPolicy(gpus=(GpuPolicy(0, C.CPX, M.NPS4), GpuPolicy(1, C.CPX, M.NPS4)), allow_driver_reload=True)
+    p = plan(converged(inv, first), [a], running_from(first, [a]), policy)
+    assert {t.gpu: (t.compute_mode, t.memory_mode) for t in p.gpus} == {0: (C.CPX, M.NPS4), 1: (C.CPX, M.NPS4)}
+    assert len(p.placements) == 2 and not p.unplaceable
