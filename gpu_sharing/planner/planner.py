@@ -132,7 +132,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     specs = _specs(inventory)
     if (current and not policy.prefer_local_tp  # a re-plan: first what keeps every protected instance
             and _memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
-        kept_plan = _keep_search(inventory, demands, current, policy)
+        kept_plan, kept_parts = _keep_search(inventory, demands, current, policy)
         if kept_plan.solver.gap == 0:
             return kept_plan
     if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
@@ -141,6 +141,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     else:
         modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy,
                                                           _placed(kept_plan, demands) if kept_plan else -1)
+        if kept_plan is not None and placed_weight(packing) <= _placed(kept_plan, demands):
+            modes, memory, packing, info, rules = kept_parts  # the full-set search starts from the better plan
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         packing = fill_free_room(packing, policy, rules)
     elif exact_after:
@@ -227,7 +229,7 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
 
 
-def _keep_search(inventory, demands, current, policy: PlannerPolicy) -> Plan:
+def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     """A re-plan's fast path: the layout search (layout_search.py) with every protected running
     instance kept where it is, its GPUs at their current modes and every GPU at its current
     memory mode (no reload); only GPUs without a kept instance may change compute mode (none
@@ -256,7 +258,8 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy) -> Plan:
     verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
     info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
                       f"kept what runs; layout search ({found.evaluations} layouts or choices packed): {verdict}")
-    return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+    plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+    return plan_, (modes, memory, packing, info, rules)
 
 
 def _layout_first(inventory, demands, policy: PlannerPolicy):
@@ -301,7 +304,9 @@ def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
         return modes, memory, best, info, rules
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
-    first = _prove(restricted, hint, policy.time_budget_s, greedy_placed)
+    # a re-plan's keeping search has a plan: only a better one is worth finding (SCIP prunes the rest)
+    first = _prove(restricted, hint, policy.time_budget_s, max(greedy_placed, kept_placed + 1),
+                   second_opinion=kept_placed < 0)
     proven = first.status == "OPTIMAL"
     if first.solution is None or first.objective <= greedy_placed:
         bound = max(first.bound, greedy_placed) if first.solution is not None else everything
@@ -363,12 +368,13 @@ def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanR
     return modes, packing
 
 
-def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult:
+def _prove(prob: Problem, hint, time_budget_s: float, known: int, second_opinion: bool = True) -> SolveResult:
     """Phase 1: the placed-priority optimum with a proof. The surrogate knapsack's choice when
     it fits (proven at once); else the configuration model (SCIP), told that ``known`` is
-    reachable; else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion.
-    (CP-SAT first was measured slower: its start-up costs more than SCIP's proof on most
-    cases the surrogate leaves.)"""
+    reachable; else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion
+    (unless ``second_opinion`` is False: a re-plan whose keeping search already has a plan,
+    which the full-set search then starts from). (CP-SAT first was measured slower: its
+    start-up costs more than SCIP's proof on most cases the surrogate leaves.)"""
     sur = surrogate(prob)
     quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
@@ -377,6 +383,8 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
                                   at_most=sur.bound)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
+    if not second_opinion:
+        return alt if alt is not None else SolveResult("UNKNOWN", 0, 0, 0.0, None, "scip-configurations")
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE, at_most=sur.bound)
     if alt is None or alt.solution is None:
         return first
