@@ -124,3 +124,26 @@ def test_replan_applies_a_pinned_memory_mode_when_reload_is_allowed():
     p = plan(converged(inv, first), [a], running_from(first, [a]), policy)
     assert {t.gpu: (t.compute_mode, t.memory_mode) for t in p.gpus} == {0: (C.CPX, M.NPS4), 1: (C.CPX, M.NPS4)}
     assert len(p.placements) == 2 and not p.unplaceable
+
+
+def test_random_replans_with_a_priority_zero_newcomer_never_stop_what_runs():
+    """Converged 2-GPU nodes, then a priority-0 newcomer: no plan stops or moves an instance of
+    an unchanged model for it (the benchmark's `unjust.` column, as a property; on these seeded
+    nodes no higher-priority gain justifies a move either), every plan passes the independent
+    check, and none places less than the plan it re-plans."""
+    import random
+
+    from reference_optimum import check_plan
+
+    rng = random.Random(11)
+    for _ in range(12):
+        inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), rng.choice(["SPX", "CPX"])) for i in range(2)))
+        demands = [demand(f"m{i}", rng.choice([2, 6, 14, 30, 60, 140]), rng.randint(1, 4), rng.randint(0, 9))
+                   for i in range(5)]
+        first = plan(inv, demands, [], PlannerPolicy())
+        again = [*demands, demand("newcomer", rng.choice([4, 16, 40]), 1, 0)]
+        p = plan(converged(inv, first), again, running_from(first, demands), PlannerPolicy())
+        assert p.to_stop == () and len(p.unchanged) == len(first.placements)
+        assert check_plan(converged(inv, first), again, PlannerPolicy(), p) == []
+        placed = sum(d.priority + 1 for d in again for x in p.placements if x.model == d.name)
+        assert placed >= sum(d.priority + 1 for d in demands for x in first.placements if x.model == d.name)
