@@ -370,11 +370,12 @@ def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanR
 
 def _prove(prob: Problem, hint, time_budget_s: float, known: int, second_opinion: bool = True) -> SolveResult:
     """Phase 1: the placed-priority optimum with a proof. The surrogate knapsack's choice when
-    it fits (proven at once); else the configuration model (SCIP), told that ``known`` is
-    reachable; else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion
-    (unless ``second_opinion`` is False: a re-plan whose keeping search already has a plan,
-    which the full-set search then starts from). (CP-SAT first was measured slower: its
-    start-up costs more than SCIP's proof on most cases the surrogate leaves.)"""
+    it fits (proven at once); else the configuration model (SCIP), told to look only at plans
+    placing at least ``known`` (reachable by the greedy, or one more than a re-plan's kept
+    plan); else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion (unless
+    ``second_opinion`` is False: a re-plan whose keeping search already has a plan, which the
+    full-set search then starts from). (CP-SAT first was measured slower: its start-up costs
+    more than SCIP's proof on most cases the surrogate leaves.)"""
     sur = surrogate(prob)
     quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
