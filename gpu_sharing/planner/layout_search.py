@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
-from gpu_sharing.planner.packing import ORDERS, Packing, _occupy, build_slots, items_for
-from gpu_sharing.planner.types import PlannerPolicy
+from gpu_sharing.planner.packing import ORDERS, Assignment, Packing, _occupy, build_slots, items_for
+from gpu_sharing.planner.types import PlannerPolicy, RunningInstance
 
 def _density_key(item) -> tuple:
     """Most priority per byte first (the knapsack's own order), then largest."""
@@ -49,19 +49,31 @@ class Found:
     """Layouts packed: the deterministic work this search did."""
 
 
-def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dict[str, int], order: str) -> Packing:
-    """The replicas in ``chosen`` (model -> count) first, in ``order`` (ORDERS: "size" is largest
-    first, "priority" highest first), then the rest by priority."""
+def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dict[str, int], order: str,
+            kept: dict[str, RunningInstance] | None = None) -> Packing:
+    """The running instances in ``kept`` where they are (on GPUs that keep their mode), then the
+    replicas in ``chosen`` (model -> count, kept ones included) in ``order`` (ORDERS: "size" is
+    largest first, "priority" highest first), then the rest by priority."""
     slots = build_slots(inventory, modes, specs, policy)
     want = dict(chosen)
     first, rest = [], []
+    assignments, placed_gpus, missed = {}, {}, []
+    same = {g.index for g in inventory.gpus if modes[g.index] == g.compute_mode}
     for item in items_for(demands):
+        run = (kept or {}).get(item.instance_id)
+        if run is not None and all(ref.gpu in same and ref in slots for ref in run.partitions):
+            a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
+            if all(slots[ref].fits(a.bytes_per_rank, item.demand.compute_share) for ref in a.refs):
+                _occupy(slots, a)
+                assignments[item.instance_id] = a
+                placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
+                want[item.model] = want.get(item.model, 0) - 1
+                continue
         if want.get(item.model, 0) > 0:
             want[item.model] -= 1
             first.append(item)
         else:
             rest.append(item)
-    assignments, placed_gpus, missed = {}, {}, []
     failed: set[str] = set()  # room only shrinks: a model that missed once misses again
     for item in sorted(first, key=_KEYS[order]):
         a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy)
@@ -76,9 +88,11 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
 
 
 def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
-                   chosen: dict[str, int], bound: int, max_evaluations: int = MAX_EVALUATIONS) -> Found:
+                   chosen: dict[str, int], bound: int, max_evaluations: int = MAX_EVALUATIONS,
+                   kept: dict[str, RunningInstance] | None = None) -> Found:
     """The best plan over a few layouts and chosen sets (see the module docstring); stops early
-    at ``bound``."""
+    at ``bound``. ``kept``: running instances that stay where they are (a re-plan); the caller
+    leaves their GPUs only their current mode in ``candidates``."""
     gpus = sorted(candidates)
     current = {g.index: g.compute_mode for g in inventory.gpus}
     start = {i: (current[i] if current[i] in candidates[i] else candidates[i][0]) for i in gpus}
@@ -93,7 +107,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
             return -1
         w = -1
         for order in orders:
-            packing = pack_at(inventory, demands, policy, specs, modes, want, order)
+            packing = pack_at(inventory, demands, policy, specs, modes, want, order, kept)
             placed = placed_weight(packing)
             if best[0] is None or placed > best[0][3]:
                 best[0] = (dict(modes), dict(want), packing, placed, order)

@@ -70,8 +70,23 @@ def _fillings(groups: list[_Group], admissible: tuple[int, ...], capacity: int,
     items = [groups[j] for j in admissible]
     out: list[tuple[int, ...]] = []
     counts: list[int] = []
+    # the most bytes and share units items i.. could still take: a branch that leaves room for
+    # one more rank of an item taken below its need, whatever follows, has no maximal filling
+    # (pruned at once instead of at every leaf under it; the fillings found are the same)
+    most_bytes = [0] * (len(items) + 1)
+    most_share = [0] * (len(items) + 1)
+    for i in range(len(items) - 1, -1, -1):
+        most_bytes[i] = most_bytes[i + 1] + items[i].ranks * items[i].bytes_per_rank
+        most_share[i] = most_share[i + 1] + items[i].ranks * items[i].share_units
+    short: list[int] = []  # items taken below their need so far
+
+    def open_room(i: int, left: int, share_left: int) -> bool:
+        floor_bytes, floor_share = left - most_bytes[i], share_left - most_share[i]
+        return any(items[j].bytes_per_rank <= floor_bytes and items[j].share_units <= floor_share for j in short)
 
     def rec(i: int, left: int, share_left: int) -> bool:
+        if short and open_room(i, left, share_left):
+            return True  # not maximal whatever follows
         if i == len(items):
             if any(counts[j] < t.ranks and t.bytes_per_rank <= left and t.share_units <= share_left
                    for j, t in enumerate(items)):
@@ -85,7 +100,11 @@ def _fillings(groups: list[_Group], admissible: tuple[int, ...], capacity: int,
             return False
         for k in range(most, -1, -1):
             counts.append(k)
+            if k < t.ranks:
+                short.append(i)
             ok = rec(i + 1, left - k * t.bytes_per_rank, share_left - k * t.share_units)
+            if k < t.ranks:
+                short.pop()
             counts.pop()
             if not ok:
                 return False

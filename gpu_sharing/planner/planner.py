@@ -4,6 +4,9 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
 0. with nothing running (and no prefer_local_tp): the layout search over the full feasible
    set (layout_search.py); a plan that reaches the full-set knapsack bound is proven and done,
    otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
+   a re-plan (no prefer_local_tp) first runs the same search with every protected running
+   instance kept where it is (_keep_search): proven at the bound, it is the plan; otherwise
+   the steps below must place more priority to replace it;
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.
@@ -126,11 +129,21 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
 def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence[RunningInstance],
          policy: PlannerPolicy) -> Plan:
     exact_after = True  # the full-set search (fullset.py) after the first pass
+    kept_plan = None
+    specs = _specs(inventory)
+    if (current and not policy.prefer_local_tp  # a re-plan: first what keeps every protected instance
+            and _memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
+        kept_plan, kept_parts = _keep_search(inventory, demands, current, policy)
+        if kept_plan.solver.gap == 0:
+            return kept_plan
     if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
         modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
-        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy)
+        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy,
+                                                          _placed(kept_plan, demands) if kept_plan else -1)
+        if kept_plan is not None and placed_weight(packing) <= _placed(kept_plan, demands):
+            modes, memory, packing, info, rules = kept_parts  # the full-set search starts from the better plan
     first = None
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
         if packing.unplaced:  # what the full set would start from, for _name_the_rule
@@ -146,14 +159,25 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
                                to_plan(inventory, demands, current, policy, modes, memory, packing, info, warnings))
     guard = protected(current, demands)
     hit = disturbed(candidate, guard)
+    if kept_plan is not None and _placed(kept_plan, demands) >= _placed(candidate, demands) and (
+            hit or _placed(kept_plan, demands) > _placed(candidate, demands)):
+        return kept_plan  # as much priority, and every protected instance stays
     if not hit or policy.preempt == PreemptPolicy.ANY_GAIN:
         return candidate
     keeping = _keeping_plan(inventory, demands, current, policy, candidate.solver)
+    if kept_plan is not None and _placed(kept_plan, demands) > _placed(keeping, demands):
+        keeping = kept_plan
     also = set(disturbed(keeping, guard))  # stopped anyway: evicted for higher priority, or a forced drain
     extra = [iid for iid in hit if iid not in also]
     if not extra or justified(candidate, keeping, extra, guard, demands, policy):
         return candidate
     return replace(keeping, warnings=keeping.warnings + (explain(candidate, extra, policy),))
+
+
+def _placed(p: Plan, demands: Sequence[ModelDemand]) -> int:
+    """Placed priority of a finished plan (its SolverInfo may predate the final fill)."""
+    weight = {d.name: d.priority + 1 for d in demands}
+    return sum(weight[x.model] for x in p.placements)
 
 
 def _name_the_rule(inventory, demands, current, policy: PlannerPolicy, first, packing: Packing, p: Plan) -> Plan:
@@ -226,6 +250,39 @@ def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: Solv
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
 
 
+def _keep_search(inventory, demands, current, policy: PlannerPolicy):
+    """A re-plan's fast path: the layout search (layout_search.py) with every protected running
+    instance kept where it is, its GPUs at their current modes and every GPU at its current
+    memory mode (no reload); only GPUs without a kept instance may change compute mode (none
+    when a repartition drains the node). It disturbs no protected instance, so it needs no
+    least-disruption phase; when it reaches the full-set knapsack bound it is proven optimal
+    and the exact models are not built at all. Not run when a pinned memory mode is to be
+    applied (plan() checks): that needs a reload, which the exact phases weigh."""
+    specs = _specs(inventory)
+    memory = {g.index: g.memory_mode for g in inventory.gpus}
+    full = build_problem(inventory, demands, policy, full=True)
+    guard = protected(current, demands)
+    kept = {iid: run for iid, (_ci, run) in keepable(full, current).items() if iid in guard}
+    held = {ref.gpu for run in kept.values() for ref in run.partitions}
+    candidates = _candidates(inventory, policy, specs, memory)
+    for g in inventory.gpus:
+        if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
+            candidates[g.index] = [g.compute_mode]
+    sur = surrogate(full)
+    bound = min(sur.bound, total_weight(demands))
+    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
+    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    rules = span_rules(build_problem(inventory, demands, policy))
+    modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
+                                       may_repartition=not policy.repartition_drains_node)
+    placed = placed_weight(packing)
+    verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
+    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+                      f"kept what runs; layout search ({found.evaluations} layouts or choices packed): {verdict}")
+    plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
+    return plan_, (modes, memory, packing, info, rules)
+
+
 def _layout_first(inventory, demands, policy: PlannerPolicy):
     """With nothing running, over the real feasible set: the layout search (layout_search.py)
     packs the full-set knapsack's choice at a few layouts; a plan that reaches the knapsack's
@@ -251,9 +308,10 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     return modes, memory, packing, info, rules, rank_vars
 
 
-def _first_pass(inventory, demands, current, policy):
+def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
     """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
-    problem dominance.py reduces, then least disruption."""
+    problem dominance.py reduces, then least disruption, skipped when the proven priority is no
+    more than ``kept_placed`` (the re-plan's keeping search: its plan wins such a tie anyway)."""
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
@@ -267,7 +325,9 @@ def _first_pass(inventory, demands, current, policy):
         return modes, memory, best, info, rules
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))
-    first = _prove(restricted, hint, policy.time_budget_s, greedy_placed)
+    # a re-plan's keeping search has a plan: only a better one is worth finding (SCIP prunes the rest)
+    first = _prove(restricted, hint, policy.time_budget_s, max(greedy_placed, kept_placed + 1),
+                   second_opinion=kept_placed < 0)
     proven = first.status == "OPTIMAL"
     if first.solution is None or first.objective <= greedy_placed:
         bound = max(first.bound, greedy_placed) if first.solution is not None else everything
@@ -279,7 +339,9 @@ def _first_pass(inventory, demands, current, policy):
     near = {g.gpu: tuple(sorted({o for o in (g.current, coarsest(g), found.layout[g.gpu]) if o is not None}))
             for g in prob.gpus}  # least disruption searches the current, coarsest and found layouts
     solution, phase2 = found, "skipped: nothing runs, so no instance is disturbed"
-    if current:
+    if current and first.objective <= kept_placed:
+        phase2 = f"skipped: the plan that keeps what runs places {kept_placed}"
+    elif current:
         second = solve_least_disruption(narrow(prob, near), first.objective, current, from_full(near, found),
                                         policy.time_budget_s * DISRUPTION_SHARE)
         if second.solution is not None:
@@ -327,12 +389,14 @@ def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanR
     return modes, packing
 
 
-def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult:
+def _prove(prob: Problem, hint, time_budget_s: float, known: int, second_opinion: bool = True) -> SolveResult:
     """Phase 1: the placed-priority optimum with a proof. The surrogate knapsack's choice when
-    it fits (proven at once); else the configuration model (SCIP), told that ``known`` is
-    reachable; else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion.
-    (CP-SAT first was measured slower: its start-up costs more than SCIP's proof on most
-    cases the surrogate leaves.)"""
+    it fits (proven at once); else the configuration model (SCIP), told to look only at plans
+    placing at least ``known`` (reachable by the greedy, or one more than a re-plan's kept
+    plan); else, or when SCIP leaves a gap, CP-SAT's counts model as a second opinion (unless
+    ``second_opinion`` is False: a re-plan whose keeping search already has a plan, which the
+    full-set search then starts from). (CP-SAT first was measured slower: its start-up costs
+    more than SCIP's proof on most cases the surrogate leaves.)"""
     sur = surrogate(prob)
     quick = pack_surrogate(prob, sur, time_budget_s * SURROGATE_SHARE)
     if quick is not None:
@@ -341,6 +405,8 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int) -> SolveResult
                                   at_most=sur.bound)
     if alt is not None and alt.status == "OPTIMAL" and alt.solution is not None:
         return alt
+    if not second_opinion:
+        return alt if alt is not None else SolveResult("UNKNOWN", 0, 0, 0.0, None, "scip-configurations")
     first = solve_placed_priority(prob, hint, time_budget_s * CPSAT_SHARE, at_most=sur.bound)
     if alt is None or alt.solution is None:
         return first

@@ -35,15 +35,18 @@ def test_exact_phases_give_the_same_plan_whatever_the_wall_clock_guard(monkeypat
     wall-clock guards 10x or 1000x the deterministic limits the plan is the same: the
     deterministic limits stop the solvers, so a loaded machine gets the same answer."""
     inv = Inventory(tuple(gpu(i, "MI300X", "CPX") for i in range(2)))
-    demands = [demand("a", 30, 4, 5), demand("b", 6, 8, 2), demand("c", 14, 6, 7, share=0.5), demand("d", 60, 2, 9)]
-    running = [RunningInstance("b-0", "b", 0, "f1", (PartitionRef(0, 0),), demands[1].bytes_per_rank_by_tp[1])]
+    demands = [demand("a", 30, 4, 5), demand("b", 6, 8, 2), demand("c", 14, 6, 7, share=0.5), demand("d", 60, 2, 9),
+               demand("e", 20, 4, 0)]
+    # where b-0 and e-0 run, the re-plan's keeping layout search leaves a gap, so the exact phases run
+    running = [RunningInstance("b-0", "b", 0, "f1", (PartitionRef(0, 4),), demands[1].bytes_per_rank_by_tp[1]),
+               RunningInstance("e-0", "e", 0, "f1", (PartitionRef(1, 7),), demands[4].bytes_per_rank_by_tp[1])]
     policy = PlannerPolicy()
     plans = []
     for factor in (exact.WALL_GUARD_FACTOR, 1000.0):
         monkeypatch.setattr(exact, "WALL_GUARD_FACTOR", factor)
         plans.append(_timeless(plan(inv, demands, running, policy)))
     assert plans[0] == plans[1]
-    assert plans[0].solver.name == "scip-configurations"  # the exact phases ran (the greedy left a gap)
+    assert plans[0].solver.name == "scip-configurations"  # the exact phases ran (the keeping search left a gap)
     assert check_plan(inv, demands, policy, plans[0]) == []
 
 

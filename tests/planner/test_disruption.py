@@ -90,3 +90,60 @@ def test_an_instance_only_the_full_set_allows_is_kept_on_replan():
     again = plan(converged(inv, first), [a, b, demand("late", 40, 1, 0, tps=(1,))], running_from(first, [a, b]),
                  PlannerPolicy())
     assert again.to_stop == () and set(again.unchanged) == {"a-0", "a-1", "b-0"}
+
+
+def test_replan_keeping_search_repartitions_an_idle_gpu_without_building_exact_models(monkeypatch):
+    """The re-plan's layout search keeps a-0 where it runs and may change only GPU 1 (nothing
+    runs there); its plan reaches the full-set knapsack bound, so it is proven optimal and
+    neither SCIP's nor CP-SAT's model is built."""
+    from gpu_sharing.planner import planner as planner_module
+
+    def _never(*_a, **_k):
+        raise AssertionError("an exact model was built for a plan the keeping search proved")
+
+    monkeypatch.setattr(planner_module, "solve_by_configurations", _never)
+    monkeypatch.setattr(planner_module, "solve_placed_priority", _never)
+    monkeypatch.setattr(planner_module, "solve_least_disruption", _never)
+    inv, a, running = _idle_cpx_gpu()
+    p = plan(inv, [a, demand("big", 150, 1, 0, tps=(1,)), demand("small", 6, 3, 2)], running, PlannerPolicy())
+    assert p.solver.name == "layout-search" and p.solver.gap == 0 and not p.unplaceable
+    assert p.unchanged == ("a-0",) and p.to_stop == () and p.disruption == 0
+    assert [t.gpu for t in p.to_repartition] == [1] and p.to_repartition[0].compute_mode == C.SPX
+
+
+def test_replan_applies_a_pinned_memory_mode_when_reload_is_allowed():
+    """The keeping search never changes a memory mode, so a re-plan with a pinned NPS4 to apply
+    (allow_driver_reload) goes to the phases that weigh the reload: the pin is honoured."""
+    from gpu_sharing.hardware.modes import MemoryPartitionMode as M
+    from gpu_sharing.planner.types import GpuPolicy
+
+    inv = node(2)
+    a = demand("a", 14, 2, 5)
+    first = plan(inv, [a], [], PlannerPolicy())
+    policy = PlannerPolicy(gpus=(GpuPolicy(0, C.CPX, M.NPS4), GpuPolicy(1, C.CPX, M.NPS4)), allow_driver_reload=True)
+    p = plan(converged(inv, first), [a], running_from(first, [a]), policy)
+    assert {t.gpu: (t.compute_mode, t.memory_mode) for t in p.gpus} == {0: (C.CPX, M.NPS4), 1: (C.CPX, M.NPS4)}
+    assert len(p.placements) == 2 and not p.unplaceable
+
+
+def test_random_replans_with_a_priority_zero_newcomer_never_stop_what_runs():
+    """Converged 2-GPU nodes, then a priority-0 newcomer: no plan stops or moves an instance of
+    an unchanged model for it (the benchmark's `unjust.` column, as a property; on these seeded
+    nodes no higher-priority gain justifies a move either), every plan passes the independent
+    check, and none places less than the plan it re-plans."""
+    import random
+
+    from reference_optimum import check_plan
+
+    rng = random.Random(11)
+    for _ in range(12):
+        inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), rng.choice(["SPX", "CPX"])) for i in range(2)))
+        demands = [demand(f"m{i}", rng.choice([2, 6, 14, 30, 60, 140]), rng.randint(1, 4), rng.randint(0, 9))
+                   for i in range(5)]
+        first = plan(inv, demands, [], PlannerPolicy())
+        again = [*demands, demand("newcomer", rng.choice([4, 16, 40]), 1, 0)]
+        p = plan(converged(inv, first), again, running_from(first, demands), PlannerPolicy())
+        assert p.to_stop == () and len(p.unchanged) == len(first.placements)
+        assert check_plan(converged(inv, first), again, PlannerPolicy(), p) == []
+        placed = sum(d.priority + 1 for d in again for x in p.placements if x.model == d.name)
+        assert placed >= sum(d.priority + 1 for d in demands for x in first.placements if x.model == d.name)
