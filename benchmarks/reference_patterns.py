@@ -1,0 +1,206 @@
+"""Patterns for the reference (benchmarks/reference_colgen.py): the aggregated problem, a
+partition type's feasible fillings, and turning a solution back into a plan.
+
+Written without the planner: partitions come from reference_optimum.gpu_layouts (the GPU catalog
+and the inventory). A *type* is the partitions of one hive with the same total and usable bytes
+(and GPU, when a demand pins GPUs); a *kind* is the GPUs of one hive with the same layouts; a
+*class* is (model, tp); a *pattern* is the ranks per class one partition of a type holds: bytes
+within its usable bytes, compute shares summing to at most 1 (each rank carries its model's
+share, as the planner's packing defines it), at most ``replicas`` ranks of one model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+from reference_optimum import Part, _admissible, gpu_layouts
+
+from gpu_sharing.hardware.inventory import PartitionRef
+from gpu_sharing.planner.types import GpuTarget, Placement
+
+SHARE_SCALE = 10**6
+@dataclass
+class Model:
+    """The aggregated problem: types, kinds, classes and the columns generated so far."""
+
+    types: list[tuple]  # (hive, total, capacity, gpu or -1)
+    kinds: list[dict]  # {"hive", "count", "layouts": [(memory mode, {type: partitions})]}
+    classes: list[tuple]  # (demand index, tp, bytes, share units, weight)
+    demands: list
+    admit: dict[int, list[int]]  # type -> classes its partitions may hold
+    columns: dict[int, set[tuple]] = field(default_factory=dict)  # type -> patterns ((class, count), ...)
+    layouts: dict = field(default_factory=dict)  # gpu -> [(compute, memory, [(partition index, type)])]
+
+    def type_max(self, k: int) -> int:
+        return sum(kd["count"] * max(lay[1].get(k, 0) for lay in kd["layouts"]) for kd in self.kinds)
+
+
+def build(inventory, demands, policy) -> Model:
+    layouts = gpu_layouts(inventory, policy)
+    gpu_matters = any(d.allowed_gpus is not None for d in demands)
+    types: dict[tuple, int] = {}
+    kinds: dict[tuple, dict] = {}
+    gpu_parts: dict[int, list] = {}
+    for g in sorted(layouts):
+        lays, where = [], []
+        for c, mem, parts in layouts[g]:
+            counts: dict[int, int] = {}
+            refs = []
+            for p in parts:
+                key = (p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1)
+                k = types.setdefault(key, len(types))
+                counts[k] = counts.get(k, 0) + 1
+                refs.append((p.index, k))
+            lays.append((mem, counts))
+            where.append((c, mem, refs))
+        gpu_parts[g] = where
+        hive = parts[0].hive
+        sig = (hive, g if gpu_matters else -1, tuple((m, tuple(sorted(c.items()))) for m, c in lays))
+        kind = kinds.setdefault(sig, {"hive": hive, "count": 0, "layouts": lays, "gpus": []})
+        kind["count"] += 1
+        kind["gpus"].append(g)
+    classes = []
+    for i, d in enumerate(demands):
+        if d.replicas <= 0:
+            continue
+        share = int(round((d.compute_share or 0.0) * SHARE_SCALE))
+        for tp in sorted(d.bytes_per_rank_by_tp):
+            classes.append((i, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
+    type_list = sorted(types, key=types.get)
+    admit = {}
+    for k, (hive, total, cap, gpu) in enumerate(type_list):
+        part = Part(gpu, 0, hive, total, cap)
+        admit[k] = [ci for ci, (i, tp, b, s, _w) in enumerate(classes)
+                    if s <= SHARE_SCALE and _admissible(demands[i], tp, part)]
+    return Model(type_list, list(kinds.values()), classes, list(demands), admit, {}, gpu_parts)
+
+
+PRICE_SCALE = 10**6
+
+
+def _pattern_model(m: Model, k: int, value: dict[int, float], penalty: dict[int, float] | None = None):
+    """CP-SAT model of type k's patterns: ranks per class within bytes, shares and replicas;
+    objective sum(count x value) (+ the penalty of each class present), scaled to integers."""
+    model = cp_model.CpModel()
+    cap = m.types[k][2]
+    a, terms, bounds = {}, [], {}
+    for ci in m.admit[k]:
+        i, _tp, b, s, _w = m.classes[ci]
+        most = min(cap // b, m.demands[i].replicas, SHARE_SCALE // s if s else cap)
+        if most <= 0:
+            continue
+        a[ci] = model.NewIntVar(0, most, f"a{ci}")
+        bounds[ci] = most
+        terms.append(int(round(value.get(ci, 0.0) * PRICE_SCALE)) * a[ci])
+        if penalty and penalty.get(ci, 0.0) < 0:
+            z = model.NewBoolVar("")
+            model.Add(a[ci] <= most * z)
+            model.Add(a[ci] >= z)
+            terms.append(int(math.floor(penalty[ci] * PRICE_SCALE)) * z)
+    model.Add(sum(m.classes[ci][2] * v for ci, v in a.items()) <= cap)
+    if any(m.classes[ci][3] for ci in a):
+        model.Add(sum(m.classes[ci][3] * v for ci, v in a.items()) <= SHARE_SCALE)
+    for i in {m.classes[ci][0] for ci in a}:
+        model.Add(sum(v for ci, v in a.items() if m.classes[ci][0] == i) <= m.demands[i].replicas)
+    return model, a, sum(terms), bounds
+
+
+def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tuple]:
+    """(an upper bound on the best pattern's value, the best pattern found), by CP-SAT.
+    The bound covers the rounding of values to integers (half a unit per rank)."""
+    model, a, objective, bounds = _pattern_model(m, k, value)
+    if not a:
+        return 0.0, ()
+    model.Maximize(objective)
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = 10.0
+    code = solver.Solve(model)
+    ranks = sum(bounds.values())
+    slack = (0.5 * ranks + 1) / PRICE_SCALE
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return solver.BestObjectiveBound() / PRICE_SCALE + slack, ()
+    pattern = tuple((ci, solver.Value(v)) for ci, v in sorted(a.items()) if solver.Value(v))
+    return solver.BestObjectiveBound() / PRICE_SCALE + slack, pattern
+
+
+def greedy_patterns(m: Model, k: int, value: dict[int, float]) -> list[tuple]:
+    """Fillings of type k taken greedily (by value per byte, by value): cheap columns that
+    spare most calls to the exact pricing."""
+    out = []
+    cls = [ci for ci in m.admit[k] if value.get(ci, 0.0) > 1e-9]
+    for key in (lambda ci: -value[ci] / m.classes[ci][2], lambda ci: -value[ci]):
+        left, share_left, per_model, pattern = m.types[k][2], SHARE_SCALE, {}, []
+        for ci in sorted(cls, key=key):
+            i, _tp, b, s, _w = m.classes[ci]
+            n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left)
+            if n > 0:
+                pattern.append((ci, n))
+                left, share_left = left - n * b, share_left - n * s
+                per_model[i] = per_model.get(i, 0) + n
+        if pattern:
+            out.append(tuple(sorted(pattern)))
+    return out
+
+
+def pattern_value(y, m: Model, k: int) -> dict[int, float]:
+    h = m.types[k][0]
+    return {ci: y[0].get((ci, h), 0.0) for ci in m.admit[k]}
+
+
+@dataclass(frozen=True)
+class RefPlan:
+    """A solution of the reference in the planner's output types, for check_plan."""
+
+    gpus: tuple[GpuTarget, ...]
+    placements: tuple[Placement, ...]
+
+
+def decode(m: Model, sol: dict) -> RefPlan:
+    """Layouts to GPUs, patterns to partitions, ranks dealt round-robin to instances (each
+    partition holds at most n ranks of a class, so an instance's ranks land on distinct ones)."""
+    targets, free = [], {}
+    for q, kd in enumerate(m.kinds):
+        gpus = list(kd["gpus"])
+        for li in range(len(kd["layouts"])):
+            for _ in range(sol["w"].get((q, li), 0)):
+                g = gpus.pop(0)
+                c, mu, refs = m.layouts[g][li]
+                targets.append(GpuTarget(g, c, mu))
+                for index, k in refs:
+                    free.setdefault(k, []).append(PartitionRef(g, index))
+    totals = {(t.gpu, r[0]): m.types[r[1]][1] for t in targets for c, mu, refs in [next(
+        x for x in m.layouts[t.gpu] if (x[0], x[1]) == (t.compute_mode, t.memory_mode))] for r in refs}
+    ranks: dict[tuple, list] = {}
+    for (k, pattern), count in sorted(sol["lam"].items()):
+        for _ in range(count):
+            ref = free[k].pop(0)
+            for ci, a in pattern:
+                ranks.setdefault((ci, m.types[k][0]), []).append((ref, a))
+    placements, replica = [], {}
+    for (ci, h), count in sorted(sol["n"].items()):
+        i, tp, b, _s, _w = m.classes[ci]
+        d = m.demands[i]
+        seq = []
+        for ref, a in ranks.get((ci, h), []):
+            seq += [ref] * min(a, count, tp * count - len(seq))
+        for j in range(count):
+            r = replica.setdefault(d.name, 0)
+            replica[d.name] += 1
+            refs = tuple(seq[j::count])
+            placements.append(Placement(d.instance_id(r), d.name, r, refs, tp, b, totals[refs[0].gpu, refs[0].index]
+                                        if refs else 0, d.compute_share))
+    return RefPlan(tuple(sorted(targets, key=lambda t: t.gpu)), tuple(placements))
+
+
+class _Collect(cp_model.CpSolverSolutionCallback):
+    def __init__(self, a: dict, limit: int):
+        super().__init__()
+        self.a, self.limit, self.found = a, limit, []
+
+    def on_solution_callback(self) -> None:
+        self.found.append(tuple((ci, self.Value(v)) for ci, v in sorted(self.a.items()) if self.Value(v)))
+        if len(self.found) >= self.limit:
+            self.StopSearch()
