@@ -87,7 +87,7 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
     if DEBUG:
         print(f"  root {bound:.3f} t {time.monotonic() - start:.1f}", flush=True)
     if root > best:
-        improve(generated(), max(0.5, 0.15 * time_limit_s))
+        improve(generated(), max(0.5, 0.2 * time_limit_s))
         if DEBUG:
             print(f"  restricted MIP {best} t {time.monotonic() - start:.1f}", flush=True)
     if root <= best:
@@ -97,14 +97,15 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
     defaults.update({("v", key): (v.lb(), v.ub()) for key, v in master.v.items()})
     heap = [(-root, 0, {})]
     counter, nodes, open_leaves = 0, 0, []
-    while heap and time.monotonic() < deadline:
+    search_end = deadline - 0.15 * time_limit_s  # the rest: a last MIP over every column generated
+    while heap and time.monotonic() < search_end:
         neg, _c, fix = heapq.heappop(heap)
         if -neg <= best or best >= root:
             continue
         nodes += 1
         for (kind, key), (lo, hi) in {**defaults, **fix}.items():
             {"n": master.n, "w": master.w, "v": master.v}[kind][key].SetBounds(lo, hi)
-        y, _rc, b, conv = price(master, deadline)
+        y, _rc, b, conv = price(master, search_end)
         ub = min(root, int(math.floor(b + 1e-6)))
         if DEBUG:
             print(f"  node {nodes} fix {len(fix)} bound {b:.3f} conv {conv} cols {sum(map(len, m.columns.values()))} "
@@ -116,14 +117,14 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
             continue
         frac = _fractional(master)
         if frac is None:  # integral counts: realise them with integer patterns, or prove none exist
-            improve(generated(), min(5.0, max(0.5, deadline - time.monotonic())), fix)
+            improve(generated(), min(5.0, max(0.5, search_end - time.monotonic())), fix)
             if ub > best:
-                cols = enumerate_columns(m, master, y, b, best + 1, column_limit, deadline)
+                cols = enumerate_columns(m, master, y, b, best + 1, column_limit, search_end)
                 if cols is not None:
                     for k, c in m.columns.items():
                         cols.setdefault(k, set()).update(c)
                     status = improve({k: sorted(c) for k, c in cols.items()},
-                                     max(0.5, deadline - time.monotonic()), fix)
+                                     max(0.5, search_end - time.monotonic()), fix)
                     if status in ("infeasible", "optimal"):
                         continue
             if ub > best:
@@ -135,6 +136,9 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
             counter += 1
             heapq.heappush(heap, (-ub, counter, child))
     left = [-neg for neg, _c, _f in heap if -neg > best] + [u for u in open_leaves if u > best]
+    if left:
+        improve(generated(), max(0.5, deadline - time.monotonic()))
+        left = [u for u in left if u > best]
     if not left:
         return Reference(best, best, best, f"branch and price ({nodes} nodes)", best_plan)
     return Reference(None, best, max(left), f"gap {best}..{max(left)} after {nodes} nodes", best_plan)

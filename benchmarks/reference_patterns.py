@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 from ortools.sat.python import cp_model
 from reference_optimum import Part, _admissible, gpu_layouts
 
@@ -107,9 +108,66 @@ def _pattern_model(m: Model, k: int, value: dict[int, float], penalty: dict[int,
     return model, a, sum(terms), bounds
 
 
+def _dp_pattern(m: Model, k: int, value: dict[int, float], max_cells: int = 200_000):
+    """(the best pattern's value + a float margin, the pattern) by dynamic programming over
+    bytes (in units of the gcd of the ranks' bytes) and shares, one model at a time (its counts
+    over all its tps as one choice, so at most ``replicas`` ranks of it). None when the grid
+    would be too fine (the caller then asks CP-SAT)."""
+    cls = [ci for ci in m.admit[k] if value.get(ci, 0.0) > 1e-12]
+    if not cls:
+        return 0.0, ()
+    unit = math.gcd(*[m.classes[ci][2] for ci in cls])
+    share_unit = math.gcd(SHARE_SCALE, *[m.classes[ci][3] for ci in cls])
+    cap, shares = m.types[k][2] // unit, SHARE_SCALE // share_unit
+    if (cap + 1) * (shares + 1) > max_cells:
+        return None
+    by_model: dict[int, list[int]] = {}
+    for ci in cls:
+        by_model.setdefault(m.classes[ci][0], []).append(ci)
+    table = np.zeros((shares + 1, cap + 1))
+    steps = []
+    for i, group in sorted(by_model.items()):
+        options: dict[tuple[int, int], tuple[float, tuple]] = {}
+
+        def walk(j, left, b, sh, val, chosen):
+            if j == len(group):
+                if chosen and val > options.get((b, sh), (-1.0,))[0]:
+                    options[b, sh] = (val, tuple(chosen))
+                return
+            ci = group[j]
+            cb, cs = m.classes[ci][2] // unit, m.classes[ci][3] // share_unit
+            for n in range(left + 1):
+                if b + n * cb > cap or sh + n * cs > shares:
+                    break
+                walk(j + 1, left - n, b + n * cb, sh + n * cs, val + n * value[ci], chosen + ([(ci, n)] if n else []))
+
+        walk(0, m.demands[i].replicas, 0, 0, 0.0, [])
+        new, choice = table.copy(), np.full(table.shape, -1, dtype=np.int32)
+        opts = list(options.items())
+        for o, ((b, sh), (val, _c)) in enumerate(opts):
+            cand = np.full(table.shape, -np.inf)
+            cand[sh:, b:] = table[:shares + 1 - sh, :cap + 1 - b] + val
+            better = cand > new + 1e-12
+            new[better], choice[better] = cand[better], o
+        steps.append((opts, choice))
+        table = new
+    pattern, sh, b = [], shares, cap
+    for opts, choice in reversed(steps):
+        o = int(choice[sh, b])
+        if o >= 0:
+            (ob, osh), (_v, chosen) = opts[o]
+            pattern += chosen
+            sh, b = sh - osh, b - ob
+    return float(table[shares, cap]) + 1e-9, tuple(sorted(pattern))
+
+
 def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tuple]:
-    """(an upper bound on the best pattern's value, the best pattern found), by CP-SAT.
-    The bound covers the rounding of values to integers (half a unit per rank)."""
+    """(an upper bound on the best pattern's value, the best pattern found): by dynamic
+    programming where the grid is coarse enough, else by CP-SAT (the bound then covers the
+    rounding of values to integers, half a unit per rank)."""
+    exact = _dp_pattern(m, k, value)
+    if exact is not None:
+        return exact
     model, a, objective, bounds = _pattern_model(m, k, value)
     if not a:
         return 0.0, ()
@@ -117,6 +175,7 @@ def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tup
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.max_time_in_seconds = 10.0
+    solver.parameters.cp_model_presolve = False
     code = solver.Solve(model)
     ranks = sum(bounds.values())
     slack = (0.5 * ranks + 1) / PRICE_SCALE
