@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from reference_master import Master, enumerate_columns, integer_master, price, start_master
+from reference_master import Master, enumerate_columns, integer_master, price, start_master, surrogate_bound
 from reference_optimum import brute_force, check_plan, placed_priority, upper_bound
 from reference_patterns import RefPlan, build, decode
 
@@ -64,8 +64,10 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
     deadline = start + time_limit_s
     m = build(inventory, [d for d in demands if d.replicas > 0 and d.bytes_per_rank_by_tp], policy)
     master = start_master(m)
-    y, _rc, bound, _conv = price(master, start + 0.3 * time_limit_s)
+    y, rc, bound, _conv = price(master, start + 0.3 * time_limit_s)
     root = int(math.floor(bound + 1e-6))
+    if y is not None:
+        root = min(root, surrogate_bound(master, y, rc))
     if cap is not None:  # an upper bound proven elsewhere (the knapsack)
         root = min(root, cap)
     best, best_plan = known, None
@@ -85,7 +87,7 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
         return {k: sorted(c) for k, c in m.columns.items()}
 
     if DEBUG:
-        print(f"  root {bound:.3f} t {time.monotonic() - start:.1f}", flush=True)
+        print(f"  root {bound:.3f} surrogate {root} t {time.monotonic() - start:.1f}", flush=True)
     if root > best:
         improve(generated(), max(0.5, 0.2 * time_limit_s))
         if DEBUG:

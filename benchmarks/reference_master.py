@@ -295,3 +295,55 @@ def enumerate_columns(m: Model, master: Master, y, bound: float, target: int, li
         out[k] = {p for p in cb.found if p}
         total += len(out[k])
     return out
+
+
+def surrogate_bound(master: Master, y, best_rc: dict[int, float], time_limit_s: float = 5.0) -> int:
+    """An integer bound from the LP's prices: every pattern of type k is worth at most
+    cap_k = sigma_k + best_rc_k at prices y (the exact pricing proved it), and an instance of
+    class c needs tp ranks worth tp x y_c, so per hive
+        sum_c tp y_c n_c <= sum over GPUs of the best layout's sum_k cap_k x partitions_k,
+    and likewise in bytes. Maximising placed priority over integer instance counts under these
+    two knapsack constraints (and the branch's bounds) bounds the problem: where the LP bound
+    is fractional, this often is not. Coefficients are rounded so the relaxation only widens."""
+    m = master.m
+    link = y[0]
+    cap = {k: max(0.0, y[1][k] + best_rc[k]) for k in best_rc}
+    model = cp_model.CpModel()
+    n = {}
+    for (ci, h), var in master.n.items():
+        lo, hi = int(math.ceil(var.lb() - 1e-9)), int(math.floor(var.ub() + 1e-9))
+        if hi < lo:
+            return -1
+        n[ci, h] = model.NewIntVar(lo, hi, "")
+    for i in {m.classes[ci][0] for ci, _h in n}:
+        model.Add(sum(v for (ci, _h), v in n.items() if m.classes[ci][0] == i) <= m.demands[i].replicas)
+    for h in master.hives:
+        kinds = [q for q, kd in enumerate(m.kinds) if kd["hive"] == h]
+        worth = sum(_best_layouts(master, q, lambda c: sum(cap[k] * x for k, x in c.items())) for q in kinds)
+        room = sum(_best_layouts(master, q, lambda c: sum(m.types[k][2] * x for k, x in c.items())) for q in kinds)
+        terms = [(m.classes[ci][1] * link[ci, h], m.classes[ci][1] * m.classes[ci][2], v)
+                 for (ci, hh), v in n.items() if hh == h]
+        model.Add(sum(int(math.floor(a * PRICE_SCALE)) * v for a, _b, v in terms) <= int(math.ceil(worth * PRICE_SCALE)) + 1)
+        model.Add(sum(b * v for _a, b, v in terms) <= room)
+    model.Maximize(sum(m.classes[ci][4] * v for (ci, _h), v in n.items()))
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.max_time_in_seconds = time_limit_s
+    code = solver.Solve(model)
+    if code == cp_model.INFEASIBLE:
+        return -1
+    return int(math.floor(solver.BestObjectiveBound() + 1e-6))
+
+
+def _best_layouts(master: Master, q: int, value) -> float:
+    """The most ``value`` (of a layout's partition counts) kind q's GPUs reach under the
+    branch's bounds on how many take each layout: the lower bounds, then the best layouts."""
+    lays = master.m.kinds[q]["layouts"]
+    lo = [int(math.ceil(master.w[q, li].lb() - 1e-9)) for li in range(len(lays))]
+    hi = [int(math.floor(master.w[q, li].ub() + 1e-9)) for li in range(len(lays))]
+    free = master.m.kinds[q]["count"] - sum(lo)
+    total = sum(lo[li] * value(lays[li][1]) for li in range(len(lays)))
+    for li in sorted(range(len(lays)), key=lambda li: -value(lays[li][1])):
+        take = max(0, min(free, hi[li] - lo[li]))
+        total, free = total + take * value(lays[li][1]), free - take
+    return total
