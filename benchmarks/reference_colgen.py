@@ -1,30 +1,35 @@
-"""The exact placed-priority optimum at 8 GPUs x 64 replicas, by column generation and reduced-cost enumeration.
+"""The placed-priority optimum at 8 GPUs x 64 replicas: column generation, branch and price.
 
 Written without the planner: partitions come from reference_optimum.gpu_layouts (the catalog and
-the inventory), the formulation is different from the planner's, and the proof is an explicit
-dual bound. Why this formulation: a direct assignment model (a boolean per replica, tp and
-partition) finds nothing in seconds at this size, and a knapsack bound is weak where
-partitions fragment or compute shares bind.
+the inventory), the formulation is different from the planner's (no per-GPU slots, no rules on
+tp or locality), and every claim rests on an explicit bound. Why: a direct assignment model (a
+boolean per replica, tp and partition) finds nothing in seconds at this size, and a knapsack
+bound is weak where partitions fragment or compute shares bind.
 
-Aggregation. GPUs of one hive with the same layouts are one *kind* (w[kind, layout] counts the
-GPUs of the kind in each layout); partitions of one hive with the same total and usable bytes
-(and GPU, when a demand pins GPUs) are one *type*; the ranks a type-k partition holds form a
-*pattern* (ranks per class (model, tp): bytes within the usable bytes, compute shares summing
-to at most 1, at most ``replicas`` ranks of one model). n[c, h] counts instances of class c in
-hive h; a tp-t instance needs t ranks on t distinct partitions of its hive.
+Aggregation (reference_patterns.py). GPUs of one hive with the same layouts are one *kind*
+(w[kind, layout] counts its GPUs in each layout); partitions of one hive with the same total and
+usable bytes (and GPU, when a demand pins GPUs) are one *type*; the ranks one partition holds
+form a *pattern* (ranks per class (model, tp): bytes within the usable bytes, compute shares
+summing to at most 1, at most ``replicas`` ranks of one model). n[c, h] counts instances of
+class c in hive h; a tp-t instance needs t ranks on t distinct partitions of its hive.
 
-1. Linear relaxation (columns priced by an exact branch and bound over each type's patterns):
-   max sum (priority + 1) n  s.t.  t n[c,h] <= ranks of c in hive h's patterns;
-   patterns of type k <= partitions of type k the layouts give; sum_l w[kind, l] = GPUs of the
-   kind; one memory mode per hive; sum over tp and hives of n <= replicas.
-   Its Lagrangian bound UB is computed from the duals (valid whatever the LP's accuracy).
-2. If UB < target (the planner's value + 1), nothing better exists: proven.
-3. Otherwise every integer solution worth >= target uses only patterns whose reduced cost
-   (plus that of the instance counts they imply) is >= target - UB; those are enumerated, and a
-   MIP over them (SCIP), with integer counts and the distinct-partition rule (a partition
-   holds at most n[c, h] ranks of class c: then ranks can be dealt to instances round-robin),
-   is exact above the target: infeasible proves the planner's value, a solution is better.
-Nothing is called proven when a limit (columns, time) is hit.
+1. Linear relaxation (reference_master.py; patterns priced exactly, by dynamic programming over
+   bytes and shares or by CP-SAT): max sum (priority + 1) n  s.t.  t n[c,h] <= ranks of c in
+   hive h's patterns; patterns of type k <= partitions of type k the layouts give;
+   sum_l w[kind, l] = GPUs of the kind; one memory mode per hive; sum over tp and hives of
+   n <= replicas. Its Lagrangian bound is computed from the duals (valid whatever the LP's
+   accuracy), and an integer surrogate bound from the same prices; the knapsack bound caps both.
+2. A MIP over the generated patterns (SCIP; integer counts, one memory mode per hive, the
+   distinct-partition rule: a partition holds at most n[c, h] ranks of class c, so ranks can be
+   dealt to instances round-robin) looks for a plan better than the known value; every plan
+   found is decoded and re-checked by reference_optimum.check_plan.
+3. Branch and price on memory modes, layout counts and instance counts (patterns stay
+   continuous, so pricing never changes): a node whose bound is <= the best value is closed.
+   A node whose counts are all integral is closed by reduced-cost enumeration: every integer
+   solution above the best uses only patterns whose reduced cost (plus that of the counts they
+   imply) is >= best + 1 - bound; a MIP over those is exact there.
+The optimum is proven when no node is left open; nothing is called proven when a limit
+(columns, time) is hit: the result then gives the best value found and the largest open bound.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 
 from reference_master import Master, enumerate_columns, integer_master, price, start_master, surrogate_bound
 from reference_optimum import brute_force, check_plan, placed_priority, upper_bound
-from reference_patterns import RefPlan, build, decode
+from reference_patterns import RefPlan, build, decode, plan_patterns
 
 DEBUG = False
 
@@ -54,7 +59,7 @@ class Reference:
 
 
 def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float = 60.0,
-                     column_limit: int = 20000, cap: int | None = None) -> Reference:
+                     column_limit: int = 20000, cap: int | None = None, seed_plan=None) -> Reference:
     """The most placed priority, given ``known`` (a value a checked plan reaches): the LP bound,
     then branch and price on layouts, memory modes and instance counts (patterns stay
     continuous, so pricing never changes); a node whose counts are integral is closed by a MIP
@@ -64,6 +69,8 @@ def colgen_reference(inventory, demands, policy, known: int, time_limit_s: float
     deadline = start + time_limit_s
     m = build(inventory, [d for d in demands if d.replicas > 0 and d.bytes_per_rank_by_tp], policy)
     master = start_master(m)
+    for k, pattern in plan_patterns(m, seed_plan) if seed_plan is not None else ():
+        master.add(k, pattern)
     y, rc, bound, _conv = price(master, start + 0.3 * time_limit_s)
     root = int(math.floor(bound + 1e-6))
     if y is not None:
@@ -174,4 +181,5 @@ def reference_optimum(inventory, demands, policy, plan=None, time_limit_s: float
         known = placed_priority(plan, demands)
         if known >= knapsack:
             return Reference(known, known, knapsack, "plan reaches the knapsack bound")
-    return colgen_reference(inventory, demands, policy, known, time_limit_s, cap=knapsack)
+    return colgen_reference(inventory, demands, policy, known, time_limit_s, cap=knapsack,
+                            seed_plan=plan if known else None)

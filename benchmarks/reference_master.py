@@ -184,12 +184,12 @@ def price(master: Master, deadline: float) -> tuple[tuple | None, dict, float, b
 
 
 def integer_master(m: Model, columns: dict[int, list[tuple]], at_least: int, time_limit_s: float,
-                   bounds: dict | None = None):
+                   bounds: dict | None = None, backend: str = "SCIP"):
     """The exact problem restricted to ``columns`` (SCIP): integer instance, layout and pattern
     counts, one memory mode per hive, and the distinct-partition rule. Returns (status, value,
     solution) with status "infeasible" (nothing >= at_least with these columns), "optimal",
     "feasible" (time out with a solution) or "unknown"."""
-    s = pywraplp.Solver.CreateSolver("SCIP")
+    s = pywraplp.Solver.CreateSolver(backend)
     hives = sorted({t[0] for t in m.types})
     n = {}
     for ci, (i, _tp, _b, _s, _w) in enumerate(m.classes):
@@ -247,7 +247,7 @@ def integer_master(m: Model, columns: dict[int, list[tuple]], at_least: int, tim
     s.Add(total >= at_least)
     s.Maximize(total)
     s.SetTimeLimit(int(time_limit_s * 1000))
-    s.SetSolverSpecificParametersAsString("limits/gap = 0\nlimits/absgap = 0\n")
+    s.SetSolverSpecificParametersAsString("limits/gap = 0\nlimits/absgap = 0\n" if backend == "SCIP" else "num_workers:1")
     code = s.Solve()
     if code == pywraplp.Solver.INFEASIBLE:
         return "infeasible", None, None

@@ -161,13 +161,33 @@ def _dp_pattern(m: Model, k: int, value: dict[int, float], max_cells: int = 200_
     return float(table[shares, cap]) + 1e-9, tuple(sorted(pattern))
 
 
+def complete(m: Model, k: int, pattern: tuple, value: dict[int, float]) -> tuple:
+    """The pattern filled up with whatever ranks still fit (classes by price, then priority per
+    byte): a pattern's reduced cost cannot drop (prices are >= 0), and full patterns combine
+    into integer plans far more often than the bare optimum of the pricing problem."""
+    counts = dict(pattern)
+    left = m.types[k][2] - sum(m.classes[ci][2] * n for ci, n in counts.items())
+    share_left = SHARE_SCALE - sum(m.classes[ci][3] * n for ci, n in counts.items())
+    per_model: dict[int, int] = {}
+    for ci, n in counts.items():
+        per_model[m.classes[ci][0]] = per_model.get(m.classes[ci][0], 0) + n
+    for ci in sorted(m.admit[k], key=lambda ci: (-value.get(ci, 0.0), -m.classes[ci][4] / m.classes[ci][2], ci)):
+        i, _tp, b, s, _w = m.classes[ci]
+        n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left)
+        if n > 0:
+            counts[ci] = counts.get(ci, 0) + n
+            left, share_left = left - n * b, share_left - n * s
+            per_model[i] = per_model.get(i, 0) + n
+    return tuple(sorted(counts.items()))
+
+
 def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tuple]:
     """(an upper bound on the best pattern's value, the best pattern found): by dynamic
     programming where the grid is coarse enough, else by CP-SAT (the bound then covers the
     rounding of values to integers, half a unit per rank)."""
     exact = _dp_pattern(m, k, value)
     if exact is not None:
-        return exact
+        return exact[0], complete(m, k, exact[1], value)
     model, a, objective, bounds = _pattern_model(m, k, value)
     if not a:
         return 0.0, ()
@@ -185,6 +205,27 @@ def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tup
     return solver.BestObjectiveBound() / PRICE_SCALE + slack, pattern
 
 
+def plan_patterns(m: Model, plan) -> list[tuple[int, tuple]]:
+    """(type, pattern) of every partition a plan (the planner's, checked) uses: seed columns,
+    so the restricted MIP starts from at least that plan's value and has to improve on it."""
+    index = {d.name: i for i, d in enumerate(m.demands)}
+    cls = {(i, tp): ci for ci, (i, tp, _b, _s, _w) in enumerate(m.classes)}
+    where = {}
+    for t in plan.gpus:
+        for c, mu, refs in m.layouts.get(t.gpu, []):
+            if (c, mu) == (t.compute_mode, t.memory_mode):
+                where.update({(t.gpu, i): k for i, k in refs})
+    held: dict[tuple[int, int], dict[int, int]] = {}
+    for x in plan.placements:
+        ci = cls.get((index.get(x.model, -1), x.tp))
+        for r in x.partitions:
+            if ci is not None and (r.gpu, r.index) in where:
+                held.setdefault((r.gpu, r.index), {}).setdefault(ci, 0)
+                held[r.gpu, r.index][ci] += 1
+    return [(where[key], tuple(sorted(c.items()))) for key, c in sorted(held.items())
+            if all(ci in m.admit[where[key]] for ci in c)]
+
+
 def greedy_patterns(m: Model, k: int, value: dict[int, float]) -> list[tuple]:
     """Fillings of type k taken greedily (by value per byte, by value): cheap columns that
     spare most calls to the exact pricing."""
@@ -200,7 +241,7 @@ def greedy_patterns(m: Model, k: int, value: dict[int, float]) -> list[tuple]:
                 left, share_left = left - n * b, share_left - n * s
                 per_model[i] = per_model.get(i, 0) + n
         if pattern:
-            out.append(tuple(sorted(pattern)))
+            out.append(complete(m, k, tuple(sorted(pattern)), value))
     return out
 
 
