@@ -54,7 +54,7 @@ def test_the_stored_reference_plan_is_feasible_and_worth_its_value():
 
 
 @pytest.mark.xfail(strict=True, reason="planner finding (issue 19): on 8 x CPX with 64 replicas the planner places "
-                   "355 where a feasible plan places 356 (benchmarks/planner.py --seed 1, cpx case 1)")
+                   "355 where a feasible plan places 356 (tests/planner/data/cpx_case.json)")
 def test_planner_places_at_least_what_the_reference_plan_places():
     inv, demands, policy, data = cpx_case()
     assert placed_priority(plan(inv, demands, [], policy), demands) >= data["reference_value"]
