@@ -17,13 +17,14 @@ The real feasible set:
   sum to at most 1.
 Placed priority is the sum of priority + 1 over placed replicas.
 
-Three tools:
+Tools:
 - ``brute_force``: exact by exhaustive search over every mode combination and placement,
   with memoisation on the multiset of partition states (tiny cases: 1-2 GPUs, a few replicas);
-- ``assignment_optimum``: a direct assignment model (a boolean per instance slot, tp and
-  partition of every layout) solved by CP-SAT, for cases too large to enumerate;
 - ``upper_bound`` and ``check_plan``: a knapsack bound over the node's capacity and an
-  independent check that a plan is feasible; a feasible plan that reaches the bound is optimal.
+  independent check that a plan is feasible; a feasible plan that reaches the bound is optimal;
+- ``gpu_layouts``: every GPU's allowed layouts, straight from the catalog.
+For 8 GPUs x 64 replicas, benchmarks/reference_colgen.py proves optima by column generation
+and branch and price over these layouts, and re-checks every plan it finds with check_plan.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
-
-from ortools.sat.python import cp_model
 
 from gpu_sharing.hardware.catalog import get_spec
 
@@ -60,6 +59,8 @@ def gpu_layouts(inventory, policy) -> dict[int, list[tuple[object, object, tuple
             memories = [g.memory_mode]
         else:
             memories = [pinned_m[g.index]] if g.index in pinned_m else list(spec.memory_modes())
+            if g.memory_caps:  # what the firmware offers (amd-smi's memory caps) narrows the catalog
+                memories = [m for m in memories if m in g.memory_caps or m == g.memory_mode]
         layouts = []
         for c in computes:
             for m in memories:
@@ -200,11 +201,16 @@ def check_plan(inventory, demands, policy, plan) -> list[str]:
     used: dict[tuple[int, int], int] = {}
     shares: dict[tuple[int, int], float] = {}
     count: dict[str, int] = {}
+    ids = [x.instance_id for x in plan.placements]
+    errors += [f"{i}: placed twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
     for x in plan.placements:
         d = by_name.get(x.model)
         if d is None or x.tp not in d.bytes_per_rank_by_tp or len(x.partitions) != x.tp:
             errors.append(f"{x.instance_id}: tp {x.tp} not allowed")
             continue
+        if x.memory_bytes_per_rank < d.bytes_per_rank_by_tp[x.tp]:
+            errors.append(f"{x.instance_id}: {x.memory_bytes_per_rank} bytes per rank, the model needs "
+                          f"{d.bytes_per_rank_by_tp[x.tp]} at tp {x.tp}")
         count[x.model] = count.get(x.model, 0) + 1
         keys = [(r.gpu, r.index) for r in x.partitions]
         if len(set(keys)) != len(keys):
@@ -233,96 +239,3 @@ def check_plan(inventory, demands, policy, plan) -> list[str]:
 def placed_priority(plan, demands) -> int:
     prio = {d.name: d.priority for d in demands}
     return sum(prio[x.model] + 1 for x in plan.placements)
-
-
-def assignment_optimum(inventory, demands, policy, time_limit_s: float = 60.0, workers: int = 1,
-                       at_least: int = 0) -> tuple[int, int]:
-    """(best found, proven bound) of the direct assignment model: for every instance slot j of
-    every model, every tp t and every partition p of every layout, x[j, t, p] = 1 when the
-    slot's instance has a rank on p at tp t."""
-    m = cp_model.CpModel()
-    layouts = gpu_layouts(inventory, policy)
-    y = {}
-    for g, lays in layouts.items():
-        for o in range(len(lays)):
-            y[g, o] = m.NewBoolVar("")
-        m.AddExactlyOne(y[g, o] for o in range(len(lays)))
-    hive = {g.index: g.hive_id for g in inventory.gpus}
-    for h in set(hive.values()):
-        members = [g for g in layouts if hive[g] == h]
-        for mode in {lay[1] for g in members for lay in layouts[g]}:
-            picks = [sum(y[g, o] for o, lay in enumerate(layouts[g]) if lay[1] == mode) for g in members]
-            for a, b in zip(picks, picks[1:]):
-                m.Add(a == b)
-    load: dict[tuple, list] = {}
-    objective = []
-    for d in demands:
-        previous = None
-        for j in range(d.replicas):
-            on = m.NewBoolVar("")
-            tps = []
-            for tp, b in sorted(d.bytes_per_rank_by_tp.items()):
-                u = m.NewBoolVar("")
-                tps.append(u)
-                xs, in_hive = [], {}
-                for g, lays in layouts.items():
-                    for o, (_c, _m, ps) in enumerate(lays):
-                        for p in ps:
-                            if not _admissible(d, tp, p):
-                                continue
-                            x = m.NewBoolVar("")
-                            m.AddImplication(x, y[g, o])
-                            xs.append(x)
-                            in_hive.setdefault(p.hive, []).append(x)
-                            load.setdefault((g, o, p.index), []).append((b, d.compute_share or 0.0, x))
-                m.Add(sum(xs) == tp * u)
-                if len(in_hive) > 1:
-                    pick = {h: m.NewBoolVar("") for h in in_hive}
-                    m.Add(sum(pick.values()) == u)
-                    for h, hx in in_hive.items():
-                        for x in hx:
-                            m.AddImplication(x, pick[h])
-            m.Add(sum(tps) == on)
-            if previous is not None:
-                m.AddImplication(on, previous)  # slots of one model fill in order
-            previous = on
-            objective.append((d.priority + 1) * on)
-    for (g, o, k), terms in load.items():
-        part = layouts[g][o][2][k]
-        m.Add(sum(b * x for b, _s, x in terms) <= part.capacity_bytes)
-        if any(s for _b, s, _x in terms):
-            m.Add(sum(int(round(s * 10**6)) * x for _b, s, x in terms) <= 10**6)
-    total = sum(objective)
-    m.Add(total <= upper_bound(inventory, demands, policy))
-    if at_least:
-        m.Add(total >= at_least)
-    m.Maximize(total)
-    s = cp_model.CpSolver()
-    s.parameters.num_workers = workers
-    s.parameters.max_time_in_seconds = time_limit_s
-    code = s.Solve(m)
-    if code == cp_model.INFEASIBLE:
-        return 0, max(0, at_least - 1)  # nothing reaches at_least
-    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return 0, upper_bound(inventory, demands, policy)
-    return int(round(s.ObjectiveValue())), int(round(s.BestObjectiveBound()))
-
-
-def reference_optimum(inventory, demands, policy, plan=None, time_limit_s: float = 60.0) -> tuple[int | None, str]:
-    """The optimum and how it is known: a feasible plan (checked here) that reaches the knapsack
-    bound; else the assignment model, told that the plan's value is reachable."""
-    if len(inventory.gpus) <= 2 and sum(d.replicas for d in demands) <= 6:
-        return brute_force(inventory, demands, policy), "brute force"
-    bound = upper_bound(inventory, demands, policy)
-    value = None
-    if plan is not None and not check_plan(inventory, demands, policy, plan):
-        value = placed_priority(plan, demands)
-        if value >= bound:
-            return value, "plan reaches the knapsack bound"
-    found, proven = assignment_optimum(inventory, demands, policy, time_limit_s,
-                                       at_least=(value + 1) if value is not None else 0)
-    if value is not None and proven <= value:
-        return value, "assignment model proves nothing better than the plan"
-    if found and found >= proven:
-        return found, "assignment model optimal"
-    return None, f"assignment model left a gap: found {found}, bound {proven}"
