@@ -54,8 +54,9 @@ def _size(prob: Problem) -> int:
 
 
 def _search_space(full: Problem, modes, memory) -> tuple[Problem | None, str]:
-    """The full problem when it is small; else the full set at the first pass's modes (tp and
-    rank placement still free); else nothing (the plan keeps its gap against the full bound)."""
+    """The full problem when it is small; else the full set at the modes of the plan it starts
+    from (the first pass's, or a re-plan's kept plan; tp and rank placement still free); else
+    nothing (the plan keeps its gap against the full bound)."""
     if _size(full) <= FULL_MAX_RANK_VARS:
         return full, "every layout"
     fixed = {g.gpu: tuple(o for o, lay in enumerate(g.layouts)
@@ -63,7 +64,7 @@ def _search_space(full: Problem, modes, memory) -> tuple[Problem | None, str]:
     if all(fixed.values()):
         at_modes = narrow(full, fixed)
         if _size(at_modes) <= FULL_MAX_RANK_VARS:
-            return at_modes, "the first pass's modes"
+            return at_modes, "the starting plan's modes"
     return None, f"more than {FULL_MAX_RANK_VARS} rank variables"
 
 
@@ -119,4 +120,4 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
     return Widened(modes, memory, packing, SolverInfo(
         "cp-sat", float(placed), float(bound), _gap(placed, bound), wall,
         f"{info.status}; full feasible set ({scope}): cp-sat {res.status.lower()} placed {placed} "
-        f"(first pass {int(info.objective)}), bound {bound}"))
+        f"(starting plan {int(info.objective)}), bound {bound}"))
