@@ -70,6 +70,17 @@ class CliProcess:
         if self.poll() is None:
             self.send_signal(signal.SIGKILL)
 
+    def stop(self, timeout: float) -> None:
+        """Teardown: SIGTERM (the daemon's graceful stop), then SIGKILL after ``timeout`` seconds."""
+        if self.poll() is not None:
+            return
+        self.send_signal(signal.SIGTERM)
+        try:
+            self.wait(timeout)
+        except TimeoutError:
+            self.kill()
+            self.wait(10)
+
     @property
     def stdout(self) -> str:
         return self.stdout_path.read_text(errors="replace") if self.stdout_path.exists() else ""

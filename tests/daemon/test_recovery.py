@@ -131,13 +131,7 @@ def test_kill_failed_restart_hold_release(tmp_path: Path):
         sys.stderr.write(log.read_text()[-6000:] if log.exists() else "")
         raise
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except TimeoutError:
-                proc.kill()
-                proc.wait(timeout=10)
+        proc.stop(timeout=20)
         for p in pids:  # only after a failure: our fake vLLMs still alive
             try:
                 if b"vllm_server" in Path(f"/proc/{p}/cmdline").read_bytes():

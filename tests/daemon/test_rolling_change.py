@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -93,10 +91,4 @@ def test_four_replicas_roll_one_at_a_time_without_failed_requests(tmp_path: Path
         raise
     finally:
         stop.set()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except TimeoutError:
-                proc.kill()
-                proc.wait(timeout=10)
+        proc.stop(timeout=30)
