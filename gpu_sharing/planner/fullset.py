@@ -48,7 +48,7 @@ def _gap(objective: int, bound: int) -> float:
     return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
 
 
-def _size(prob: Problem) -> int:
+def rank_variables(prob: Problem) -> int:
     """Rank variables the counts model would have (what its build and search time grow with)."""
     return sum(len(g.layouts) * g.slots for g in prob.gpus) * len(prob.classes)
 
@@ -57,13 +57,13 @@ def _search_space(full: Problem, modes, memory) -> tuple[Problem | None, str]:
     """The full problem when it is small; else the full set at the modes of the plan it starts
     from (the first pass's, or a re-plan's kept plan; tp and rank placement still free); else
     nothing (the plan keeps its gap against the full bound)."""
-    if _size(full) <= FULL_MAX_RANK_VARS:
+    if rank_variables(full) <= FULL_MAX_RANK_VARS:
         return full, "every layout"
     fixed = {g.gpu: tuple(o for o, lay in enumerate(g.layouts)
                           if (lay.compute, lay.memory) == (modes[g.gpu], memory[g.gpu]))[:1] for g in full.gpus}
     if all(fixed.values()):
         at_modes = narrow(full, fixed)
-        if _size(at_modes) <= FULL_MAX_RANK_VARS:
+        if rank_variables(at_modes) <= FULL_MAX_RANK_VARS:
             return at_modes, "the starting plan's modes"
     return None, f"more than {FULL_MAX_RANK_VARS} rank variables"
 

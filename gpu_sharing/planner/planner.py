@@ -38,7 +38,7 @@ from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
 from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
-from gpu_sharing.planner.fullset import widen
+from gpu_sharing.planner.fullset import rank_variables, widen
 from gpu_sharing.planner.layout_search import search_layouts
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
@@ -268,17 +268,11 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     for g in inventory.gpus:
         if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
             candidates[g.index] = [g.compute_mode]
-    sur = surrogate(full)
-    bound = min(sur.bound, total_weight(demands))
-    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    bound, found = _search_full_set(inventory, demands, policy, specs, full, candidates, kept)
     rules = span_rules(build_problem(inventory, demands, policy))
     modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
                                        may_repartition=not policy.repartition_drains_node)
-    placed = placed_weight(packing)
-    verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
-    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
-                      f"kept what runs; layout search ({found.evaluations} layouts or choices packed): {verdict}")
+    info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ")
     plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
     return plan_, (modes, memory, packing, info, rules)
 
@@ -294,18 +288,25 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
+    bound, found = _search_full_set(inventory, demands, policy, specs, full,
+                                    _candidates(inventory, policy, specs, memory))
+    modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
+    info = _layout_info(placed_weight(packing), bound, found.evaluations)
+    return modes, memory, packing, info, rules, rank_variables(full)
+
+
+def _search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Problem, candidates, kept=None):
+    """The full-set knapsack's bound, and its choice packed at a few layouts (layout_search.py)."""
     sur = surrogate(full)
     bound = min(sur.bound, total_weight(demands))
     chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    found = search_layouts(inventory, demands, policy, specs, _candidates(inventory, policy, specs, memory), chosen,
-                           bound)
-    modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
-    placed = placed_weight(packing)
+    return bound, search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+
+
+def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "") -> SolverInfo:
     verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
-    info = SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
-                      f"layout search ({found.evaluations} layouts or choices packed): {verdict}")
-    rank_vars = sum(len(g.layouts) * g.slots for g in full.gpus) * len(full.classes)  # the counts model's size
-    return modes, memory, packing, info, rules, rank_vars
+    return SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+                      f"{prefix}layout search ({evaluations} layouts or choices packed): {verdict}")
 
 
 def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
