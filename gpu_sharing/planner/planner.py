@@ -6,7 +6,8 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
    otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
    a re-plan (no prefer_local_tp) first runs the same search with every protected running
    instance kept where it is (_keep_search): proven at the bound, it is the plan; otherwise
-   the steps below must place more priority to replace it;
+   the steps below must place more priority to replace it (on large nodes only step 1's
+   greedy runs: LAYOUT_FIRST_EXACT_MAX_RANK_VARS);
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.

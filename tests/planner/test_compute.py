@@ -123,3 +123,14 @@ def test_every_partition_gets_cu_masks_the_launcher_accepts(models, gpus, pinned
         resolve_cu_counts(cu_count=get_spec("MI300X").cus_per_partition(modes[ref.gpu]), requests=here)
     assert check_plan(inv, demands, policy, p) == []
     assert placed_priority(p, demands) == brute_force(inv, demands, policy)
+
+
+def test_a_tenant_without_a_share_is_not_stacked_on_shares_summing_to_one():
+    """One MI300X pinned to SPX: two 0.5-share replicas (priority 1) take every CU of the
+    partition, so the model without a share (priority 0) stays out although its bytes fit, and
+    its reason says the compute, not the bytes, is taken."""
+    p = plan(node(1), [demand("a", 4, 2, 1, share=0.5), demand("b", 4, 1, 0)], [],
+             PlannerPolicy(gpus=(GpuPolicy(0, C.SPX),)))
+    assert sorted(x.instance_id for x in p.placements) == ["a-0", "a-1"]
+    reason = p.unplaceable[0].reason
+    assert "the partition's compute is taken" in reason and "floor(share x CUs)" in reason
