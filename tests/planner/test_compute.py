@@ -111,7 +111,8 @@ def test_every_partition_gets_cu_masks_the_launcher_accepts(models, gpus, pinned
     a tenant without one, or 0.02 of a 38-CU CPX partition, are refused there), and the rule
     costs no placement an exhaustive search under the same rule finds (reference_optimum)."""
     inv = node(gpus)
-    demands = [demand(f"m{i}", gb, reps, prio, share=share) for i, (gb, reps, prio, share) in enumerate(models)]
+    demands = [demand(f"m{i}", gb, reps, prio, share=share, tps=(1, 2))  # tp 4 and 8 make the brute force slow
+               for i, (gb, reps, prio, share) in enumerate(models)]
     policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(gpus)) if pinned else ())
     p = plan(inv, demands, [], policy)
     tenants: dict = {}
