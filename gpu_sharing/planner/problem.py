@@ -189,7 +189,8 @@ def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
     out = {}
     for o, lay in enumerate(g.layouts):
         for tp in sorted(d.bytes_per_rank_by_tp):
-            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])]
+            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])
+                       and cus_fit(lay.cus[k], 0, d.compute_share)]
             if len(fitting) >= tp:
                 out[o] = tp
                 break
