@@ -6,20 +6,15 @@ from __future__ import annotations
 import itertools
 import random
 
+from test_planner import launcher_accepts
+
 from gpu_sharing.planner.mip import _fillings, _Group
-from gpu_sharing.isolation.cu_masks import resolve_cu_counts
-from gpu_sharing.errors import UserError
 from gpu_sharing.planner.problem import SHARE_UNITS
 
 
 def _accepted(counts, groups: list[_Group], cus: int) -> bool:
     """What the launcher says of these tenants on a partition of ``cus`` CUs."""
-    requests = {f"{j}-{n}": g.share for j, (c, g) in enumerate(zip(counts, groups)) for n in range(c)}
-    try:
-        resolve_cu_counts(cu_count=cus, requests=requests)
-    except UserError:
-        return False
-    return True
+    return launcher_accepts(cus, {f"{j}-{n}": g.share for j, (c, g) in enumerate(zip(counts, groups)) for n in range(c)})
 
 
 def _brute(groups: list[_Group], capacity: int, cus: int) -> set[tuple[int, ...]]:
