@@ -144,7 +144,8 @@ def start_master(m: Model) -> Master:
     for k, cls in m.admit.items():  # start: each class alone, as many ranks as fit
         for ci in cls:
             i, _tp, b, s, _w = m.classes[ci]
-            most = min(m.types[k][2] // b, m.demands[i].replicas, SHARE_SCALE // s if s else 10**9)
+            most = min(m.types[k][2] // b, m.demands[i].replicas, SHARE_SCALE // s if s else 10**9,
+                       m.types[k][4] // m.cus(k, ci))
             if most:
                 master.add(k, ((ci, most),))
     return master

@@ -13,8 +13,11 @@ The real feasible set:
   kept the degrees that divide the attention heads) and puts one rank on each of tp distinct
   partitions of one hive, on one GPU or several;
 - a partition holds ranks whose bytes fit its VRAM less the headroom, whose total VRAM is at
-  least the demand's min_partition_bytes, on GPUs the demand allows, and whose compute shares
-  sum to at most 1.
+  least the demand's min_partition_bytes, on GPUs the demand allows, whose compute shares
+  sum to at most 1, and whose CUs go round: the launcher gives a share floor(share x CUs) CUs
+  (at least one) and every tenant without a share at least one of the CUs the shares leave
+  (gpu_sharing/isolation/cu_masks.resolve_cu_counts, read from its code, not from the planner:
+  ``cu_need`` here). check_plan asks resolve_cu_counts itself.
 Placed priority is the sum of priority + 1 over placed replicas.
 
 Tools:
@@ -33,7 +36,9 @@ import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 
+from gpu_sharing.errors import UserError
 from gpu_sharing.hardware.catalog import get_spec
+from gpu_sharing.isolation.cu_masks import resolve_cu_counts
 
 TOL = 1e-9
 
@@ -45,6 +50,13 @@ class Part:
     hive: int
     total_bytes: int
     capacity_bytes: int
+    cus: int
+
+
+def cu_need(share: float | None, cus: int) -> int:
+    """CUs the launcher hands one tenant on a partition of ``cus`` CUs, at least: floor(share x
+    cus) for a share (0: refused), one for a tenant without a share (it splits what is left)."""
+    return int(share * cus + TOL) if share else 1
 
 
 def gpu_layouts(inventory, policy) -> dict[int, list[tuple[object, object, tuple[Part, ...]]]]:
@@ -70,8 +82,12 @@ def gpu_layouts(inventory, policy) -> dict[int, list[tuple[object, object, tuple
                     totals = [p.vram_total_bytes for p in sorted(g.partitions, key=lambda p: p.index)]
                 else:
                     totals = [spec.vram_per_partition_bytes(c)] * spec.partitions(c)
-                parts = tuple(Part(g.index, k, g.hive_id, t, int(t * (1.0 - policy.headroom_fraction)))
-                              for k, t in enumerate(totals))
+                if c == g.compute_mode and g.partitions:  # what the launcher reads: the partition's own count
+                    cus = [p.cu_count or spec.cus_per_partition(c) for p in sorted(g.partitions, key=lambda p: p.index)]
+                else:
+                    cus = [spec.cus_per_partition(c)] * spec.partitions(c)
+                parts = tuple(Part(g.index, k, g.hive_id, t, int(t * (1.0 - policy.headroom_fraction)), cu)
+                              for k, (t, cu) in enumerate(zip(totals, cus)))
                 layouts.append((c, m, parts))
         if not layouts:
             raise ValueError(f"GPU {g.index}: no valid layout under the policy")
@@ -92,7 +108,8 @@ def mode_combinations(inventory, policy):
 
 def _admissible(d, tp: int, p: Part) -> bool:
     return (d.bytes_per_rank_by_tp[tp] <= p.capacity_bytes and p.total_bytes >= d.min_partition_bytes
-            and (d.allowed_gpus is None or p.gpu in d.allowed_gpus) and (d.compute_share or 0.0) <= 1.0 + TOL)
+            and (d.allowed_gpus is None or p.gpu in d.allowed_gpus) and (d.compute_share or 0.0) <= 1.0 + TOL
+            and cu_need(d.compute_share, p.cus) >= 1)
 
 
 def _multisets(counts: list[tuple[tuple, int]], size: int):
@@ -116,13 +133,13 @@ def brute_force(inventory, demands, policy) -> int:
     best = 0
     for combo in mode_combinations(inventory, policy):
         parts = [p for _c, _m, ps in combo.values() for p in ps]
-        kinds = sorted({(p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1) for p in parts})
+        kinds = sorted({(p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1, p.cus) for p in parts})
 
         @lru_cache(maxsize=None)
         def search(m: int, left: int, state: tuple) -> int:
             """Best priority from demand m on (``left`` of its replicas still to decide; replicas
             are alike, so placing k of them means placing the first k); state: sorted
-            (kind, used bytes, used share) per partition, so equal states are searched once."""
+            (kind, used bytes, used share, used CUs) per partition, so equal states are searched once."""
             if m == len(demands):
                 return 0
             d = demands[m]
@@ -136,7 +153,8 @@ def brute_force(inventory, demands, policy) -> int:
                     for st in state:
                         k = kinds[st[0]]
                         if (st[1] + need <= k[2] and st[2] + share <= 1.0 + TOL
-                                and _admissible(d, tp, Part(k[3], 0, k[0], k[1], k[2]))):
+                                and st[3] + cu_need(d.compute_share, k[4]) <= k[4]
+                                and _admissible(d, tp, Part(k[3], 0, k[0], k[1], k[2], k[4]))):
                             fits.setdefault(k[0], {}).setdefault(st, 0)
                             fits[k[0]][st] += 1
                     for _hive, values in sorted(fits.items()):  # one hive per instance
@@ -144,15 +162,16 @@ def brute_force(inventory, demands, policy) -> int:
                             nxt = list(state)
                             for st in pick:
                                 nxt.remove(st)
-                                nxt.append((st[0], st[1] + need, round(st[2] + share, 9)))
+                                nxt.append((st[0], st[1] + need, round(st[2] + share, 9),
+                                            st[3] + cu_need(d.compute_share, kinds[st[0]][4])))
                             result = max(result, d.priority + 1 + search(m, left - 1, tuple(sorted(nxt))))
                             if result >= top:
                                 return result
             nxt_left = demands[m + 1].replicas if m + 1 < len(demands) else 0
             return max(result, search(m + 1, nxt_left, state))
 
-        start = tuple(sorted((kinds.index((p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1)),
-                              0, 0.0) for p in parts))
+        start = tuple(sorted((kinds.index((p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1,
+                                           p.cus)), 0, 0.0, 0) for p in parts))
         best = max(best, search(0, demands[0].replicas if demands else 0, start))
         search.cache_clear()
         if best >= rest[0]:
@@ -200,6 +219,7 @@ def check_plan(inventory, demands, policy, plan) -> list[str]:
             errors.append(f"hive of gpu {t.gpu}: two memory modes")
     used: dict[tuple[int, int], int] = {}
     shares: dict[tuple[int, int], float] = {}
+    tenants: dict[tuple[int, int], dict[str, float | None]] = {}
     count: dict[str, int] = {}
     ids = [x.instance_id for x in plan.placements]
     errors += [f"{i}: placed twice" for i in sorted({i for i in ids if ids.count(i) > 1})]
@@ -226,11 +246,19 @@ def check_plan(inventory, demands, policy, plan) -> list[str]:
                 errors.append(f"{x.instance_id}: partition {p.gpu}.{p.index} not allowed")
             used[p.gpu, p.index] = used.get((p.gpu, p.index), 0) + x.memory_bytes_per_rank
             shares[p.gpu, p.index] = shares.get((p.gpu, p.index), 0.0) + (d.compute_share or 0.0)
+            tenants.setdefault((p.gpu, p.index), {})[x.instance_id] = (float(d.compute_share) if d.compute_share
+                                                                       else None)
     for (g, k), b in used.items():
         if b > chosen[g][k].capacity_bytes:
             errors.append(f"partition {g}.{k}: {b} bytes > {chosen[g][k].capacity_bytes}")
         if shares[g, k] > 1.0 + TOL:
             errors.append(f"partition {g}.{k}: compute shares sum to {shares[g, k]}")
+        here = tenants[g, k]
+        if len(here) > 1 or any(here.values()):  # what the launcher does with them (reconcile/cu_sharing.py)
+            try:
+                resolve_cu_counts(cu_count=chosen[g][k].cus, requests=here)
+            except UserError as e:
+                errors.append(f"partition {g}.{k}: the launcher refuses its CU masks: {e}")
     errors += [f"{m}: {n} replicas placed, {by_name[m].replicas} wanted" for m, n in count.items()
                if n > by_name[m].replicas]
     return errors

@@ -6,7 +6,9 @@ and the inventory). A *type* is the partitions of one hive with the same total a
 (and GPU, when a demand pins GPUs); a *kind* is the GPUs of one hive with the same layouts; a
 *class* is (model, tp); a *pattern* is the ranks per class one partition of a type holds: bytes
 within its usable bytes, compute shares summing to at most 1 (each rank carries its model's
-share, as the planner's packing defines it), at most ``replicas`` ranks of one model.
+share, as the planner's packing defines it), CUs that go round (reference_optimum.cu_need: a
+share takes floor(share x CUs), a rank without one at least one CU; so a type also has its
+CUs), at most ``replicas`` ranks of one model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ortools.sat.python import cp_model
-from reference_optimum import Part, _admissible, gpu_layouts
+from reference_optimum import Part, _admissible, cu_need, gpu_layouts
 
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.types import GpuTarget, Placement
@@ -26,13 +28,21 @@ SHARE_SCALE = 10**6
 class Model:
     """The aggregated problem: types, kinds, classes and the columns generated so far."""
 
-    types: list[tuple]  # (hive, total, capacity, gpu or -1)
+    types: list[tuple]  # (hive, total, capacity, gpu or -1, CUs)
     kinds: list[dict]  # {"hive", "count", "layouts": [(memory mode, {type: partitions})]}
     classes: list[tuple]  # (demand index, tp, bytes, share units, weight)
     demands: list
     admit: dict[int, list[int]]  # type -> classes its partitions may hold
     columns: dict[int, set[tuple]] = field(default_factory=dict)  # type -> patterns ((class, count), ...)
     layouts: dict = field(default_factory=dict)  # gpu -> [(compute, memory, [(partition index, type)])]
+
+    def cus(self, k: int, ci: int) -> int:
+        """CUs one rank of class ci takes on a partition of type k (reference_optimum.cu_need)."""
+        return cu_need(self.demands[self.classes[ci][0]].compute_share, self.types[k][4])
+
+    def cus_fit(self, k: int, pattern) -> bool:
+        """Whether the ranks of ``pattern`` ((class, count), ...) get their CUs on type k."""
+        return sum(self.cus(k, ci) * n for ci, n in pattern) <= self.types[k][4]
 
     def type_max(self, k: int) -> int:
         return sum(kd["count"] * max(lay[1].get(k, 0) for lay in kd["layouts"]) for kd in self.kinds)
@@ -50,7 +60,7 @@ def build(inventory, demands, policy) -> Model:
             counts: dict[int, int] = {}
             refs = []
             for p in parts:
-                key = (p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1)
+                key = (p.hive, p.total_bytes, p.capacity_bytes, p.gpu if gpu_matters else -1, p.cus)
                 k = types.setdefault(key, len(types))
                 counts[k] = counts.get(k, 0) + 1
                 refs.append((p.index, k))
@@ -71,8 +81,8 @@ def build(inventory, demands, policy) -> Model:
             classes.append((i, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
     type_list = sorted(types, key=types.get)
     admit = {}
-    for k, (hive, total, cap, gpu) in enumerate(type_list):
-        part = Part(gpu, 0, hive, total, cap)
+    for k, (hive, total, cap, gpu, cus) in enumerate(type_list):
+        part = Part(gpu, 0, hive, total, cap, cus)
         admit[k] = [ci for ci, (i, tp, b, s, _w) in enumerate(classes)
                     if s <= SHARE_SCALE and _admissible(demands[i], tp, part)]
     return Model(type_list, list(kinds.values()), classes, list(demands), admit, {}, gpu_parts)
@@ -82,14 +92,14 @@ PRICE_SCALE = 10**6
 
 
 def _pattern_model(m: Model, k: int, value: dict[int, float], penalty: dict[int, float] | None = None):
-    """CP-SAT model of type k's patterns: ranks per class within bytes, shares and replicas;
+    """CP-SAT model of type k's patterns: ranks per class within bytes, shares, CUs and replicas;
     objective sum(count x value) (+ the penalty of each class present), scaled to integers."""
     model = cp_model.CpModel()
     cap = m.types[k][2]
     a, terms, bounds = {}, [], {}
     for ci in m.admit[k]:
         i, _tp, b, s, _w = m.classes[ci]
-        most = min(cap // b, m.demands[i].replicas, SHARE_SCALE // s if s else cap)
+        most = min(cap // b, m.demands[i].replicas, SHARE_SCALE // s if s else cap, m.types[k][4] // m.cus(k, ci))
         if most <= 0:
             continue
         a[ci] = model.NewIntVar(0, most, f"a{ci}")
@@ -103,6 +113,8 @@ def _pattern_model(m: Model, k: int, value: dict[int, float], penalty: dict[int,
     model.Add(sum(m.classes[ci][2] * v for ci, v in a.items()) <= cap)
     if any(m.classes[ci][3] for ci in a):
         model.Add(sum(m.classes[ci][3] * v for ci, v in a.items()) <= SHARE_SCALE)
+    if sum(m.cus(k, ci) * bounds[ci] for ci in a) > m.types[k][4]:
+        model.Add(sum(m.cus(k, ci) * v for ci, v in a.items()) <= m.types[k][4])
     for i in {m.classes[ci][0] for ci in a}:
         model.Add(sum(v for ci, v in a.items() if m.classes[ci][0] == i) <= m.demands[i].replicas)
     return model, a, sum(terms), bounds
@@ -168,15 +180,17 @@ def complete(m: Model, k: int, pattern: tuple, value: dict[int, float]) -> tuple
     counts = dict(pattern)
     left = m.types[k][2] - sum(m.classes[ci][2] * n for ci, n in counts.items())
     share_left = SHARE_SCALE - sum(m.classes[ci][3] * n for ci, n in counts.items())
+    cus_left = m.types[k][4] - sum(m.cus(k, ci) * n for ci, n in counts.items())
     per_model: dict[int, int] = {}
     for ci, n in counts.items():
         per_model[m.classes[ci][0]] = per_model.get(m.classes[ci][0], 0) + n
     for ci in sorted(m.admit[k], key=lambda ci: (-value.get(ci, 0.0), -m.classes[ci][4] / m.classes[ci][2], ci)):
         i, _tp, b, s, _w = m.classes[ci]
-        n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left)
+        n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left,
+                cus_left // m.cus(k, ci))
         if n > 0:
             counts[ci] = counts.get(ci, 0) + n
-            left, share_left = left - n * b, share_left - n * s
+            left, share_left, cus_left = left - n * b, share_left - n * s, cus_left - n * m.cus(k, ci)
             per_model[i] = per_model.get(i, 0) + n
     return tuple(sorted(counts.items()))
 
@@ -184,9 +198,10 @@ def complete(m: Model, k: int, pattern: tuple, value: dict[int, float]) -> tuple
 def _best_pattern(m: Model, k: int, value: dict[int, float]) -> tuple[float, tuple]:
     """(an upper bound on the best pattern's value, the best pattern found): by dynamic
     programming where the grid is coarse enough, else by CP-SAT (the bound then covers the
-    rounding of values to integers, half a unit per rank)."""
+    rounding of values to integers, half a unit per rank). The dynamic programme leaves CUs
+    out (a relaxation): its optimum counts only when its pattern gives every rank its CUs."""
     exact = _dp_pattern(m, k, value)
-    if exact is not None:
+    if exact is not None and m.cus_fit(k, exact[1]):
         return exact[0], complete(m, k, exact[1], value)
     model, a, objective, bounds = _pattern_model(m, k, value)
     if not a:
@@ -223,7 +238,7 @@ def plan_patterns(m: Model, plan) -> list[tuple[int, tuple]]:
                 held.setdefault((r.gpu, r.index), {}).setdefault(ci, 0)
                 held[r.gpu, r.index][ci] += 1
     return [(where[key], tuple(sorted(c.items()))) for key, c in sorted(held.items())
-            if all(ci in m.admit[where[key]] for ci in c)]
+            if all(ci in m.admit[where[key]] for ci in c) and m.cus_fit(where[key], tuple(c.items()))]
 
 
 def greedy_patterns(m: Model, k: int, value: dict[int, float]) -> list[tuple]:
@@ -232,13 +247,14 @@ def greedy_patterns(m: Model, k: int, value: dict[int, float]) -> list[tuple]:
     out = []
     cls = [ci for ci in m.admit[k] if value.get(ci, 0.0) > 1e-9]
     for key in (lambda ci: -value[ci] / m.classes[ci][2], lambda ci: -value[ci]):
-        left, share_left, per_model, pattern = m.types[k][2], SHARE_SCALE, {}, []
+        left, share_left, cus_left, per_model, pattern = m.types[k][2], SHARE_SCALE, m.types[k][4], {}, []
         for ci in sorted(cls, key=key):
             i, _tp, b, s, _w = m.classes[ci]
-            n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left)
+            n = min(left // b, m.demands[i].replicas - per_model.get(i, 0), share_left // s if s else left,
+                    cus_left // m.cus(k, ci))
             if n > 0:
                 pattern.append((ci, n))
-                left, share_left = left - n * b, share_left - n * s
+                left, share_left, cus_left = left - n * b, share_left - n * s, cus_left - n * m.cus(k, ci)
                 per_model[i] = per_model.get(i, 0) + n
         if pattern:
             out.append(complete(m, k, tuple(sorted(pattern)), value))

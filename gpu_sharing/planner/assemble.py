@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.planner.packing import Packing
+from gpu_sharing.planner.problem import partition_cus as partition_cus_of
 from gpu_sharing.planner.reasons import unplaceable_reasons
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, Placement, Plan, PlannerPolicy, RunningInstance,
                                        SolverInfo, Unplaceable)
@@ -24,12 +25,7 @@ def partition_cus(inventory, modes) -> dict:
     """PartitionRef-like (gpu, index) -> CUs of that partition in its target mode."""
     out = {}
     for g in inventory.gpus:
-        mode = modes[g.index]
-        if mode == g.compute_mode and g.partitions:
-            out.update({(g.index, p.index): p.cu_count for p in g.partitions})
-        else:
-            spec = get_spec(g.model)
-            out.update({(g.index, k): spec.cus_per_partition(mode) for k in range(spec.partitions(mode))})
+        out.update({(g.index, k): cus for k, cus in enumerate(partition_cus_of(g, get_spec(g.model), modes[g.index]))})
     return out
 
 

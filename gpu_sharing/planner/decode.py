@@ -27,7 +27,7 @@ def _slots(prob: Problem, sol: Solution) -> dict[PartitionRef, Slot]:
         lay = g.layouts[sol.layout[g.gpu]]
         for k in range(lay.partitions):
             ref = PartitionRef(g.gpu, k)
-            out[ref] = Slot(ref, g.hive, lay.capacity_bytes[k], lay.total_bytes[k])
+            out[ref] = Slot(ref, g.hive, lay.capacity_bytes[k], lay.total_bytes[k], cus=lay.cus[k])
     return out
 
 

@@ -1,7 +1,7 @@
 """Why the placed-priority search may fix most GPUs to their coarsest layout, and where it may not.
 
-Claim. Let GPU g allow a single-partition layout A (SPX) whose usable bytes are at least the
-sum over the partitions of every other allowed layout, with the same memory mode, and let
+Claim. Let GPU g allow a single-partition layout A (SPX) whose usable bytes and CUs are at least
+the sums over the partitions of every other allowed layout, with the same memory mode, and let
 every model that one GPU can hold (a "local" model on g, problem.py rule 2):
   - ask for no compute share,
   - allow tp=1, fit A with tp=1, and need no fewer bytes in all at a larger tp
@@ -10,7 +10,8 @@ Then any feasible plan can be changed into one with g in A that places the same 
 Proof. If g is in A, nothing changes. Otherwise g holds only local instances (rule 3: ranks of
 spanning models sit only on a GPU's coarsest layout). Replace each by a tp=1 instance of the
 same model on A's partition: its bytes drop from t * b_t to b_1, so the total stays within
-the old layout's partitions, which fit in A; no share constraint applies; A's partition is
+the old layout's partitions, which fit in A; no share constraint applies, and A's CUs (at
+least the sum over the other layout's partitions) still give every tenant one; A's partition is
 at least as large, so min_partition_bytes and the smallest-fitting-tp rule hold (b_1 fits A).
 Other GPUs are untouched. Hence the best placed priority with such GPUs restricted to A is
 the best placed priority overall, and a proof found on the restricted problem is a proof for
@@ -34,7 +35,7 @@ def _dominates(prob: Problem, g: GpuChoices) -> bool:
         return False
     for lay in g.layouts:
         if (sum(lay.capacity_bytes) > a.capacity_bytes[0] or max(lay.total_bytes) > a.total_bytes[0]
-                or lay.memory != a.memory):
+                or lay.memory != a.memory or sum(lay.cus) > a.cus[0]):
             return False
     for di, d in enumerate(prob.demands):
         local = prob.local_layouts.get((g.gpu, di))

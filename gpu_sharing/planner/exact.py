@@ -23,7 +23,7 @@ from typing import Sequence
 
 from ortools.sat.python import cp_model
 
-from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
+from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem, cu_cost
 from gpu_sharing.planner.solution import Scope, Solution, SolveResult
 from gpu_sharing.planner.surrogate import surrogate_bound
 from gpu_sharing.planner.types import RunningInstance
@@ -54,11 +54,13 @@ def _build(prob: Problem, symmetry: bool) -> _Model:
         for k in range(g.slots):
             active = [o for o, lay in enumerate(g.layouts) if k < lay.partitions]
             here = at_slot.setdefault((g.gpu, k), [])
+            top: dict[int, int] = {}  # class -> its ranks' upper bound here
             for ci, c in enumerate(prob.classes):
                 admits = prob.admits(g, k, c)
                 if not admits:
                     continue
-                v = m.NewIntVar(0, prob.rank_bound(g, k, c, admits), f"r{g.gpu}_{k}_{ci}")
+                top[ci] = prob.rank_bound(g, k, c, admits)
+                v = m.NewIntVar(0, top[ci], f"r{g.gpu}_{k}_{ci}")
                 r[g.gpu, k, ci] = v
                 here.append((ci, v))
                 scoped.setdefault((ci, prob.scope(g, c)), []).append((g.gpu, v))
@@ -70,6 +72,7 @@ def _build(prob: Problem, symmetry: bool) -> _Model:
                 shares = [(prob.classes[ci].share_units, v) for ci, v in here if prob.classes[ci].share_units]
                 if shares:
                     m.Add(sum(s * v for s, v in shares) <= SHARE_UNITS)
+                _cus_cover_tenants(m, prob, g, k, active, [(ci, v, top[ci]) for ci, v in here], y)
     n: dict[tuple[int, Scope], cp_model.IntVar] = {}
     for (ci, scope), entries in scoped.items():
         c = prob.classes[ci]
@@ -97,6 +100,19 @@ def _build(prob: Problem, symmetry: bool) -> _Model:
     if symmetry:
         _break_symmetry(model, prob)
     return model
+
+
+def _cus_cover_tenants(m, prob: Problem, g: GpuChoices, k: int, active: list[int], here: list, y) -> None:
+    """The partition's CUs cover its tenants (problem.cus_fit: floor(share x CUs) per share, one
+    per tenant without one), in each layout that has this slot; left out where it cannot bind."""
+    for o in active:
+        cus = g.layouts[o].cus[k]
+        costs = [(cu_cost(prob.classes[ci].demand.compute_share, cus), v, most) for ci, v, most in here]
+        if sum(c * most for c, _v, most in costs) <= cus:
+            continue
+        con = m.Add(sum(c * v for c, v, _most in costs) <= cus)
+        if len(active) > 1:
+            con.OnlyEnforceIf(y[g.gpu, o])
 
 
 def _same_memory_per_hive(m, prob: Problem, y) -> None:

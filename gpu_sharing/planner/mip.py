@@ -23,7 +23,7 @@ from gpu_sharing.planner import exact
 from gpu_sharing.planner.solution import Scope, Solution, SolveResult
 from gpu_sharing.planner.surrogate import surrogate_bound
 from gpu_sharing.planner.decode import group_ranks
-from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem
+from gpu_sharing.planner.problem import SHARE_UNITS, GpuChoices, Problem, cu_cost
 
 
 SCIP_NODES_PER_SECOND = 100
@@ -39,6 +39,8 @@ class _Group:
     classes: tuple[int, ...]
     ranks: int
     """Most ranks all its replicas could need."""
+    share: float | None = None
+    """The compute share itself: the CUs a rank takes depend on it (problem.cu_cost)."""
 
 
 def _groups(prob: Problem) -> tuple[list[_Group], dict[tuple[int, int, int], list[int]]] | None:
@@ -54,55 +56,63 @@ def _groups(prob: Problem) -> tuple[list[_Group], dict[tuple[int, int, int], lis
             if len(kinds) > 1:
                 return None
             spans = kinds.pop()
-            keys.setdefault((c.tp, c.bytes_per_rank, c.share_units, spans, where), []).append(ci)
+            keys.setdefault((c.tp, c.bytes_per_rank, c.share_units, c.demand.compute_share or 0.0, spans, where),
+                            []).append(ci)
     groups, slots = [], {}
-    for (tp, b, share, spans, where), cis in sorted(keys.items(), key=lambda kv: (-kv[0][1], kv[0][0], min(kv[1]))):
-        groups.append(_Group(tp, b, share, spans, tuple(cis), tp * sum(prob.classes[ci].demand.replicas for ci in cis)))
+    for (tp, b, units, share, spans, where), cis in sorted(keys.items(),
+                                                           key=lambda kv: (-kv[0][1], kv[0][0], min(kv[1]))):
+        groups.append(_Group(tp, b, units, spans, tuple(cis), tp * sum(prob.classes[ci].demand.replicas for ci in cis),
+                             share or None))
         for g, k, o in where:
             slots.setdefault((g, o, k), []).append(len(groups) - 1)
     return groups, slots
 
 
 def _fillings(groups: list[_Group], admissible: tuple[int, ...], capacity: int,
-              limit: int) -> list[tuple[int, ...]] | None:
-    """Every maximal filling of one partition (counts per admissible group), or None when there
-    are more than ``limit`` or one could hold two ranks of a tp>1 local group."""
+              limit: int, cus: int) -> list[tuple[int, ...]] | None:
+    """Every maximal filling of one partition of ``capacity`` usable bytes and ``cus`` CUs
+    (counts per admissible group; bytes, share units and problem.cu_cost within them), or None
+    when there are more than ``limit`` or one could hold two ranks of a tp>1 local group."""
     items = [groups[j] for j in admissible]
+    cost = [cu_cost(t.share, cus) for t in items]
     out: list[tuple[int, ...]] = []
     counts: list[int] = []
-    # the most bytes and share units items i.. could still take: a branch that leaves room for
-    # one more rank of an item taken below its need, whatever follows, has no maximal filling
+    # the most bytes, share units and CUs items i.. could still take: a branch that leaves room
+    # for one more rank of an item taken below its need, whatever follows, has no maximal filling
     # (pruned at once instead of at every leaf under it; the fillings found are the same)
     most_bytes = [0] * (len(items) + 1)
     most_share = [0] * (len(items) + 1)
+    most_cus = [0] * (len(items) + 1)
     for i in range(len(items) - 1, -1, -1):
         most_bytes[i] = most_bytes[i + 1] + items[i].ranks * items[i].bytes_per_rank
         most_share[i] = most_share[i + 1] + items[i].ranks * items[i].share_units
+        most_cus[i] = most_cus[i + 1] + items[i].ranks * cost[i]
     short: list[int] = []  # items taken below their need so far
 
-    def open_room(i: int, left: int, share_left: int) -> bool:
-        floor_bytes, floor_share = left - most_bytes[i], share_left - most_share[i]
-        return any(items[j].bytes_per_rank <= floor_bytes and items[j].share_units <= floor_share for j in short)
+    def room_for(j: int, left: int, share_left: int, cus_left: int) -> bool:
+        return (items[j].bytes_per_rank <= left and items[j].share_units <= share_left
+                and 1 <= cost[j] <= cus_left)
 
-    def rec(i: int, left: int, share_left: int) -> bool:
-        if short and open_room(i, left, share_left):
+    def rec(i: int, left: int, share_left: int, cus_left: int) -> bool:
+        if short and any(room_for(j, left - most_bytes[i], share_left - most_share[i], cus_left - most_cus[i])
+                         for j in short):
             return True  # not maximal whatever follows
         if i == len(items):
-            if any(counts[j] < t.ranks and t.bytes_per_rank <= left and t.share_units <= share_left
-                   for j, t in enumerate(items)):
+            if any(counts[j] < t.ranks and room_for(j, left, share_left, cus_left) for j, t in enumerate(items)):
                 return True  # not maximal: a larger filling covers it
             out.append(tuple(counts))
             return len(out) <= limit
         t = items[i]
         most = min(t.ranks, left // max(1, t.bytes_per_rank),
-                   share_left // t.share_units if t.share_units else t.ranks)
+                   share_left // t.share_units if t.share_units else t.ranks,
+                   cus_left // cost[i] if cost[i] else 0)
         if most > 1 and t.tp > 1 and not t.spans:
             return False
         for k in range(most, -1, -1):
             counts.append(k)
             if k < t.ranks:
                 short.append(i)
-            ok = rec(i + 1, left - k * t.bytes_per_rank, share_left - k * t.share_units)
+            ok = rec(i + 1, left - k * t.bytes_per_rank, share_left - k * t.share_units, cus_left - k * cost[i])
             if k < t.ranks:
                 short.pop()
             counts.pop()
@@ -110,7 +120,7 @@ def _fillings(groups: list[_Group], admissible: tuple[int, ...], capacity: int,
                 return False
         return True
 
-    return out if rec(0, capacity, SHARE_UNITS) else None
+    return out if rec(0, capacity, SHARE_UNITS, cus) else None
 
 
 @dataclass(frozen=True)
@@ -157,17 +167,17 @@ def solve_by_configurations(prob: Problem, time_limit_s: float, at_least: int = 
             z[ui, o] = s.IntVar(0, m, "") if len(g.layouts) > 1 else m
             types: dict[tuple, int] = {}
             for k in range(lay.partitions):
-                key = (lay.capacity_bytes[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
+                key = (lay.capacity_bytes[k], lay.cus[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
                 types[key] = types.get(key, 0) + 1
-            for (capacity, adm), count in sorted(types.items()):
-                if (capacity, adm) not in cache:
+            for (capacity, cus, adm), count in sorted(types.items()):
+                if (capacity, cus, adm) not in cache:
                     left = max_fillings - sum(len(f) for f in cache.values() if f)
-                    cache[capacity, adm] = _fillings(groups, adm, capacity, left) if left > 0 else None
-                fillings = cache[capacity, adm]
+                    cache[capacity, cus, adm] = _fillings(groups, adm, capacity, left, cus) if left > 0 else None
+                fillings = cache[capacity, cus, adm]
                 if fillings is None:  # too many for the budget: CP-SAT alone decides
                     return None
                 xs = [(f, s.IntVar(0, count * m, "")) for f in fillings]
-                y[ui, o, (capacity, adm)] = xs
+                y[ui, o, (capacity, cus, adm)] = xs
                 _linear(s, [(1, x) for _f, x in xs] + [(-count, z[ui, o])], 0, 0)
                 for f, x in xs:
                     for j, a in zip(adm, f):
@@ -272,14 +282,14 @@ def _decode(prob: Problem, units: list[_Unit], admissible, z, y, instances, per_
             free: dict[tuple, list[tuple[int, int]]] = {}
             for gpu in (x for x in u.gpus if layout[x] == o):
                 for k in range(lay.partitions):
-                    key = (lay.capacity_bytes[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
+                    key = (lay.capacity_bytes[k], lay.cus[k], tuple(sorted(admissible.get((g.gpu, o, k), []))))
                     free.setdefault(key, []).append((gpu, k))
             for key, slots in sorted(free.items()):
                 it = iter(slots)
                 for f, x in y.get((ui, o, key), []):
                     for _ in range(_int(x)):
                         gpu, k = next(it)
-                        for j, a in zip(key[1], f):
+                        for j, a in zip(key[2], f):
                             slot_ranks.setdefault((gpu, j), []).extend([k] * a)
     made: dict[int, list[tuple[tuple, tuple[tuple[int, int], ...]]]] = {}
     for (j, scope), n in sorted(instances.items(), key=lambda kv: (kv[0][0], kv[0][1])):

@@ -9,8 +9,9 @@ Three phases, so that what runs is disturbed only when it must be:
    same model (failure domains) and the smallest tensor-parallel degree;
 3. evict: a replica that still does not fit may displace lower-priority instances
    (lowest priority first); the displaced ones are re-placed elsewhere when possible.
-A partition is never over-committed: per-rank bytes plus the headroom fit its VRAM, and
-compute shares on one partition sum to at most 1.
+A partition is never over-committed: per-rank bytes plus the headroom fit its VRAM, compute
+shares on one partition sum to at most 1, and its CUs cover every tenant (problem.cus_fit:
+floor(share x CUs) per share, at least one CU per tenant without a share).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Mapping, Sequence
 from gpu_sharing.hardware.catalog import GpuModelSpec
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
 from gpu_sharing.hardware.modes import ComputePartitionMode
-from gpu_sharing.planner.problem import Problem, coarsest, rank_fits
+from gpu_sharing.planner.problem import Problem, coarsest, cu_cost, partition_cus, rank_fits
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy, PreemptPolicy, RunningInstance
 
 
@@ -34,9 +35,20 @@ class Slot:
     used_bytes: int = 0
     share_used: float = 0.0
     occupants: list[str] = field(default_factory=list)
+    cus: int = 0
+    """The partition's CUs."""
+    cus_used: int = 0
+    """Sum of problem.cu_cost over the ranks placed here."""
 
     def fits(self, nbytes: int, share: float | None) -> bool:
-        return self.used_bytes + nbytes <= self.capacity_bytes and self.share_used + (share or 0.0) <= 1.0 + 1e-9
+        if self.used_bytes + nbytes > self.capacity_bytes:
+            return False
+        # problem.cus_fit written inline (this runs in the greedy's inner loop, ~10^5 calls a plan):
+        # one CU for a tenant without a share, floor(share x CUs + 1e-9) >= 1 for a share
+        if not share:
+            return self.cus_used < self.cus
+        cost = int(share * self.cus + 1e-9)
+        return self.share_used + share <= 1.0 + 1e-9 and 1 <= cost <= self.cus - self.cus_used
 
 
 @dataclass(frozen=True)
@@ -76,12 +88,12 @@ def build_slots(inventory: Inventory, modes: dict[int, ComputePartitionMode], sp
         spec = specs[gpu.index]
         mode = modes[gpu.index]
         if mode == gpu.compute_mode and gpu.partitions:
-            totals = [(p.index, p.vram_total_bytes) for p in gpu.partitions]
+            totals = [(p.index, p.vram_total_bytes) for p in sorted(gpu.partitions, key=lambda p: p.index)]
         else:
             totals = [(k, spec.vram_per_partition_bytes(mode)) for k in range(spec.partitions(mode))]
-        for k, total in totals:
+        for (k, total), cus in zip(totals, partition_cus(gpu, spec, mode)):
             ref = PartitionRef(gpu.index, k)
-            slots[ref] = Slot(ref, gpu.hive_id, int(total * (1.0 - policy.headroom_fraction)), total)
+            slots[ref] = Slot(ref, gpu.hive_id, int(total * (1.0 - policy.headroom_fraction)), total, cus=cus)
     return slots
 
 
@@ -112,6 +124,7 @@ def _occupy(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s = slots[ref]
         s.used_bytes += a.bytes_per_rank
         s.share_used += a.item.demand.compute_share or 0.0
+        s.cus_used += cu_cost(a.item.demand.compute_share, s.cus)
         s.occupants.append(a.item.instance_id)
 
 
@@ -120,6 +133,7 @@ def _release(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s = slots[ref]
         s.used_bytes -= a.bytes_per_rank
         s.share_used -= a.item.demand.compute_share or 0.0
+        s.cus_used -= cu_cost(a.item.demand.compute_share, s.cus)
         s.occupants.remove(a.item.instance_id)
 
 

@@ -6,7 +6,8 @@ The pipeline (docs/architecture.md, "Planner pipeline"):
    otherwise it goes to the full-set search (fullset.py) on small nodes, or keeps its gap;
    a re-plan (no prefer_local_tp) first runs the same search with every protected running
    instance kept where it is (_keep_search): proven at the bound, it is the plan; otherwise
-   the steps below must place more priority to replace it;
+   the steps below must place more priority to replace it (on large nodes only step 1's
+   greedy runs: LAYOUT_FIRST_EXACT_MAX_RANK_VARS);
 1. greedy at the current modes (packing.py: keep what runs, best fit, priority eviction;
    priority-first and first-fit-decreasing orders). When it places every replica it is
    optimal and disturbs nothing: the plan is done.
@@ -62,7 +63,11 @@ LAYOUT_FIRST_EXACT_MAX_RANK_VARS = 1500
 """After the layout search, the full-set CP-SAT search (fullset.py) runs only on problems with
 at most this many rank variables over every layout (1-2 GPUs): on 8-GPU nodes it found
 nothing better than the layout search in its share of the budget (measured on the
-benchmark's shares and NPS families) and cost 1-3 s of model building and search."""
+benchmark's shares and NPS families) and cost 1-3 s of model building and search.
+The same size rule holds after a re-plan's keeping search: above it only the first pass's
+greedy (which evicts for higher priority) runs, not SCIP's proof nor the CP-SAT phases. Measured
+on the benchmark's 8-GPU re-plans (seeds 1-3, 10 cases each): those models found a plan that
+plan() could take over the keeping plan in 0 of 15 cases with a gap, and cost 150-1,300 ms."""
 
 
 def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
@@ -133,16 +138,20 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
     specs = _specs(inventory)
     if (current and not policy.prefer_local_tp  # a re-plan: first what keeps every protected instance
             and _memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
-        kept_plan, kept_parts = _keep_search(inventory, demands, current, policy)
+        kept_plan, kept_parts, kept_vars = _keep_search(inventory, demands, current, policy)
         if kept_plan.solver.gap == 0:
             return kept_plan
+        exact_after = kept_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     if not policy.prefer_local_tp and not current:  # nothing runs: the layout search over the full set first
         modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
         modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy,
-                                                          _placed(kept_plan, demands) if kept_plan else -1)
+                                                          _placed(kept_plan, demands) if kept_plan else -1, exact_after)
         if kept_plan is not None and placed_weight(packing) <= _placed(kept_plan, demands):
+            if not exact_after:  # nothing better to search from: the plan that keeps what runs stands
+                return replace(kept_plan, solver=replace(kept_plan.solver, status=f"{kept_plan.solver.status}; "
+                                                         f"the greedy at the current modes placed {placed_weight(packing)}"))
             modes, memory, packing, info, rules = kept_parts  # the full-set search starts from the better plan
     first = None
     if policy.prefer_local_tp:  # the operator chose the rules: maximal under them, proven against them
@@ -274,7 +283,7 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
                                        may_repartition=not policy.repartition_drains_node)
     info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ")
     plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
-    return plan_, (modes, memory, packing, info, rules)
+    return plan_, (modes, memory, packing, info, rules), rank_variables(full)
 
 
 def _layout_first(inventory, demands, policy: PlannerPolicy):
@@ -309,10 +318,11 @@ def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "") ->
                       f"{prefix}layout search ({evaluations} layouts or choices packed): {verdict}")
 
 
-def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
+def _first_pass(inventory, demands, current, policy, kept_placed: int = -1, prove: bool = True):
     """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
-    problem dominance.py reduces, then least disruption, skipped when the proven priority is no
-    more than ``kept_placed`` (the re-plan's keeping search: its plan wins such a tie anyway)."""
+    problem dominance.py reduces (unless not ``prove``), then least disruption, skipped when the
+    proven priority is no more than ``kept_placed`` (the re-plan's keeping search: its plan wins
+    such a tie anyway)."""
     specs = _specs(inventory)
     memory = _memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
@@ -323,6 +333,11 @@ def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):
     if greedy_placed >= everything:
         info = SolverInfo("greedy", float(greedy_placed), float(everything), 0.0,
                           status=f"optimal: every replica placed ({note})")
+        return modes, memory, best, info, rules
+    if not prove:  # a large node's re-plan: the keeping search's plan stands unless this greedy beats it
+        info = SolverInfo("greedy", float(greedy_placed), float(everything), _gap(greedy_placed, everything),
+                          status=f"{note}; exact models not built (a re-plan above {LAYOUT_FIRST_EXACT_MAX_RANK_VARS} "
+                                 "full-set rank variables)")
         return modes, memory, best, info, rules
     restricted, allowed = restrict(prob)
     hint = to_restricted(prob, allowed, solution_from_packing(prob, inventory, modes, best))

@@ -21,6 +21,36 @@ from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
 SHARE_UNITS = 1000
 """Compute shares are counted in thousandths so that CP-SAT sums integers."""
 
+_CU_EPS = 1e-9
+"""isolation/cu_masks.py's tolerance, so that 0.5 x 152 is exactly 76 CUs."""
+
+
+def cu_cost(share: float | None, cus: int) -> int:
+    """CUs one rank takes from a partition of ``cus`` CUs, by the rule the launcher applies
+    (isolation/cu_masks.resolve_cu_counts, lines 52-90): a compute share gets
+    floor(share x CUs + 1e-9) and is refused when that is 0 (line 70); a tenant without a share
+    splits what the shares leave and needs at least one CU of it (lines 84-88). So a set of
+    tenants is accepted iff the shares sum to at most 1 (line 58) and the sum of this cost over
+    the tenants is at most ``cus`` (lines 53, 81, 85): see ``cus_fit``. 0 means "never here"."""
+    if share:
+        return math.floor(share * cus + _CU_EPS)
+    return 1
+
+
+def cus_fit(cus: int, cus_used: int, share: float | None) -> bool:
+    """Whether one more rank with ``share`` fits a partition of ``cus`` CUs whose tenants
+    already take ``cus_used`` (the sum of their ``cu_cost``); the share sum is checked apart."""
+    cost = cu_cost(share, cus)
+    return cost >= 1 and cus_used + cost <= cus
+
+
+def partition_cus(gpu, spec, mode: C) -> tuple[int, ...]:
+    """CUs of each partition of ``gpu`` in compute ``mode``: what the inventory reports when the
+    GPU is in that mode already (the launcher reads the same field), else the catalog's."""
+    if mode == gpu.compute_mode and gpu.partitions:
+        return tuple(p.cu_count or spec.cus_per_partition(mode) for p in sorted(gpu.partitions, key=lambda p: p.index))
+    return (spec.cus_per_partition(mode),) * spec.partitions(mode)
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -32,6 +62,8 @@ class Layout:
     """Total VRAM of each partition in this layout."""
     capacity_bytes: tuple[int, ...]
     """Usable bytes of each partition after the configured headroom."""
+    cus: tuple[int, ...] = ()
+    """CUs of each partition (``cu_cost`` / ``cus_fit`` turn compute shares into them)."""
 
     @property
     def partitions(self) -> int:
@@ -125,7 +157,9 @@ class Problem:
 
     def rank_bound(self, g: GpuChoices, slot: int, c: PlacementClass, layouts: tuple[int, ...]) -> int:
         """Most ranks of ``c`` one slot can hold (memory, shares, replicas)."""
-        most = max(g.layouts[i].capacity_bytes[slot] // max(1, c.bytes_per_rank) for i in layouts)
+        most = max(min(g.layouts[i].capacity_bytes[slot] // max(1, c.bytes_per_rank),
+                       g.layouts[i].cus[slot] // max(1, cu_cost(c.demand.compute_share, g.layouts[i].cus[slot])))
+                   for i in layouts)
         if c.share_units:
             most = min(most, SHARE_UNITS // c.share_units)
         return min(most, c.demand.replicas)
@@ -140,8 +174,8 @@ def rank_fits(d: ModelDemand, tp: int, capacity_bytes: int, total_bytes: int, fr
 
 
 def _slot_fits(lay: Layout, slot: int, c: PlacementClass, free_tp: bool = False) -> bool:
-    return slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot],
-                                               free_tp)
+    return (slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot], free_tp)
+            and cus_fit(lay.cus[slot], 0, c.demand.compute_share))
 
 
 def coarsest(g: GpuChoices) -> int:
@@ -155,7 +189,8 @@ def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
     out = {}
     for o, lay in enumerate(g.layouts):
         for tp in sorted(d.bytes_per_rank_by_tp):
-            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])]
+            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])
+                       and cus_fit(lay.cus[k], 0, d.compute_share)]
             if len(fitting) >= tp:
                 out[o] = tp
                 break
@@ -203,7 +238,7 @@ def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices
             else:
                 totals = (spec.vram_per_partition_bytes(c),) * spec.partitions(c)
             caps = tuple(int(t * (1.0 - policy.headroom_fraction)) for t in totals)
-            layouts.append(Layout(c, m, totals, caps))
+            layouts.append(Layout(c, m, totals, caps, partition_cus(g, spec, c)))
         current = 0 if pairs[0] == (g.compute_mode, g.memory_mode) else None
         out.append(GpuChoices(g.index, g.hive_id, spec.name, tuple(layouts), current))
     return tuple(out)

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from collections import Counter
 
-from builders import GIB, node
+from builders import GIB, demand, node
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_optimum import brute_force, check_plan, placed_priority
 from test_planner import converged, running_from
 
+from gpu_sharing.hardware.catalog import get_spec
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.isolation.cu_masks import resolve_cu_counts
 from gpu_sharing.planner import plan
-from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
+from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy
 
 MI300X_CUS = 304
 
@@ -93,3 +99,39 @@ def test_top_priority_instance_gets_its_fair_share_when_a_co_tenant_can_move():
     top = next(x for x in p.placements if x.model == "top")
     assert top.compute_units >= _fair_share(p, demands, top.instance_id, 2 * MI300X_CUS) - 1
     assert [x.model for x in p.placements if x.gpu == top.gpu] == ["top"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(models=st.lists(st.tuples(st.sampled_from([2, 6, 14, 40]), st.integers(1, 2), st.integers(0, 5),
+                                 st.sampled_from([None, None, 0.25, 0.5, 0.75, 1.0, 0.02])), min_size=2, max_size=3),
+       gpus=st.integers(1, 2), pinned=st.sampled_from([None, None, "CPX", "DPX"]))
+def test_every_partition_gets_cu_masks_the_launcher_accepts(models, gpus, pinned):
+    """Tenants with and without compute shares: every partition's set is one that
+    isolation/cu_masks.resolve_cu_counts (what the launcher runs) accepts (shares of 1.0 beside
+    a tenant without one, or 0.02 of a 38-CU CPX partition, are refused there), and the rule
+    costs no placement an exhaustive search under the same rule finds (reference_optimum)."""
+    inv = node(gpus)
+    demands = [demand(f"m{i}", gb, reps, prio, share=share, tps=(1, 2))  # tp 4 and 8 make the brute force slow
+               for i, (gb, reps, prio, share) in enumerate(models)]
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C(pinned)) for i in range(gpus)) if pinned else ())
+    p = plan(inv, demands, [], policy)
+    tenants: dict = {}
+    for x in p.placements:
+        for r in x.partitions:
+            tenants.setdefault(r, {})[x.instance_id] = x.compute_share
+    modes = {t.gpu: t.compute_mode for t in p.gpus}
+    for ref, here in tenants.items():
+        resolve_cu_counts(cu_count=get_spec("MI300X").cus_per_partition(modes[ref.gpu]), requests=here)
+    assert check_plan(inv, demands, policy, p) == []
+    assert placed_priority(p, demands) == brute_force(inv, demands, policy)
+
+
+def test_a_tenant_without_a_share_is_not_stacked_on_shares_summing_to_one():
+    """One MI300X pinned to SPX: two 0.5-share replicas (priority 1) take every CU of the
+    partition, so the model without a share (priority 0) stays out although its bytes fit, and
+    its reason says the compute, not the bytes, is taken."""
+    p = plan(node(1), [demand("a", 4, 2, 1, share=0.5), demand("b", 4, 1, 0)], [],
+             PlannerPolicy(gpus=(GpuPolicy(0, C.SPX),)))
+    assert sorted(x.instance_id for x in p.placements) == ["a-0", "a-1"]
+    reason = p.unplaceable[0].reason
+    assert "the partition's compute is taken" in reason and "floor(share x CUs)" in reason

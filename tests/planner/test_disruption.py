@@ -147,3 +147,27 @@ def test_random_replans_with_a_priority_zero_newcomer_never_stop_what_runs():
         assert check_plan(converged(inv, first), again, PlannerPolicy(), p) == []
         placed = sum(d.priority + 1 for d in again for x in p.placements if x.model == d.name)
         assert placed >= sum(d.priority + 1 for d in demands for x in first.placements if x.model == d.name)
+
+
+def test_large_node_replan_with_a_gap_builds_no_exact_model(monkeypatch):
+    """8 x MI300X, one 171.5 GiB x replica per GPU: a 21.5 GiB tp=1 newcomer fits the free bytes
+    in all but no GPU's, so the keeping search leaves a gap. Above 1,500 full-set rank variables
+    (planner.LAYOUT_FIRST_EXACT_MAX_RANK_VARS) neither SCIP's nor CP-SAT's model is built after
+    it: at priority 0 the keeping plan stands; at priority 9 the first pass's greedy still
+    evicts an x replica (priority 5) for it."""
+    from gpu_sharing.planner import planner as planner_module
+
+    def _never(*_a, **_k):
+        raise AssertionError("an exact model was built on a large node's re-plan")
+
+    inv = node(8)
+    base = [demand("x", 170, 8, 5, tps=(1,))] + [demand(f"s{i}", 2, 1, 1) for i in range(4)]
+    first = plan(inv, base, [], PlannerPolicy())
+    for name in ("solve_by_configurations", "solve_placed_priority", "solve_least_disruption"):
+        monkeypatch.setattr(planner_module, name, _never)
+    inv, running = converged(inv, first), running_from(first, base)
+    low = plan(inv, [*base, demand("n", 20, 1, 0, tps=(1,))], running, PlannerPolicy())
+    assert low.solver.gap > 0 and low.to_stop == () and [u.model for u in low.unplaceable] == ["n"]
+    high = plan(inv, [*base, demand("n", 20, 1, 9, tps=(1,))], running, PlannerPolicy())
+    assert "n-0" in {x.instance_id for x in high.placements} and [u.model for u in high.unplaceable] == ["x"]
+    assert [i for i in high.to_stop if i.startswith("x")] == ["x-0"]

@@ -32,10 +32,24 @@ def converged(inv: Inventory, p) -> Inventory:
                            for t in p.gpus))
 
 
+def launcher_accepts(cus: int, tenants: dict) -> bool:
+    """isolation/cu_masks.resolve_cu_counts (what the launcher runs) on one partition's tenants
+    (instance id -> compute share or None)."""
+    from gpu_sharing.errors import UserError
+    from gpu_sharing.isolation.cu_masks import resolve_cu_counts
+
+    try:
+        resolve_cu_counts(cu_count=cus, requests=tenants)
+    except UserError:
+        return False
+    return True
+
+
 def check_invariants(inv: Inventory, p, policy=POLICY) -> None:
     targets = {t.gpu: t for t in p.gpus}
     used = defaultdict(int)
     shares = defaultdict(float)
+    tenants = defaultdict(dict)
     for t in p.gpus:
         spec = get_spec(inv.gpu(t.gpu).model)
         assert spec.is_valid(t.compute_mode, t.memory_mode)
@@ -45,12 +59,14 @@ def check_invariants(inv: Inventory, p, policy=POLICY) -> None:
         for r in pl.partitions:
             used[r] += pl.memory_bytes_per_rank
             shares[r] += pl.compute_share or 0
+            tenants[r][pl.instance_id] = pl.compute_share
     for r, b in used.items():
         spec = get_spec(inv.gpu(r.gpu).model)
         cap = spec.vram_per_partition_bytes(targets[r.gpu].compute_mode)
         assert b <= cap * (1 - policy.headroom_fraction) + 1
         assert r.index < spec.partitions(targets[r.gpu].compute_mode)
         assert shares[r] <= 1 + 1e-9
+        assert launcher_accepts(spec.cus_per_partition(targets[r.gpu].compute_mode), tenants[r]), tenants[r]
     for u in p.unplaceable:
         assert u.reason.strip()
 
@@ -136,18 +152,19 @@ def test_deterministic():
 
 
 def free_room(inv: Inventory, p, policy) -> dict:
-    """(gpu, partition) -> (hive, total bytes, free bytes, free share) after ``p``, from the
-    catalog (benchmarks/reference_optimum.py's layouts), not from the planner's slots."""
+    """(gpu, partition) -> (hive, total bytes, free bytes, free share, CUs, tenants) after ``p``,
+    from the catalog (benchmarks/reference_optimum.py's layouts), not from the planner's slots."""
     layouts = gpu_layouts(inv, policy)
     room = {}
     for t in p.gpus:
         parts = next(ps for c, m, ps in layouts[t.gpu] if (c, m) == (t.compute_mode, t.memory_mode))
         for part in parts:
-            room[part.gpu, part.index] = [part.hive, part.total_bytes, part.capacity_bytes, 1.0]
+            room[part.gpu, part.index] = [part.hive, part.total_bytes, part.capacity_bytes, 1.0, part.cus, {}]
     for x in p.placements:
         for r in x.partitions:
             room[r.gpu, r.index][2] -= x.memory_bytes_per_rank
             room[r.gpu, r.index][3] -= x.compute_share or 0.0
+            room[r.gpu, r.index][5][x.instance_id] = x.compute_share
     return room
 
 
@@ -155,9 +172,10 @@ def fits_somewhere(d, room) -> bool:
     """Whether one more instance of ``d`` fits the room left: some tp, tp distinct partitions of one hive."""
     for tp, need in d.bytes_per_rank_by_tp.items():
         per_hive = defaultdict(int)
-        for (g, _k), (hive, total, free, share) in room.items():
+        for (g, _k), (hive, total, free, share, cus, tenants) in room.items():
             if (need <= free and (d.compute_share or 0.0) <= share + 1e-9 and total >= d.min_partition_bytes
-                    and (d.allowed_gpus is None or g in d.allowed_gpus)):
+                    and (d.allowed_gpus is None or g in d.allowed_gpus)
+                    and launcher_accepts(cus, {**tenants, "one-more": d.compute_share})):
                 per_hive[hive] += 1
         if any(n >= tp for n in per_hive.values()):
             return True
@@ -355,12 +373,10 @@ def test_reported_memory_caps_narrow_the_catalogs_modes():
     assert {lay.memory for lay in narrowed} == {M.NPS1}
 
 
-@pytest.mark.xfail(strict=True, reason="found in issue 19 work: the share constraint is sum <= 1 per partition in "
-                   "every solver; a tenant without a share then gets 0 CUs and cu_masks rejects the set")
 def test_tenants_without_a_share_keep_cus_on_a_partition_with_shares():
-    """Two 0.5-share replicas and a priority-5 model without a share on one MI300X: the plan
-    stacks all three on the SPX partition, so the model without a share gets 0 CUs and
-    isolation/cu_masks.resolve_cu_counts (what the launcher uses) refuses the partition's set."""
+    """Two 0.5-share replicas and a priority-5 model without a share on one MI300X: stacking all
+    three on the SPX partition would leave the model without a share 0 CUs, which
+    isolation/cu_masks.resolve_cu_counts (what the launcher uses) refuses; the plan must not."""
     from gpu_sharing.isolation.cu_masks import resolve_cu_counts
 
     p = plan(node(1), [demand("a", 4, 2, 1, share=0.5), demand("b", 4, 1, 5)], [], POLICY)
@@ -370,4 +386,4 @@ def test_tenants_without_a_share_keep_cus_on_a_partition_with_shares():
             by_partition[r][x.instance_id] = x.compute_share
     cus = {t.gpu: get_spec(node(1).gpu(t.gpu).model).cus_per_partition(t.compute_mode) for t in p.gpus}
     for ref, requests in by_partition.items():
-        resolve_cu_counts(cu_count=cus[ref.gpu], requests=requests)  # raises UserError today
+        resolve_cu_counts(cu_count=cus[ref.gpu], requests=requests)  # raised UserError before the CU rule

@@ -63,3 +63,18 @@ def test_issue_counterexample_tp2_across_gpus():
     inv = Inventory((gpu(0), gpu(1)))
     r = colgen_reference(inv, [a, b], PlannerPolicy(), known=0, time_limit_s=20)
     assert r.optimum == 21 == brute_force(inv, [a, b], PlannerPolicy())
+
+
+@pytest.mark.parametrize("pinned, demands, optimum", [
+    # a's share of 1.0 takes all 304 CUs of the SPX partition: b's replicas (no share) get none beside it
+    ("SPX", [demand("a", 4, 1, 3, share=1.0), demand("b", 4, 2, 0)], 4),
+    # 0.02 of a 38-CU CPX partition rounds to 0 CUs, which the launcher refuses: c never fits
+    ("CPX", [demand("c", 2, 2, 5, share=0.02), demand("d", 2, 1, 0)], 1),
+])
+def test_both_references_give_every_tenant_its_cus(pinned, demands, optimum):
+    """The CU rule (isolation/cu_masks.resolve_cu_counts) binds: the brute force and the column
+    generation, each with its own copy of it, agree on the optimum that rule leaves."""
+    inv, policy = Inventory((gpu(0),)), PlannerPolicy(gpus=(GpuPolicy(0, C(pinned)),))
+    assert brute_force(inv, demands, policy) == optimum
+    r = colgen_reference(inv, demands, policy, known=0, time_limit_s=20)
+    assert r.optimum == optimum and check_plan(inv, demands, policy, r.plan) == []
