@@ -40,6 +40,7 @@ from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import rank_variables, widen
 from gpu_sharing.planner.layout_search import search_layouts
+from gpu_sharing.planner.pattern_master import improve
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -300,7 +301,22 @@ def _search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Pro
     sur = surrogate(full)
     bound = min(sur.bound, total_weight(demands))
     chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    return bound, search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    if found.placed >= bound or kept:
+        return bound, found
+    better = improve(inventory, demands, policy, specs, candidates, found.modes, found.packing, bound)
+    if better.packing is not None:
+        found = replace(found, modes=better.modes, packing=better.packing, placed=placed_weight(better.packing))
+    if better.bound is not None and _every_layout(full, candidates):  # then the LP bounds the whole problem
+        bound = max(found.placed, min(bound, int(better.bound + 1e-6)))
+    return bound, found
+
+
+def _every_layout(full: Problem, candidates) -> bool:
+    """Whether ``candidates`` (compute modes at fixed memory modes) are every layout the full
+    feasible set allows."""
+    return all({lay.compute for lay in g.layouts} <= set(candidates[g.gpu]) and len({lay.memory for lay in g.layouts}) == 1
+               for g in full.gpus)
 
 
 def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "") -> SolverInfo:
