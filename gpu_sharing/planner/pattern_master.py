@@ -1,19 +1,24 @@
-"""Column generation over partition patterns at fixed layouts, then a MIP over the columns (pure).
+"""Column generation over partition patterns, then a MIP over the columns (pure).
 
-Why: the layout search (layout_search.py) packs greedily, and where it leaves a gap to the
-knapsack bound a better plan is usually a matter of which partitions hold which ranks
-(patterns.py), not of layouts. The linear program over patterns is small (one row per
-partition type, per (class, hive) and per model) and its prices say which ranks are worth
-room: the pricing step (patterns.price) finds the pattern that earns most at those prices,
-and adds it while it earns more than its partition type costs. Then a MIP (CP-SAT) picks
-integer counts among the generated columns and the plan it started from, so it never does
-worse than that plan; the counts decode into named instances (patterns.to_packing) and the
-plan is checked (patterns.valid) before it replaces anything.
+Why: the layout search (layout_search.py) packs the knapsack's choice greedily, and where it
+leaves a gap to the knapsack bound (every cpx case of the benchmark, most pinned-tp and
+shares cases: 0.3-3.4% short of the optimum) the better plan is a matter of which partitions
+hold which ranks (patterns.py). The linear program over patterns is small (a row per GPU
+kind, per partition type, per (class, hive) and per model, whatever the number of GPUs)
+and its prices say which ranks are worth room: the pricing step (patterns.price) finds the
+pattern that earns most at those prices and adds it while it earns more than its partition
+type costs. Layouts are counts per GPU kind in the same LP, so a better plan may also change
+modes among each GPU's candidates. Then a MIP (CP-SAT) picks integer counts among the
+generated columns, hinted with the plan it started from (whose patterns are columns), so it
+never does worse; the counts decode into named instances (patterns.to_packing) and the plan
+is checked (patterns.valid) before it replaces anything. The LP solution rounded down and
+completed by the final fill comes first: when it reaches the bound, no MIP is built.
 
-The LP also bounds the optimum at these layouts: at the last prices, no partition earns more
-than the best pattern's reduced cost, so LP value + sum(partitions x best reduced cost) is an
-upper bound (Lagrangian). When every GPU has one layout only (pinned modes), that bound holds
-for the whole problem and may tighten the reported gap.
+The LP also bounds the optimum over the candidate modes: at the last prices no partition
+earns more than its type's best reduced cost, so LP value + the most a GPU kind's partitions
+could earn over their price is an upper bound (Lagrangian; exact pricing makes it the LP
+value). When the candidates are every layout the full set allows, planner.py uses it to
+tighten the reported gap.
 
 Deterministic: a counted number of rounds, GLOP's simplex, CP-SAT on one worker with a
 deterministic time limit (its wall clock is a guard only, exact.WALL_GUARD_FACTOR above).
@@ -24,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
+from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.exact import WALL_GUARD_FACTOR
 from gpu_sharing.planner.fill import placed_weight
@@ -35,8 +41,13 @@ from gpu_sharing.planner.types import PlannerPolicy
 
 MAX_ROUNDS = 40
 """Pricing rounds at most (each: one LP solve and one pricing per partition type)."""
-MIP_NODES = 200
-"""Branch-and-bound nodes SCIP may spend on the MIP over the columns."""
+MIP_DETERMINISTIC_S = 0.1
+"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
+the budget does not change the plan; about 0.25 s of wall time on the 2-core development
+machine, far inside the default 2 s). Measured on the benchmark's cpx, pinned-tp and shares
+families: half of it lost 1-9 placed priority on 6 of 15 cases, twice of it gained 1 on
+one case for 2.5x the time; SCIP over the same model (no presolve, no cuts) at 100 nodes
+took as long and lost on 2 of the shares cases."""
 EPS = 1e-6
 
 
@@ -127,16 +138,20 @@ def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int,
     return {ci: mu.get((ci, h), 0.0) for ci in space.types[t].admits}
 
 
-def generate(space: Space, seeds: list[tuple[int, Pattern]], max_rounds: int = MAX_ROUNDS):
+def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS):
     """Column generation from ``seeds``: (master, LP value, bound, rounds); the master's last
-    solve is of its final columns (for master.rounded)."""
+    solve is of its final columns (for master.rounded). With exact pricing each round gives a
+    Lagrangian bound too, and it stops as soon as that bound reaches ``known`` (a plan that
+    places that much exists: nothing better is left to find). (Stopping as soon as the
+    bound's integer part is the LP value's was measured: fewer columns, and the MIP then
+    missed the optimum on a cpx case.)"""
     master = _Master(space)
     for t, p in seeds:
         master.add(t, p)
     for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
         master.add(t, complete(space, t, (), {ci: space.classes[ci].weight / space.classes[ci].tp
                                               for ci in pt.admits}))
-    rounds = 0
+    rounds, bound = 0, float("inf")
     while True:
         rounds += 1
         solved = master.solve()
@@ -144,83 +159,102 @@ def generate(space: Space, seeds: list[tuple[int, Pattern]], max_rounds: int = M
             return master, 0.0, None, rounds
         value, pi, mu = solved
         if rounds > max_rounds:
-            return master, value, _lagrange(space, value, pi, mu), rounds
-        added, exact = False, True
+            return master, value, min(bound, _lagrange(space, value, pi, mu)), rounds
+        added, exact, gain = False, True, []
         for t in range(len(space.types)):
             prices = _prices(space, t, mu)
             best, pattern, ok = price(space, t, prices)
             exact = exact and ok
+            gain.append(max(0.0, best - pi[t]))
             if best > pi[t] + EPS:
                 added |= master.add(t, complete(space, t, pattern, prices))
+        if exact:
+            bound = min(bound, value + _most_gain(space, gain))
+            if int(bound + EPS) <= known:  # nothing better than the known plan exists
+                added = False
         if not added:
-            return master, value, value if exact else _lagrange(space, value, pi, mu), rounds
+            if exact:
+                master.solve()  # its solution, for rounded(), is of the columns it has now
+                return master, value, bound, rounds
+            return master, value, _lagrange(space, value, pi, mu), rounds
+
+
+def _most_gain(space: Space, gain: list[float]) -> float:
+    """The most the node's partitions could earn over their types' prices, each GPU kind in
+    its best mode for that."""
+    return sum(len(kind.gpus) * max(sum(n * gain[t] for t, n in parts) for parts in kind.parts)
+               for kind in space.kinds)
 
 
 def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
-    """LP value + what the best pattern of each type earns over its price, on every partition
-    the modes could give (sizes rounded down in the pricing: an upper bound)."""
-    gain = [max(0.0, price(space, t, _prices(space, t, mu), up=False)[0] - pi[t]) for t in range(len(space.types))]
-    return value + sum(len(kind.gpus) * max(sum(n * gain[t] for t, n in parts) for parts in kind.parts)
-                       for kind in space.kinds)
+    """LP value + the most the partitions could earn over their prices (pricing with sizes
+    rounded down: an upper bound when the pricing was not exact)."""
+    return value + _most_gain(space, [max(0.0, price(space, t, _prices(space, t, mu), up=False)[0] - pi[t])
+                                      for t in range(len(space.types))])
 
 
 def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, at_least: int, at_most: int,
-                  nodes: int, guard_s: float):
-    """Integer counts of the columns (SCIP, at most ``nodes`` branch-and-bound nodes): the most
-    placed priority, at least ``at_least`` (the starting plan: ``hint``), at most ``at_most``.
-    A partition holding a ranks of a tp>1 class needs a instances of it (each rank is a
-    different instance). Returns (layout counts, pattern counts, instances, placed) or None."""
-    s = pywraplp.Solver.CreateSolver("SCIP")
-    if s is None:
-        return None
-    inf = s.infinity()
-    cap = [s.Constraint(-inf, 0) for _t in space.types]
+                  deterministic_s: float):
+    """Integer counts of the layouts, columns and instances (CP-SAT, one worker, limited in
+    deterministic time): the most placed priority, at least ``at_least`` (the starting plan,
+    given as ``hint``), at most ``at_most``. A partition holding a ranks of a tp>1 class needs
+    a instances of it (each rank is a different instance). Returns (layout counts, pattern
+    counts, instances, placed) or None."""
+    m = cp_model.CpModel()
     w = {}
+    capterms = {t: [] for t in range(len(space.types))}
     for q, kind in enumerate(space.kinds):
-        row = s.Constraint(len(kind.gpus), len(kind.gpus))
+        vs = []
         for li, parts in enumerate(kind.parts):
-            w[q, li] = v = s.IntVar(0, len(kind.gpus), "")
-            row.SetCoefficient(v, 1)
+            w[q, li] = v = m.NewIntVar(0, len(kind.gpus), "")
+            vs.append(v)
             for t, count in parts:
-                cap[t].SetCoefficient(v, -count)
-    x = {(t, p): s.IntVar(0, space.most(t), "") for t, p in columns}
-    n, link = {}, {}
-    for ci, h in sorted({(ci, space.types[t].hive) for t, p in columns for ci, _a in p}):
+                capterms[t].append(-count * v)
+        m.Add(sum(vs) == len(kind.gpus))
+    x = {(t, p): m.NewIntVar(0, space.most(t), "") for t, p in columns}
+    linkterms = {}
+    for (t, p), v in x.items():
+        capterms[t].append(v)
+        for ci, a in p:
+            linkterms.setdefault((ci, space.types[t].hive), []).append(-a * v)
+    for t, terms in capterms.items():
+        if terms:
+            m.Add(sum(terms) <= 0)
+    n = {}
+    for (ci, h), terms in sorted(linkterms.items()):
         c = space.classes[ci]
-        n[ci, h] = s.IntVar(0, space.demands[c.demand_index].replicas, "")
-        link[ci, h] = s.Constraint(-inf, 0)
-        link[ci, h].SetCoefficient(n[ci, h], c.tp)
-    reps = {i: s.Constraint(-inf, d.replicas) for i, d in enumerate(space.demands)}
-    for (ci, _h), v in n.items():
-        reps[space.classes[ci].demand_index].SetCoefficient(v, 1)
+        n[ci, h] = m.NewIntVar(0, space.demands[c.demand_index].replicas, "")
+        m.Add(c.tp * n[ci, h] + sum(terms) <= 0)
+    for i, d in enumerate(space.demands):
+        mine = [v for (ci, _h), v in n.items() if space.classes[ci].demand_index == i]
+        if len(mine) > 1:
+            m.Add(sum(mine) <= d.replicas)
     for (t, p), v in x.items():
         h = space.types[t].hive
-        cap[t].SetCoefficient(v, 1)
-        for ci, a in p:
-            link[ci, h].SetCoefficient(v, -a)
         spread = [(ci, a) for ci, a in p if a >= 2 and space.classes[ci].tp >= 2]
-        if spread:  # v > 0 needs ``used``, and ``used`` needs a instances
-            used = s.BoolVar("")
-            s.Add(v <= space.most(t) * used)
+        if spread:
+            used = m.NewBoolVar("")
+            m.Add(v == 0).OnlyEnforceIf(used.Not())
             for ci, a in spread:
-                s.Add(n[ci, h] >= a * used)
-    objective = s.Objective()
-    total = s.Constraint(at_least, at_most)
-    for (ci, _h), v in n.items():
-        objective.SetCoefficient(v, space.classes[ci].weight)
-        total.SetCoefficient(v, space.classes[ci].weight)
-    objective.SetMaximization()
-    given = [(v, hint["w"].get(k, 0)) for k, v in w.items()] + [(v, hint["x"].get(k, 0)) for k, v in x.items()] + [
-        (v, hint["n"].get(k, 0)) for k, v in n.items()]
-    s.SetHint([v for v, _a in given], [float(a) for _v, a in given])
-    # a deterministic limit decides; the wall clock is only a guard far above it
-    s.SetSolverSpecificParametersAsString(f"limits/totalnodes = {nodes}\n")
-    s.SetTimeLimit(max(1000, int(WALL_GUARD_FACTOR * guard_s * 1000)))
-    if s.Solve() not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+                m.Add(n[ci, h] >= a).OnlyEnforceIf(used)
+    obj = sum(space.classes[ci].weight * v for (ci, _h), v in n.items())
+    m.Add(obj >= at_least)
+    m.Add(obj <= at_most)
+    m.Maximize(obj)
+    for name, vars_ in (("w", w), ("x", x), ("n", n)):
+        for k, v in vars_.items():
+            m.AddHint(v, hint[name].get(k, 0))
+    s = cp_model.CpSolver()
+    s.parameters.num_workers = 1
+    s.parameters.random_seed = 0
+    s.parameters.max_deterministic_time = deterministic_s
+    s.parameters.max_time_in_seconds = max(1.0, WALL_GUARD_FACTOR * deterministic_s)  # a guard only
+    s.parameters.linearization_level = 2  # the LP over the columns is what closes the gap
+    if s.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
 
     def value(vars_: dict) -> dict:
-        return {k: int(round(v.solution_value())) for k, v in vars_.items() if round(v.solution_value())}
+        return {k: s.Value(v) for k, v in vars_.items() if s.Value(v)}
     inst = value(n)
     return value(w), value(x), inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items())
 
@@ -263,7 +297,7 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
     placed = placed_weight(packing)
     space = build_space(inventory, demands, policy, specs, candidates)
     start = _start(space, modes, packing)
-    master, _value, lp_bound, rounds = generate(space, sorted(start["x"]))
+    master, _value, lp_bound, rounds = generate(space, sorted(start["x"]), placed)
     at_most = bound if lp_bound is None else min(bound, int(lp_bound + EPS))
     best = None
     if at_most > placed:
@@ -271,9 +305,10 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
         if quick is not None and placed_weight(quick[1]) > placed:
             best, placed = quick, placed_weight(quick[1])
     if at_most > placed:
-        found = solve_integer(space, sorted(master.x), start, placed, at_most, MIP_NODES, policy.time_budget_s)
+        found = solve_integer(space, sorted(master.x), start, placed, at_most, MIP_DETERMINISTIC_S)
         if found is not None and found[3] > placed:
             out = _decode(space, inventory, specs, policy, modes, *found[:3])
             if out is not None and placed_weight(out[1]) > placed:
                 best = out
     return Improved(best[0] if best else None, best[1] if best else None, lp_bound, rounds, len(master.x))
+

@@ -176,29 +176,28 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     else:
         scap, exact_s = 0, True
     table = np.zeros((scap + 1, cap + 1))
-    pieces: list[tuple[int, int, np.ndarray]] = []
+    pieces: list[tuple[int, int, int, int, np.ndarray]] = []
     for ci, b, s in zip(cls, sizes, shares):
         left, piece = most_ranks(space, ci, pt.capacity_bytes), 1
         while left > 0:
             n = min(piece, left)
             left -= n
             piece *= 2
-            wb, ws, v = n * b, n * s, n * value[ci]
+            wb, ws = n * b, n * s
             if wb > cap or ws > scap:
                 break
-            cand = table[: scap + 1 - ws, : cap + 1 - wb] + v
-            take = np.zeros(table.shape, dtype=bool)
-            take[ws:, wb:] = cand > table[ws:, wb:] + 1e-12
-            table[ws:, wb:] = np.maximum(table[ws:, wb:], cand)
-            pieces.append((ci, n, take))
+            cand = table[: scap + 1 - ws, : cap + 1 - wb] + n * value[ci]
+            old = table[ws:, wb:]  # a view: updated in place below
+            take = cand > old + 1e-12
+            np.maximum(old, cand, out=old)
+            pieces.append((ci, n, ws, wb, take))
     best = float(table[scap, cap])
     counts: dict[int, int] = {}
     r, b_left = scap, cap
-    for ci, n, take in reversed(pieces):
-        if take[r, b_left]:
+    for ci, n, ws, wb, take in reversed(pieces):
+        if r >= ws and b_left >= wb and take[r - ws, b_left - wb]:
             counts[ci] = counts.get(ci, 0) + n
-            k = cls.index(ci)
-            r, b_left = r - n * shares[k], b_left - n * sizes[k]
+            r, b_left = r - ws, b_left - wb
     return best, tuple(sorted(counts.items())), exact_b and exact_s
 
 
