@@ -39,8 +39,12 @@ from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_sp
                                          to_packing, type_index, valid)
 from gpu_sharing.planner.types import PlannerPolicy
 
-MAX_ROUNDS = 40
-"""Pricing rounds at most (each: one LP solve and one pricing per partition type)."""
+MAX_ROUNDS = 30
+"""Pricing rounds at most (each: one LP solve and one pricing per partition type). Measured
+on the benchmark's cpx, pinned-tp and shares families: 12-30 rounds to convergence."""
+MIN_BUDGET_S = 1.0
+"""Below this time budget the step does not run: its fixed work (up to MAX_ROUNDS rounds and
+MIP_DETERMINISTIC_S) takes 0.1-0.7 s on the 2-core development machine."""
 MIP_DETERMINISTIC_S = 0.1
 """CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
 the budget does not change the plan; about 0.25 s of wall time on the 2-core development
@@ -139,27 +143,35 @@ def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int,
 
 
 def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS):
-    """Column generation from ``seeds``: (master, LP value, bound, rounds); the master's last
-    solve is of its final columns (for master.rounded). With exact pricing each round gives a
-    Lagrangian bound too, and it stops as soon as that bound reaches ``known`` (a plan that
-    places that much exists: nothing better is left to find). (Stopping as soon as the
-    bound's integer part is the LP value's was measured: fewer columns, and the MIP then
-    missed the optimum on a cpx case.)"""
+    """Column generation from ``seeds``: (master, LP value, bound, rounds). With exact pricing
+    each round gives a Lagrangian bound too, and it stops as soon as that bound reaches
+    ``known`` (a plan that places that much exists: nothing better is left to find).
+    (Stopping as soon as the bound's integer part is the LP value's was measured: fewer
+    columns, and the MIP then missed the optimum on a cpx case.)"""
     master = _Master(space)
     for t, p in seeds:
         master.add(t, p)
     for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
         master.add(t, complete(space, t, (), {ci: space.classes[ci].weight / space.classes[ci].tp
                                               for ci in pt.admits}))
+    value, bound, rounds = _grow(master, max_rounds, known)
+    return master, value, bound, rounds
+
+
+def _grow(master: _Master, max_rounds: int, known: int) -> tuple[float, float | None, int]:
+    """Pricing rounds until no column earns more than its type's price (or the bound reaches
+    ``known``, or ``max_rounds``): (LP value, bound, rounds). The master's last solve is of
+    its final columns (for master.rounded)."""
+    space = master.space
     rounds, bound = 0, float("inf")
     while True:
         rounds += 1
         solved = master.solve()
         if solved is None:
-            return master, 0.0, None, rounds
+            return 0.0, None, rounds
         value, pi, mu = solved
         if rounds > max_rounds:
-            return master, value, min(bound, _lagrange(space, value, pi, mu)), rounds
+            return value, min(bound, _lagrange(space, value, pi, mu)), rounds
         added, exact, gain = False, True, []
         for t in range(len(space.types)):
             prices = _prices(space, t, mu)
@@ -175,8 +187,8 @@ def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max
         if not added:
             if exact:
                 master.solve()  # its solution, for rounded(), is of the columns it has now
-                return master, value, bound, rounds
-            return master, value, _lagrange(space, value, pi, mu), rounds
+                return value, bound, rounds
+            return value, _lagrange(space, value, pi, mu), rounds
 
 
 def _most_gain(space: Space, gain: list[float]) -> float:
@@ -194,7 +206,7 @@ def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
 
 
 def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, at_least: int, at_most: int,
-                  deterministic_s: float):
+                  deterministic_s: float, guard_s: float):
     """Integer counts of the layouts, columns and instances (CP-SAT, one worker, limited in
     deterministic time): the most placed priority, at least ``at_least`` (the starting plan,
     given as ``hint``), at most ``at_most``. A partition holding a ranks of a tp>1 class needs
@@ -248,7 +260,7 @@ def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, 
     s.parameters.num_workers = 1
     s.parameters.random_seed = 0
     s.parameters.max_deterministic_time = deterministic_s
-    s.parameters.max_time_in_seconds = max(1.0, WALL_GUARD_FACTOR * deterministic_s)  # a guard only
+    s.parameters.max_time_in_seconds = guard_s  # a guard only, far above (measured: wall <= 9x det under load)
     s.parameters.linearization_level = 2  # the LP over the columns is what closes the gap
     if s.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
@@ -290,10 +302,20 @@ def _decode(space: Space, inventory, specs, policy: PlannerPolicy, modes, layout
     return {**modes, **chosen}, out
 
 
+def every_layout(full, candidates: dict[int, list]) -> bool:
+    """Whether ``candidates`` (compute modes at fixed memory modes) are every layout the full
+    feasible set (``full``: problem.Problem) allows: then the LP bound bounds the whole problem."""
+    return all({lay.compute for lay in g.layouts} <= set(candidates[g.gpu]) and len({lay.memory for lay in g.layouts}) == 1
+               for g in full.gpus)
+
+
 def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes, packing: Packing,
             bound: int) -> Improved:
     """A better plan than ``packing`` (at ``modes``), each GPU in one of its ``candidates``
-    modes, and the LP bound over those modes."""
+    modes, and the LP bound over those modes. Nothing when the budget is below
+    MIN_BUDGET_S (the work here is fixed, not scaled)."""
+    if policy.time_budget_s < MIN_BUDGET_S:
+        return Improved(None, None, None, 0, 0)
     placed = placed_weight(packing)
     space = build_space(inventory, demands, policy, specs, candidates)
     start = _start(space, modes, packing)
@@ -304,11 +326,14 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
         quick = _decode(space, inventory, specs, policy, modes, *master.rounded())
         if quick is not None and placed_weight(quick[1]) > placed:
             best, placed = quick, placed_weight(quick[1])
+            start = _start(space, *quick)  # the MIP starts from the better plan: its patterns become columns
+            for key in start["x"]:
+                master.add(*key)
     if at_most > placed:
-        found = solve_integer(space, sorted(master.x), start, placed, at_most, MIP_DETERMINISTIC_S)
+        found = solve_integer(space, sorted(master.x), start, placed, at_most, MIP_DETERMINISTIC_S,
+                              WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4))
         if found is not None and found[3] > placed:
             out = _decode(space, inventory, specs, policy, modes, *found[:3])
             if out is not None and placed_weight(out[1]) > placed:
                 best = out
     return Improved(best[0] if best else None, best[1] if best else None, lp_bound, rounds, len(master.x))
-

@@ -157,15 +157,33 @@ def _grid(sizes: list[int], capacity: int, cells: int, up: bool) -> tuple[list[i
     return [(-(-s // unit) if up else s // unit) for s in sizes], capacity // unit, False
 
 
-def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool]:
-    """The pattern of type ``t`` with the highest total ``value`` (per rank of each class), by
-    dynamic programming over (shares, bytes) with each class's bounded count split into
-    powers of two. Returns (its value, the pattern, exact). With ``up`` the pattern fits
-    for sure; without, the value is an upper bound (sizes rounded down)."""
+@dataclass
+class _Table:
+    """The pricing table of one type: best value per (shares, bytes) left, and how to walk back."""
+
+    classes: list[int]
+    sizes: list[int]
+    shares: list[int]
+    values: np.ndarray
+    pieces: list[tuple[int, int, int, int, np.ndarray]]
+    exact: bool
+
+    def pattern(self, r: int, b: int) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for ci, n, ws, wb, take in reversed(self.pieces):
+            if r >= ws and b >= wb and take[r - ws, b - wb]:
+                counts[ci] = counts.get(ci, 0) + n
+                r, b = r - ws, b - wb
+        return counts
+
+
+def _table(space: Space, t: int, value: dict[int, float], up: bool) -> _Table | None:
+    """Dynamic programming over (shares, bytes), each class's bounded count split into powers
+    of two (0-1 pieces); None when no class is worth anything."""
     pt = space.types[t]
     cls = [ci for ci in pt.admits if value.get(ci, 0.0) > 1e-9]
     if not cls:
-        return 0.0, (), True
+        return None
     sizes, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], pt.capacity_bytes,
                                 MAX_BYTE_CELLS, up)
     shares = [space.classes[ci].share_units for ci in cls]
@@ -191,14 +209,18 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
             take = cand > old + 1e-12
             np.maximum(old, cand, out=old)
             pieces.append((ci, n, ws, wb, take))
-    best = float(table[scap, cap])
-    counts: dict[int, int] = {}
-    r, b_left = scap, cap
-    for ci, n, ws, wb, take in reversed(pieces):
-        if r >= ws and b_left >= wb and take[r - ws, b_left - wb]:
-            counts[ci] = counts.get(ci, 0) + n
-            r, b_left = r - ws, b_left - wb
-    return best, tuple(sorted(counts.items())), exact_b and exact_s
+    return _Table(cls, sizes, shares, table, pieces, exact_b and exact_s)
+
+
+def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool]:
+    """The pattern of type ``t`` with the highest total ``value`` (per rank of each class).
+    Returns (its value, the pattern, exact). With ``up`` the pattern fits for sure; without,
+    the value is an upper bound (sizes rounded down)."""
+    tab = _table(space, t, value, up)
+    if tab is None:
+        return 0.0, (), True
+    r, b = tab.values.shape[0] - 1, tab.values.shape[1] - 1
+    return float(tab.values[r, b]), tuple(sorted(tab.pattern(r, b).items())), tab.exact
 
 
 def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) -> Pattern:
@@ -269,35 +291,38 @@ def assign_modes(space: Space, layouts: dict[tuple[int, int], int], prefer: dict
 def to_packing(space: Space, slots: dict[PartitionRef, Slot], chosen: dict[tuple[int, Pattern], int],
                instances: dict[tuple[int, int], int], policy: PlannerPolicy) -> Packing | None:
     """Counts back to named instances on concrete partitions (``slots``: the partitions at the
-    chosen modes), then the final fill (fill.py); None when the counts do not split (a
-    partition with more ranks of a class than it has instances) or would overfill anything."""
+    chosen modes), then the final fill (fill.py). Counts that do not fit (rounded ones) lose
+    what does not: a pattern with no partition of its type left (the least valuable first), an
+    instance whose ranks are missing, a rank beyond the instances of its class on a partition
+    (each rank is a different instance). None when something would overfill a partition."""
     where: dict[tuple[int, int], dict[PartitionRef, int]] = {}
     free: dict[int, list[PartitionRef]] = {}
     for ref, s in sorted(slots.items()):
         free.setdefault(type_index(space, s), []).append(ref)
-    for (t, pattern), count in sorted(chosen.items()):
-        for _ in range(count):
-            if not free.get(t):
-                return None
-            ref = free[t].pop(0)
-            for ci, n in pattern:
-                where.setdefault((ci, space.types[t].hive), {})[ref] = n
+
+    def worth(key) -> tuple:
+        return (-sum(space.classes[ci].weight * a / space.classes[ci].tp for ci, a in key[1]), key)
+    for key in sorted(chosen, key=worth):
+        t, pattern = key
+        for _ in range(chosen[key]):
+            if free.get(t):
+                ref = free[t].pop(0)
+                for ci, n in pattern:
+                    where.setdefault((ci, space.types[t].hive), {})[ref] = n
     items = {i.instance_id: i for i in items_for(space.demands)}
     used: dict[str, int] = {}
     assignments: dict[str, Assignment] = {}
     for (ci, hive), count in sorted(instances.items()):
-        if count <= 0:
-            continue
         c = space.classes[ci]
+        ranks = where.get((ci, hive), {})
+        while count > 0 and sum(min(n, count) for n in ranks.values()) < c.tp * count:
+            count -= 1
         d = space.demands[c.demand_index]
-        groups = _groups(where.get((ci, hive), {}), count, c.tp)
-        if groups is None:
-            return None
-        for refs in groups:
+        for refs in _groups(ranks, count, c.tp) or ():
             replica = used.get(d.name, 0)
-            used[d.name] = replica + 1
             if replica >= d.replicas:
-                return None
+                break
+            used[d.name] = replica + 1
             item = items[d.instance_id(replica)]
             assignments[item.instance_id] = Assignment(item, c.tp, refs, c.bytes_per_rank)
     fresh = {ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for ref, s in slots.items()}  # empty
