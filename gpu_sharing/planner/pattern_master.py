@@ -33,8 +33,7 @@ from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.exact import WALL_GUARD_FACTOR
 from gpu_sharing.planner.fill import placed_weight
-from gpu_sharing.planner.packing import Packing
-from gpu_sharing.planner.packing import build_slots
+from gpu_sharing.planner.packing import Packing, build_slots
 from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of, price,
                                          to_packing, type_index, valid)
 from gpu_sharing.planner.types import PlannerPolicy
@@ -42,9 +41,15 @@ from gpu_sharing.planner.types import PlannerPolicy
 MAX_ROUNDS = 30
 """Pricing rounds at most (each: one LP solve and one pricing per partition type). Measured
 on the benchmark's cpx, pinned-tp and shares families: 12-30 rounds to convergence."""
+MAX_PRICING_CELLS = 40_000_000
+"""Pricing table cells computed at most: the counted work of the pricing, which dominates the
+step (60-200 million cells a second on the 2-core development machine, so at most about
+0.2-0.7 s). The benchmark's cpx and pinned-tp cases need 1-5 million; its shares cases
+(8 partition types, 21 share rows) 17-55 million to converge, and lose 0-2 placed priority
+at this limit."""
 MIN_BUDGET_S = 1.0
-"""Below this time budget the step does not run: its fixed work (up to MAX_ROUNDS rounds and
-MIP_DETERMINISTIC_S) takes 0.1-0.7 s on the 2-core development machine."""
+"""Below this time budget the step does not run: its fixed work (MAX_ROUNDS, MAX_PRICING_CELLS
+and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
 MIP_DETERMINISTIC_S = 0.1
 """CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
 the budget does not change the plan; about 0.25 s of wall time on the 2-core development
@@ -61,7 +66,8 @@ class Improved:
     packing: Packing | None
     """A checked plan placing more than the starting one, or None."""
     bound: float | None
-    """Upper bound on placed priority at these layouts (None: the pricing was not exact)."""
+    """Upper bound on placed priority over the candidate modes (None: no full round of
+    pricing gave one before the work ran out)."""
     rounds: int
     columns: int
 
@@ -99,6 +105,8 @@ class _Master:
             objective.SetCoefficient(v, c.weight)
         objective.SetMaximization()
         self.x: dict[tuple[int, Pattern], pywraplp.Variable] = {}
+        self.work = 0
+        """Pricing table cells computed so far (patterns.price): the counted work."""
 
     def add(self, t: int, pattern: Pattern) -> bool:
         if (t, pattern) in self.x or not pattern:
@@ -142,7 +150,8 @@ def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int,
     return {ci: mu.get((ci, h), 0.0) for ci in space.types[t].admits}
 
 
-def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS):
+def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS,
+             max_cells: int = MAX_PRICING_CELLS):
     """Column generation from ``seeds``: (master, LP value, bound, rounds). With exact pricing
     each round gives a Lagrangian bound too, and it stops as soon as that bound reaches
     ``known`` (a plan that places that much exists: nothing better is left to find).
@@ -154,14 +163,16 @@ def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max
     for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
         master.add(t, complete(space, t, (), {ci: space.classes[ci].weight / space.classes[ci].tp
                                               for ci in pt.admits}))
-    value, bound, rounds = _grow(master, max_rounds, known)
+    value, bound, rounds = _grow(master, max_rounds, known, max_cells)
     return master, value, bound, rounds
 
 
-def _grow(master: _Master, max_rounds: int, known: int) -> tuple[float, float | None, int]:
-    """Pricing rounds until no column earns more than its type's price (or the bound reaches
-    ``known``, or ``max_rounds``): (LP value, bound, rounds). The master's last solve is of
-    its final columns (for master.rounded)."""
+def _grow(master: _Master, max_rounds: int, known: int, max_cells: int) -> tuple[float, float | None, int]:
+    """Pricing rounds until no column earns more than its type's price, or the bound reaches
+    ``known``, or the counted work (``max_rounds``, ``max_cells`` of pricing tables) runs out:
+    (LP value, bound, rounds). A round prices the types of the modes the LP uses first and
+    the others only when those give no column; only full rounds give a bound. The master's
+    last solve is of its final columns (for master.rounded)."""
     space = master.space
     rounds, bound = 0, float("inf")
     while True:
@@ -170,25 +181,37 @@ def _grow(master: _Master, max_rounds: int, known: int) -> tuple[float, float | 
         if solved is None:
             return 0.0, None, rounds
         value, pi, mu = solved
-        if rounds > max_rounds:
-            return value, min(bound, _lagrange(space, value, pi, mu)), rounds
-        added, exact, gain = False, True, []
-        for t in range(len(space.types)):
-            prices = _prices(space, t, mu)
-            best, pattern, ok = price(space, t, prices)
-            exact = exact and ok
-            gain.append(max(0.0, best - pi[t]))
-            if best > pi[t] + EPS:
-                added |= master.add(t, complete(space, t, pattern, prices))
+        if rounds > max_rounds or master.work > max_cells:  # out of counted work: the bound of a full round, if any
+            return value, (bound if bound < float("inf") else None), rounds
+        gain: dict[int, float] = {}
+        exact = True
+        for group in _by_use(master):  # the types of the modes the LP uses first: most columns come from them
+            for t in group:
+                prices = _prices(space, t, mu)
+                best, pattern, ok, cells = price(space, t, prices)
+                master.work += cells
+                exact = exact and ok
+                gain[t] = max(0.0, best - pi[t])
+                if best > pi[t] + EPS:
+                    master.add(t, complete(space, t, pattern, prices))
+            if any(g > EPS for g in gain.values()):
+                break
+        if len(gain) < len(space.types):
+            continue  # a partial round: no bound from it
         if exact:
-            bound = min(bound, value + _most_gain(space, gain))
-            if int(bound + EPS) <= known:  # nothing better than the known plan exists
-                added = False
-        if not added:
-            if exact:
+            bound = min(bound, value + _most_gain(space, [gain[t] for t in range(len(space.types))]))
+        if all(g <= EPS for g in gain.values()) or (exact and int(bound + EPS) <= known):
+            if exact:  # nothing better than the known plan exists, or no column earns more than its price
                 master.solve()  # its solution, for rounded(), is of the columns it has now
                 return value, bound, rounds
             return value, _lagrange(space, value, pi, mu), rounds
+
+
+def _by_use(master: _Master) -> list[list[int]]:
+    """Partition types in two groups: those of the modes the LP solution uses, then the rest."""
+    space = master.space
+    used = {t for (q, li), v in master.w.items() if v.solution_value() > EPS for t, _n in space.kinds[q].parts[li]}
+    return [sorted(used), sorted(set(range(len(space.types))) - used)]
 
 
 def _most_gain(space: Space, gain: list[float]) -> float:
@@ -206,19 +229,24 @@ def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
 
 
 def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, at_least: int, at_most: int,
-                  deterministic_s: float, guard_s: float):
+                  deterministic_s: float, guard_s: float, barred: set = frozenset()):
     """Integer counts of the layouts, columns and instances (CP-SAT, one worker, limited in
     deterministic time): the most placed priority, at least ``at_least`` (the starting plan,
     given as ``hint``), at most ``at_most``. A partition holding a ranks of a tp>1 class needs
     a instances of it (each rank is a different instance). Returns (layout counts, pattern
-    counts, instances, placed) or None."""
+    counts, instances, placed) or None. ``barred``: layouts (kind, mode) no such plan uses.
+
+    Only columns that a plan placing ``at_least`` may use are passed (improve: reduced-cost
+    fixing. At the LP's duals every column costs its reduced cost, and a plan's value is at
+    most the LP value minus what its columns cost, so a column costing more than the LP value
+    minus ``at_least`` is in no such plan): far fewer columns, a faster search."""
     m = cp_model.CpModel()
     w = {}
     capterms = {t: [] for t in range(len(space.types))}
     for q, kind in enumerate(space.kinds):
         vs = []
         for li, parts in enumerate(kind.parts):
-            w[q, li] = v = m.NewIntVar(0, len(kind.gpus), "")
+            w[q, li] = v = m.NewIntVar(0, 0 if (q, li) in barred else len(kind.gpus), "")
             vs.append(v)
             for t, count in parts:
                 capterms[t].append(-count * v)
@@ -330,8 +358,13 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
             for key in start["x"]:
                 master.add(*key)
     if at_most > placed:
-        found = solve_integer(space, sorted(master.x), start, placed, at_most, MIP_DETERMINISTIC_S,
-                              WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4))
+        solved = master.solve()
+        slack = (solved[0] if solved else 0.0) - (placed + 1) + EPS  # what a better plan may lose to reduced costs
+        useful = sorted(key for key, v in master.x.items() if abs(v.reduced_cost()) <= slack or key in start["x"])
+        barred = {key for key, v in master.w.items() if abs(v.reduced_cost()) > slack and not start["w"].get(key)}
+        found = solve_integer(space, useful, start, placed, at_most, MIP_DETERMINISTIC_S,
+                              WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
+                              barred) if slack >= 0 else None
         if found is not None and found[3] > placed:
             out = _decode(space, inventory, specs, policy, modes, *found[:3])
             if out is not None and placed_weight(out[1]) > placed:

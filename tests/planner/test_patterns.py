@@ -93,7 +93,7 @@ def test_pricing_finds_the_best_pattern_exhaustive_enumeration_finds(seed):
     space = build_space(inv, demands, policy, specs, {0: [C.SPX, C.QPX]})
     for t, pt in enumerate(space.types):
         value = {ci: rng.choice([0.0, rng.uniform(0.1, 10.0)]) for ci in pt.admits}
-        found, pattern, exact = price(space, t, value)
+        found, pattern, exact, _cells = price(space, t, value)
         assert exact  # the benchmark-like sizes share a unit: no rounding
         assert found == pytest.approx(_best_by_enumeration(space, t, value))
         assert sum(value[ci] * n for ci, n in pattern) == pytest.approx(found)  # its pattern is worth that
