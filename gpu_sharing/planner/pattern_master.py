@@ -333,8 +333,8 @@ def _decode(space: Space, inventory, specs, policy: PlannerPolicy, modes, layout
 def every_layout(full, candidates: dict[int, list]) -> bool:
     """Whether ``candidates`` (compute modes at fixed memory modes) are every layout the full
     feasible set (``full``: problem.Problem) allows: then the LP bound bounds the whole problem."""
-    return all({lay.compute for lay in g.layouts} <= set(candidates[g.gpu]) and len({lay.memory for lay in g.layouts}) == 1
-               for g in full.gpus)
+    return all({lay.compute for lay in g.layouts} <= set(candidates[g.gpu])
+               and len({lay.memory for lay in g.layouts}) == 1 for g in full.gpus)
 
 
 def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes, packing: Packing,

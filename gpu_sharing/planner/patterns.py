@@ -25,7 +25,7 @@ from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.fill import fill_free_room
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.planner.packing import Assignment, Packing, Slot, _occupy, build_slots, items_for
-from gpu_sharing.planner.problem import SHARE_UNITS, rank_fits
+from gpu_sharing.planner.problem import SHARE_UNITS, PlacementClass, placement_classes, rank_fits
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
 
 MAX_TABLE_CELLS = 4096
@@ -41,17 +41,6 @@ MAX_SHARE_CELLS = 40
 
 Pattern = tuple[tuple[int, int], ...]
 """((class index, ranks), ...) sorted by class: what one partition holds."""
-
-
-@dataclass(frozen=True)
-class Klass:
-    """Replicas of one model at one tp (interchangeable instances)."""
-
-    demand_index: int
-    tp: int
-    bytes_per_rank: int
-    share_units: int
-    weight: int
 
 
 @dataclass(frozen=True)
@@ -81,7 +70,7 @@ class Kind:
 @dataclass(frozen=True)
 class Space:
     demands: tuple[ModelDemand, ...]
-    classes: tuple[Klass, ...]
+    classes: tuple[PlacementClass, ...]
     types: tuple[PartType, ...]
     kinds: tuple[Kind, ...]
 
@@ -100,13 +89,7 @@ def build_space(inventory, demands, policy: PlannerPolicy, specs, candidates: di
     """The classes of ``demands``, and the partition types and GPU kinds of the node when each
     GPU takes one of its ``candidates`` compute modes (partitions as packing.build_slots
     makes them: the current ones at the current mode)."""
-    classes = []
-    for i, d in enumerate(demands):
-        share = int(math.ceil((d.compute_share or 0.0) * SHARE_UNITS - 1e-9))
-        if d.replicas <= 0 or share > SHARE_UNITS:
-            continue
-        for tp in sorted(d.bytes_per_rank_by_tp):
-            classes.append(Klass(i, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
+    classes = [c for c in placement_classes(demands) if c.share_units <= SHARE_UNITS]  # more than a whole GPU: never
     pinned = [i for i, d in enumerate(demands) if d.allowed_gpus is not None]
     gpus = sorted(candidates)
     by_mode = {m: build_slots(inventory, {g: (m if m in candidates[g] else candidates[g][0]) for g in gpus}, specs,
@@ -225,7 +208,8 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     if tab is None:
         return 0.0, (), True, 0
     r, b = tab.values.shape[0] - 1, tab.values.shape[1] - 1
-    return float(tab.values[r, b]), tuple(sorted(tab.pattern(r, b).items())), tab.exact, len(tab.pieces) * tab.values.size
+    cells = len(tab.pieces) * tab.values.size
+    return float(tab.values[r, b]), tuple(sorted(tab.pattern(r, b).items())), tab.exact, cells
 
 
 def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) -> Pattern:

@@ -35,7 +35,8 @@ def _pinned_cpx(seed: int):
     rng = random.Random(seed)
     inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), "CPX") for i in range(rng.choice([1, 2]))))
     demands = [demand(f"m{i}", rng.choice([10, 20, 30, 45, 60]), rng.randint(1, 2 * len(inv.gpus) + 1),
-                      rng.randint(0, 9), tps=rng.choice([(1, 2, 4, 8), (2,), (4,)]), share=rng.choice([None, None, 0.5]))
+                      rng.randint(0, 9), tps=rng.choice([(1, 2, 4, 8), (2,), (4,)]),
+                      share=rng.choice([None, None, 0.5]))
                for i in range(rng.randint(3, 4))]
     return inv, demands, PlannerPolicy(gpus=tuple(GpuPolicy(g.index, C.CPX) for g in inv.gpus))
 
