@@ -115,3 +115,35 @@ def test_counts_that_do_not_split_lose_an_instance_not_validity():
     refs = [a.refs for a in packing.assignments.values()]
     assert all(len(set(r)) == 2 for r in refs) and len(refs) == 2  # one decoded, one by the final fill
     assert demands[0].bytes_per_rank_by_tp[2] < 24 * GIB
+
+
+@pytest.mark.parametrize("seed", range(0, 30, 2))
+def test_every_mode_two_hives_pins_and_shares_from_nothing(seed):
+    """The benchmark reference's own small cases (every mode, tp, share, GPU pin, NPS choice, two
+    hives): from nothing placed, over the planner's candidate modes, the step's plan passes
+    check_plan and places the brute-force optimum when its candidates are every layout (no
+    more otherwise), and its bound is never below that optimum."""
+    from test_reference_colgen import small_case
+
+    from gpu_sharing.planner import planner as pipeline
+    from gpu_sharing.planner.pattern_master import every_layout
+    from gpu_sharing.planner.problem import build_problem
+
+    inv, demands, policy = small_case(seed)
+    specs = {g.index: get_spec(g.model) for g in inv.gpus}
+    memory = pipeline._memory_targets(inv, policy, specs)
+    candidates = pipeline._candidates(inv, policy, specs, memory)
+    modes = {g: c[0] for g, c in candidates.items()}
+    empty = Packing({}, items_for(demands), {}, build_slots(inv, modes, specs, policy))
+    better = improve(inv, demands, policy, specs, candidates, modes, empty, sum((d.priority + 1) * d.replicas
+                                                                              for d in demands))
+    exact = brute_force(inv, demands, policy)
+    whole = every_layout(build_problem(inv, demands, policy, full=True), candidates)
+    got = 0
+    if better.packing is not None:
+        p = to_plan(inv, demands, [], policy, better.modes, memory, better.packing, SolverInfo("pattern-lp", 0.0, 0.0, 0.0))
+        assert check_plan(inv, demands, policy, p) == []
+        got = placed_priority(p, demands)
+    assert got == exact if whole else got <= exact
+    if whole:
+        assert better.bound is not None and better.bound >= exact - 1e-6
