@@ -141,7 +141,8 @@ def test_every_mode_two_hives_pins_and_shares_from_nothing(seed):
     whole = every_layout(build_problem(inv, demands, policy, full=True), candidates)
     got = 0
     if better.packing is not None:
-        p = to_plan(inv, demands, [], policy, better.modes, memory, better.packing, SolverInfo("pattern-lp", 0.0, 0.0, 0.0))
+        info = SolverInfo("pattern-lp", 0.0, 0.0, 0.0)
+        p = to_plan(inv, demands, [], policy, better.modes, memory, better.packing, info)
         assert check_plan(inv, demands, policy, p) == []
         got = placed_priority(p, demands)
     assert got == exact if whole else got <= exact
