@@ -9,9 +9,11 @@ summing to at most 1. Partitions with the same hive, size and GPU pins are inter
 plus how many instances of each class each hive runs. Counting patterns instead of
 assigning ranks keeps the model small whatever the number of GPUs.
 
-Here: the types of a packing's partitions, the best pattern for given prices of one rank
-per class (dynamic programming over bytes and shares: the pricing step of column generation),
-and the way back from counts to named instances on concrete partitions.
+Here: the partition types and GPU kinds of a node over each GPU's candidate modes (a kind's
+GPUs are interchangeable; a mode gives it so many partitions of each type), the best pattern
+for given prices of one rank per class (dynamic programming over shares and bytes: the
+pricing step of column generation), and the way back from counts to named instances on
+concrete partitions, with the planner's own checks (``valid``).
 """
 
 from __future__ import annotations
