@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from ortools.linear_solver import pywraplp
 from ortools.sat.python import cp_model
 
-from gpu_sharing.planner.exact import WALL_GUARD_FACTOR
+from gpu_sharing.planner import exact
 from gpu_sharing.planner.fill import placed_weight
 from gpu_sharing.planner.packing import Packing, build_slots
 from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of, price,
@@ -363,7 +363,7 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
         useful = sorted(key for key, v in master.x.items() if abs(v.reduced_cost()) <= slack or key in start["x"])
         barred = {key for key, v in master.w.items() if abs(v.reduced_cost()) > slack and not start["w"].get(key)}
         found = solve_integer(space, useful, start, placed, at_most, MIP_DETERMINISTIC_S,
-                              WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
+                              exact.WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
                               barred) if slack >= 0 else None
         if found is not None and found[3] > placed:
             out = _decode(space, inventory, specs, policy, modes, *found[:3])

@@ -151,7 +151,8 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
             first = (modes, memory, copy.deepcopy(packing), info)
         packing = fill_free_room(packing, policy, rules)
     elif exact_after:
-        w = widen(inventory, demands, current, policy, modes, memory, packing, info)
+        w = widen(inventory, demands, current, policy, modes, memory, packing, info,
+                  int(info.bound) if info.name == "layout-search" else None)  # its bound is over the full set
         modes, memory, packing, info = w.modes, w.memory, w.packing, w.info
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules,
                                        may_repartition=not (policy.repartition_drains_node and current))

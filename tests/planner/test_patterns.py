@@ -148,3 +148,32 @@ def test_every_mode_two_hives_pins_and_shares_from_nothing(seed):
     assert got == exact if whole else got <= exact
     if whole:
         assert better.bound is not None and better.bound >= exact - 1e-6
+
+
+def test_on_a_pinned_cpx_node_the_step_places_more_whatever_the_wall_clock_guard(monkeypatch):
+    """4 GPUs pinned to CPX where the layout search leaves a gap: the step places more than it
+    (the status says how much), the plan passes check_plan, the reported bound is the LP's
+    (tighter than the knapsack's, and the full-set search after it keeps it), and with the
+    wall-clock guard 10x or 1000x the deterministic limits the plan is the same."""
+    from dataclasses import replace
+
+    from gpu_sharing.planner import exact, plan
+
+    rng = random.Random(2)
+    inv = Inventory(tuple(gpu(i, rng.choice(["MI300X", "MI325X"]), "CPX") for i in range(4)))
+    demands = [demand(f"m{i}", rng.choice([2, 6, 10, 14, 20, 30, 45, 60]), rng.randint(1, 6), rng.randint(0, 9))
+               for i in range(8)]
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(g.index, C.CPX) for g in inv.gpus))
+    plans = []
+    for factor in (exact.WALL_GUARD_FACTOR, 1000.0):
+        monkeypatch.setattr(exact, "WALL_GUARD_FACTOR", factor)
+        p = plan(inv, demands, [], policy)
+        plans.append(replace(p, solver=replace(p.solver, wall_time_s=0.0)))
+    p = plans[0]
+    assert plans[0] == plans[1]
+    assert check_plan(inv, demands, policy, p) == []
+    status = p.solver.status.split("pattern LP")[1]
+    step, search = (int(x) for x in status.split(" placed ")[1].split(")")[0].split(" (layout search "))
+    assert step > search and placed_priority(p, demands) >= step
+    lp_bound = int(status.split("LP bound ")[1].split(":")[0])
+    assert p.solver.bound == lp_bound >= placed_priority(p, demands)
