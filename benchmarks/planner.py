@@ -38,6 +38,8 @@ Columns:
   unjust.    of those, instances for which the plan starts nothing of strictly higher priority
              (checked here, not by the planner): planner.preempt says this must be 0.
   p50/p95    planner wall time of the timed plan, ms, one OR-Tools worker, on this machine.
+  step p50   of that, the pattern step's own time (planner.pattern_master.improve), ms, p50
+             over the cases where it ran (0 when it ran in none).
   ref s      median seconds the reference took per case.
 """
 
@@ -60,6 +62,7 @@ from reference_optimum import check_plan, placed_priority  # noqa: E402
 from gpu_sharing.hardware.catalog import get_spec  # noqa: E402
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, PhysicalGpu  # noqa: E402
 from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M  # noqa: E402
+import gpu_sharing.planner.planner as planner_module  # noqa: E402
 from gpu_sharing.planner import plan  # noqa: E402
 from gpu_sharing.planner.spread import fair_cus  # noqa: E402
 from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, RunningInstance  # noqa: E402
@@ -175,6 +178,22 @@ def unjustified(p, demands, current, unchanged: set[str]) -> int:
     return sum(1 for iid in p.to_stop if iid in unchanged and prio[iid.rsplit("-", 1)[0]] >= top)
 
 
+STEP_TIMES: list[float] = []
+_improve = planner_module.improve
+
+
+def _timed_improve(*args, **kwargs):
+    """The pattern step, timed (its own share of the planner's time)."""
+    t0 = time.perf_counter()
+    try:
+        return _improve(*args, **kwargs)
+    finally:
+        STEP_TIMES.append(time.perf_counter() - t0)
+
+
+planner_module.improve = _timed_improve
+
+
 def run_case(rng, family, ref_time):
     base = "auto" if family == "replan" else family
     inv, demands, policy = make_case(rng, base)
@@ -182,14 +201,16 @@ def run_case(rng, family, ref_time):
     if family == "replan":
         first = plan(inv, demands, [], policy)
         inv, demands, current, unchanged = converged_replan(rng, inv, demands, first)
+    STEP_TIMES.clear()
     t0 = time.perf_counter()
     p = plan(inv, demands, current, policy)
     took = time.perf_counter() - t0
+    step = sum(STEP_TIMES) if STEP_TIMES else None
     ref = reference_optimum(inv, demands, policy, p, ref_time) if ref_time > 0 else None
     stacked, fair = compute_view(inv, p, demands)
     row = {"planner": placed_priority(p, demands), "ref": ref, "ffd": ffd(inv, demands, policy),
            "invalid": bool(check_plan(inv, demands, policy, p)), "stacked": stacked, "fair": fair,
-           "time": took, "gap": p.solver.gap}
+           "time": took, "gap": p.solver.gap, "step": step}
     if family != "replan":  # every family re-plans too: converge to its own plan, then perturb
         inv, demands, current, unchanged = converged_replan(rng, inv, demands, p)
         t0 = time.perf_counter()
@@ -216,7 +237,7 @@ def main() -> int:
     args = ap.parse_args()
     print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'<found':>6} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} "
           f"{'invalid':>7} {'stacked':>7} {'top>=fair':>9} {'disrupted':>9} {'unjust.':>7} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'max ms':>7} {'ref s':>6}")
+          f"{'max ms':>7} {'ref s':>6} {'step p50':>8}")
     notes = []
     for family in args.families.split(","):
         rng = random.Random(f"{args.seed}-{family}")
@@ -236,7 +257,8 @@ def main() -> int:
               f"{sum(r['stacked'] for r in rows):>7} {sum(r['fair'] for r in rows):>9} "
               f"{sum(r['disrupted'] for r in rows):>9} {sum(r['unjustified'] for r in rows):>7} "
               f"{pct(times, 0.5) * 1000:>7.1f} {pct(times, 0.95) * 1000:>7.1f} {max(times) * 1000:>7.1f} "
-              f"{pct([r['ref_time'] for r in rows], 0.5):>6.1f}", flush=True)
+              f"{pct([r['ref_time'] for r in rows], 0.5):>6.1f} "
+              f"{pct([r['step'] for r in rows if r['step'] is not None], 0.5) * 1000:>8.1f}", flush=True)
         for n, (r, ref) in enumerate(zip(rows, refs)):
             if ref is None or ref.optimum is None or r["planner"] != ref.optimum:
                 optimum = "unproven" if ref is None or ref.optimum is None else ref.optimum

@@ -69,8 +69,10 @@ def _search_space(full: Problem, modes, memory) -> tuple[Problem | None, str]:
 
 
 def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, packing: Packing,
-          info: SolverInfo) -> Widened:
-    """The first pass's plan, improved and proven (or given a gap) over the full feasible set."""
+          info: SolverInfo, full_bound: int | None = None) -> Widened:
+    """The first pass's plan, improved and proven (or given a gap) over the full feasible set.
+    ``full_bound``: a bound over the full set already known (the pattern LP's, after the
+    layout search), kept when it is below the surrogate's."""
     if not packing.unplaced:
         return Widened(modes, memory, packing, info)
     packing = fill_free_room(packing, policy)
@@ -81,11 +83,11 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
             info, objective=float(placed), bound=float(everything), gap=0.0,
             status=f"{info.status}; every replica placed after the final fill"))
     full = build_problem(inventory, demands, policy, full=True)
-    bound = min(surrogate(full).bound, everything)
+    bound = min(surrogate(full).bound, everything, everything if full_bound is None else max(full_bound, placed))
     if placed >= bound:
         return Widened(modes, memory, packing, replace(
             info, objective=float(placed), bound=float(bound), gap=0.0,
-            status=f"{info.status}; optimal over the full feasible set (surrogate bound {bound})"))
+            status=f"{info.status}; optimal over the full feasible set (bound {bound})"))
     search, scope = _search_space(full, modes, memory)
     if search is None:
         return Widened(modes, memory, packing, replace(

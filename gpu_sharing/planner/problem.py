@@ -244,9 +244,8 @@ def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices
     return tuple(out)
 
 
-def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: PlannerPolicy,
-                  full: bool = False) -> Problem:
-    """The problem under rules 1-3 (the fast first pass), or over the real feasible set (``full``)."""
+def placement_classes(demands: Sequence[ModelDemand]) -> list[PlacementClass]:
+    """Every (model, tp) a demand allows, in demand then tp order (the numbering solvers share)."""
     classes = []
     for i, d in enumerate(demands):
         if d.replicas <= 0:
@@ -254,6 +253,13 @@ def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: 
         share = int(math.ceil((d.compute_share or 0.0) * SHARE_UNITS - 1e-9))
         for tp in sorted(d.bytes_per_rank_by_tp):
             classes.append(PlacementClass(i, d, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
+    return classes
+
+
+def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: PlannerPolicy,
+                  full: bool = False) -> Problem:
+    """The problem under rules 1-3 (the fast first pass), or over the real feasible set (``full``)."""
+    classes = placement_classes(demands)
     gpus = layouts_for(inventory, policy)
     local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
     if full:

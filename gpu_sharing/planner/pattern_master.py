@@ -1,0 +1,372 @@
+"""Column generation over partition patterns, then a MIP over the columns (pure).
+
+Why: the layout search (layout_search.py) packs the knapsack's choice greedily, and where it
+leaves a gap to the knapsack bound (every cpx case of the benchmark, most pinned-tp and
+shares cases: 0.3-3.4% short of the optimum) the better plan is a matter of which partitions
+hold which ranks (patterns.py). The linear program over patterns is small (a row per GPU
+kind, per partition type, per (class, hive) and per model, whatever the number of GPUs)
+and its prices say which ranks are worth room: the pricing step (patterns.price) finds the
+pattern that earns most at those prices and adds it while it earns more than its partition
+type costs. Layouts are counts per GPU kind in the same LP, so a better plan may also change
+modes among each GPU's candidates. Then a MIP (CP-SAT) picks integer counts among the
+generated columns, hinted with the plan it started from (whose patterns are columns), so it
+never does worse; the counts decode into named instances (patterns.to_packing) and the plan
+is checked (patterns.valid) before it replaces anything. The LP solution rounded down and
+completed by the final fill comes first: when it reaches the bound, no MIP is built.
+
+The LP also bounds the optimum over the candidate modes: at the last prices no partition
+earns more than its type's best reduced cost, so LP value + the most a GPU kind's partitions
+could earn over their price is an upper bound (Lagrangian; exact pricing makes it the LP
+value). When the candidates are every layout the full set allows, planner.py uses it to
+tighten the reported gap.
+
+Deterministic: a counted number of rounds, GLOP's simplex, CP-SAT on one worker with a
+deterministic time limit (its wall clock is a guard only, exact.WALL_GUARD_FACTOR above).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ortools.linear_solver import pywraplp
+from ortools.sat.python import cp_model
+
+from gpu_sharing.planner import exact
+from gpu_sharing.planner.fill import placed_weight
+from gpu_sharing.planner.packing import Packing, build_slots
+from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of, price,
+                                         to_packing, type_index, valid)
+from gpu_sharing.planner.types import PlannerPolicy
+
+MAX_ROUNDS = 30
+"""Pricing rounds at most (each: one LP solve and one pricing per partition type). Measured
+on the benchmark's cpx, pinned-tp and shares families: 12-30 rounds to convergence."""
+MAX_PRICING_CELLS = 40_000_000
+"""Pricing table cells computed at most: the counted work of the pricing, which dominates the
+step (60-200 million cells a second on the 2-core development machine, so at most about
+0.2-0.7 s). The benchmark's cpx and pinned-tp cases need 1-5 million; its shares cases
+(8 partition types, 21 share rows) 17-55 million to converge, and lose 0-2 placed priority
+at this limit."""
+MIN_BUDGET_S = 1.0
+"""Below this time budget the step does not run: its fixed work (MAX_ROUNDS, MAX_PRICING_CELLS
+and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
+MIP_DETERMINISTIC_S = 0.1
+"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
+the budget does not change the plan; about 0.25 s of wall time on the 2-core development
+machine, far inside the default 2 s). Measured on the benchmark's cpx, pinned-tp and shares
+families: half of it lost 1-9 placed priority on 6 of 15 cases, twice of it gained 1 on
+one case for 2.5x the time; SCIP over the same model (no presolve, no cuts) at 100 nodes
+took as long and lost on 2 of the shares cases."""
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Improved:
+    modes: dict | None
+    packing: Packing | None
+    """A checked plan placing more than the starting one, or None."""
+    bound: float | None
+    """Upper bound on placed priority over the candidate modes (None: no full round of
+    pricing gave one before the work ran out)."""
+    rounds: int
+    columns: int
+
+
+class _Master:
+    """The LP. w[q, l]: GPUs of kind q in mode l; x[t, p]: partitions of type t filled with
+    pattern p; n[c, h]: instances of class c in hive h. max sum(weight x n) s.t. per kind
+    sum_l w = GPUs; per type sum_p x <= partitions the modes give; per (c, h) tp x n <= ranks
+    the patterns give; per model sum n <= replicas. Every row is a constraint (no variable
+    upper bounds), so the duals alone price a column."""
+
+    def __init__(self, space: Space):
+        self.space = space
+        s = self.s = pywraplp.Solver.CreateSolver("GLOP")
+        inf = s.infinity()
+        self.cap = [s.Constraint(-inf, 0) for _t in space.types]
+        self.w: dict[tuple[int, int], pywraplp.Variable] = {}
+        for q, kind in enumerate(space.kinds):
+            row = s.Constraint(len(kind.gpus), len(kind.gpus))
+            for li, parts in enumerate(kind.parts):
+                self.w[q, li] = v = s.NumVar(0, inf, "")
+                row.SetCoefficient(v, 1)
+                for t, count in parts:
+                    self.cap[t].SetCoefficient(v, -count)
+        self.link: dict[tuple[int, int], pywraplp.Constraint] = {}
+        self.n: dict[tuple[int, int], pywraplp.Variable] = {}
+        reps = {i: s.Constraint(-inf, d.replicas) for i, d in enumerate(space.demands)}
+        objective = s.Objective()
+        for ci, h in sorted({(ci, t.hive) for t in space.types for ci in t.admits}):
+            c = space.classes[ci]
+            self.link[ci, h] = con = s.Constraint(-inf, 0)
+            self.n[ci, h] = v = s.NumVar(0, inf, "")
+            con.SetCoefficient(v, c.tp)
+            reps[c.demand_index].SetCoefficient(v, 1)
+            objective.SetCoefficient(v, c.weight)
+        objective.SetMaximization()
+        self.x: dict[tuple[int, Pattern], pywraplp.Variable] = {}
+        self.work = 0
+        """Pricing table cells computed so far (patterns.price): the counted work."""
+
+    def add(self, t: int, pattern: Pattern) -> bool:
+        if (t, pattern) in self.x or not pattern:
+            return False
+        v = self.x[t, pattern] = self.s.NumVar(0, self.s.infinity(), "")
+        self.cap[t].SetCoefficient(v, 1)
+        for ci, a in pattern:
+            self.link[ci, self.space.types[t].hive].SetCoefficient(v, -a)
+        return True
+
+    def rounded(self):
+        """The LP solution rounded down: GPUs per mode (the rest to the first mode that has room
+        for the rounded patterns), whole partitions per pattern, and the instances their ranks
+        carry (the LP's, rounded down, within the ranks the rounded patterns give)."""
+        layouts = {key: int(v.solution_value() + EPS) for key, v in self.w.items()}
+        for q, kind in enumerate(self.space.kinds):
+            short = len(kind.gpus) - sum(layouts.get((q, li), 0) for li in range(len(kind.modes)))
+            if short > 0:
+                li = max(range(len(kind.modes)), key=lambda li: (self.w[q, li].solution_value() % 1, -li))
+                layouts[q, li] += short
+        counts = {key: int(v.solution_value() + EPS) for key, v in self.x.items()}
+        counts = {key: k for key, k in counts.items() if k}
+        inst = {}
+        for (ci, h), v in self.n.items():
+            ranks = sum(a * k for (t, p), k in counts.items() for cc, a in p
+                        if cc == ci and self.space.types[t].hive == h)
+            inst[ci, h] = min(int(v.solution_value() + EPS), ranks // self.space.classes[ci].tp)
+        return layouts, counts, inst
+
+    def solve(self) -> tuple[float, list[float], dict[tuple[int, int], float]] | None:
+        """(LP value, price of a partition per type, price of a rank per (class, hive))."""
+        if self.s.Solve() != pywraplp.Solver.OPTIMAL:
+            return None
+        pi = [abs(con.dual_value()) for con in self.cap]
+        mu = {key: abs(con.dual_value()) for key, con in self.link.items()}
+        return self.s.Objective().Value(), pi, mu
+
+
+def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int, float]:
+    h = space.types[t].hive
+    return {ci: mu.get((ci, h), 0.0) for ci in space.types[t].admits}
+
+
+def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS,
+             max_cells: int = MAX_PRICING_CELLS):
+    """Column generation from ``seeds``: (master, LP value, bound, rounds). With exact pricing
+    each round gives a Lagrangian bound too, and it stops as soon as that bound reaches
+    ``known`` (a plan that places that much exists: nothing better is left to find).
+    (Stopping as soon as the bound's integer part is the LP value's was measured: fewer
+    columns, and the MIP then missed the optimum on a cpx case.)"""
+    master = _Master(space)
+    for t, p in seeds:
+        master.add(t, p)
+    for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
+        master.add(t, complete(space, t, (), {ci: space.classes[ci].weight / space.classes[ci].tp
+                                              for ci in pt.admits}))
+    value, bound, rounds = _grow(master, max_rounds, known, max_cells)
+    return master, value, bound, rounds
+
+
+def _grow(master: _Master, max_rounds: int, known: int, max_cells: int) -> tuple[float, float | None, int]:
+    """Pricing rounds until no column earns more than its type's price, or the bound reaches
+    ``known``, or the counted work (``max_rounds``, ``max_cells`` of pricing tables) runs out:
+    (LP value, bound, rounds). A round prices the types of the modes the LP uses first and
+    the others only when those give no column; only full rounds give a bound. The master's
+    last solve is of its final columns (for master.rounded)."""
+    space = master.space
+    rounds, bound = 0, float("inf")
+    while True:
+        rounds += 1
+        solved = master.solve()
+        if solved is None:
+            return 0.0, None, rounds
+        value, pi, mu = solved
+        if rounds > max_rounds or master.work > max_cells:  # out of counted work: the bound of a full round, if any
+            return value, (bound if bound < float("inf") else None), rounds
+        gain: dict[int, float] = {}
+        exact = True
+        for group in _by_use(master):  # the types of the modes the LP uses first: most columns come from them
+            for t in group:
+                prices = _prices(space, t, mu)
+                best, pattern, ok, cells = price(space, t, prices)
+                master.work += cells
+                exact = exact and ok
+                gain[t] = max(0.0, best - pi[t])
+                if best > pi[t] + EPS:
+                    master.add(t, complete(space, t, pattern, prices))
+            if any(g > EPS for g in gain.values()):
+                break
+        if len(gain) < len(space.types):
+            continue  # a partial round: no bound from it
+        if exact:
+            bound = min(bound, value + _most_gain(space, [gain[t] for t in range(len(space.types))]))
+        if all(g <= EPS for g in gain.values()) or (exact and int(bound + EPS) <= known):
+            if exact:  # nothing better than the known plan exists, or no column earns more than its price
+                master.solve()  # its solution, for rounded(), is of the columns it has now
+                return value, bound, rounds
+            return value, _lagrange(space, value, pi, mu), rounds
+
+
+def _by_use(master: _Master) -> list[list[int]]:
+    """Partition types in two groups: those of the modes the LP solution uses, then the rest."""
+    space = master.space
+    used = {t for (q, li), v in master.w.items() if v.solution_value() > EPS for t, _n in space.kinds[q].parts[li]}
+    return [sorted(used), sorted(set(range(len(space.types))) - used)]
+
+
+def _most_gain(space: Space, gain: list[float]) -> float:
+    """The most the node's partitions could earn over their types' prices, each GPU kind in
+    its best mode for that."""
+    return sum(len(kind.gpus) * max(sum(n * gain[t] for t, n in parts) for parts in kind.parts)
+               for kind in space.kinds)
+
+
+def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
+    """LP value + the most the partitions could earn over their prices (pricing with sizes
+    rounded down: an upper bound when the pricing was not exact)."""
+    return value + _most_gain(space, [max(0.0, price(space, t, _prices(space, t, mu), up=False)[0] - pi[t])
+                                      for t in range(len(space.types))])
+
+
+def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, at_least: int, at_most: int,
+                  deterministic_s: float, guard_s: float, barred: set = frozenset()):
+    """Integer counts of the layouts, columns and instances (CP-SAT, one worker, limited in
+    deterministic time): the most placed priority, at least ``at_least`` (the starting plan,
+    given as ``hint``), at most ``at_most``. A partition holding a ranks of a tp>1 class needs
+    a instances of it (each rank is a different instance). Returns (layout counts, pattern
+    counts, instances, placed) or None. ``barred``: layouts (kind, mode) no such plan uses.
+
+    Only columns that a plan placing ``at_least`` may use are passed (improve: reduced-cost
+    fixing. At the LP's duals every column costs its reduced cost, and a plan's value is at
+    most the LP value minus what its columns cost, so a column costing more than the LP value
+    minus ``at_least`` is in no such plan): far fewer columns, a faster search."""
+    m = cp_model.CpModel()
+    w = {}
+    capterms = {t: [] for t in range(len(space.types))}
+    for q, kind in enumerate(space.kinds):
+        vs = []
+        for li, parts in enumerate(kind.parts):
+            w[q, li] = v = m.NewIntVar(0, 0 if (q, li) in barred else len(kind.gpus), "")
+            vs.append(v)
+            for t, count in parts:
+                capterms[t].append(-count * v)
+        m.Add(sum(vs) == len(kind.gpus))
+    x = {(t, p): m.NewIntVar(0, space.most(t), "") for t, p in columns}
+    linkterms = {}
+    for (t, p), v in x.items():
+        capterms[t].append(v)
+        for ci, a in p:
+            linkterms.setdefault((ci, space.types[t].hive), []).append(-a * v)
+    for t, terms in capterms.items():
+        if terms:
+            m.Add(sum(terms) <= 0)
+    n = {}
+    for (ci, h), terms in sorted(linkterms.items()):
+        c = space.classes[ci]
+        n[ci, h] = m.NewIntVar(0, space.demands[c.demand_index].replicas, "")
+        m.Add(c.tp * n[ci, h] + sum(terms) <= 0)
+    for i, d in enumerate(space.demands):
+        mine = [v for (ci, _h), v in n.items() if space.classes[ci].demand_index == i]
+        if len(mine) > 1:
+            m.Add(sum(mine) <= d.replicas)
+    for (t, p), v in x.items():
+        h = space.types[t].hive
+        spread = [(ci, a) for ci, a in p if a >= 2 and space.classes[ci].tp >= 2]
+        if spread:
+            used = m.NewBoolVar("")
+            m.Add(v == 0).OnlyEnforceIf(used.Not())
+            for ci, a in spread:
+                m.Add(n[ci, h] >= a).OnlyEnforceIf(used)
+    obj = sum(space.classes[ci].weight * v for (ci, _h), v in n.items())
+    m.Add(obj >= at_least)
+    m.Add(obj <= at_most)
+    m.Maximize(obj)
+    for name, vars_ in (("w", w), ("x", x), ("n", n)):
+        for k, v in vars_.items():
+            m.AddHint(v, hint[name].get(k, 0))
+    s = cp_model.CpSolver()
+    s.parameters.num_workers = 1
+    s.parameters.random_seed = 0
+    s.parameters.max_deterministic_time = deterministic_s
+    s.parameters.max_time_in_seconds = guard_s  # a guard only, far above (measured: wall <= 9x det under load)
+    s.parameters.linearization_level = 2  # the LP over the columns is what closes the gap
+    if s.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+
+    def value(vars_: dict) -> dict:
+        return {k: s.Value(v) for k, v in vars_.items() if s.Value(v)}
+    inst = value(n)
+    return value(w), value(x), inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items())
+
+
+def _start(space: Space, modes, packing: Packing) -> dict:
+    """The starting plan in the master's terms (seed columns and the MIP's hint)."""
+    index = {(space.demands[c.demand_index].name, c.tp): ci for ci, c in enumerate(space.classes)}
+    w = {}
+    for q, kind in enumerate(space.kinds):
+        for g in kind.gpus:
+            li = kind.modes.index(modes[g])
+            w[q, li] = w.get((q, li), 0) + 1
+    x: dict[tuple[int, Pattern], int] = {}
+    for ref, p in sorted(patterns_of(space, packing).items()):
+        key = (type_index(space, packing.slots[ref]), p)
+        x[key] = x.get(key, 0) + 1
+    n: dict[tuple[int, int], int] = {}
+    for a in packing.assignments.values():
+        key = (index[a.item.model, a.tp], packing.slots[a.refs[0]].hive)
+        n[key] = n.get(key, 0) + 1
+    return {"w": w, "x": x, "n": n}
+
+
+def _decode(space: Space, inventory, specs, policy: PlannerPolicy, modes, layouts, counts, inst):
+    """(modes, checked packing) from integer counts, or None."""
+    chosen = assign_modes(space, layouts, modes)
+    if chosen is None:
+        return None
+    slots = build_slots(inventory, {**modes, **chosen}, specs, policy)
+    out = to_packing(space, slots, counts, inst, policy)
+    if out is None or not valid(space, out):
+        return None
+    return {**modes, **chosen}, out
+
+
+def every_layout(full, candidates: dict[int, list]) -> bool:
+    """Whether ``candidates`` (compute modes at fixed memory modes) are every layout the full
+    feasible set (``full``: problem.Problem) allows: then the LP bound bounds the whole problem."""
+    return all({lay.compute for lay in g.layouts} <= set(candidates[g.gpu])
+               and len({lay.memory for lay in g.layouts}) == 1 for g in full.gpus)
+
+
+def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes, packing: Packing,
+            bound: int) -> Improved:
+    """A better plan than ``packing`` (at ``modes``), each GPU in one of its ``candidates``
+    modes, and the LP bound over those modes. Nothing when the budget is below
+    MIN_BUDGET_S (the work here is fixed, not scaled)."""
+    if policy.time_budget_s < MIN_BUDGET_S:
+        return Improved(None, None, None, 0, 0)
+    placed = placed_weight(packing)
+    space = build_space(inventory, demands, policy, specs, candidates)
+    start = _start(space, modes, packing)
+    master, _value, lp_bound, rounds = generate(space, sorted(start["x"]), placed)
+    at_most = bound if lp_bound is None else min(bound, int(lp_bound + EPS))
+    best = None
+    if at_most > placed:
+        quick = _decode(space, inventory, specs, policy, modes, *master.rounded())
+        if quick is not None and placed_weight(quick[1]) > placed:
+            best, placed = quick, placed_weight(quick[1])
+            start = _start(space, *quick)  # the MIP starts from the better plan: its patterns become columns
+            for key in start["x"]:
+                master.add(*key)
+    if at_most > placed:
+        solved = master.solve()
+        slack = (solved[0] if solved else 0.0) - (placed + 1) + EPS  # what a better plan may lose to reduced costs
+        useful = sorted(key for key, v in master.x.items() if abs(v.reduced_cost()) <= slack or key in start["x"])
+        barred = {key for key, v in master.w.items() if abs(v.reduced_cost()) > slack and not start["w"].get(key)}
+        found = solve_integer(space, useful, start, placed, at_most, MIP_DETERMINISTIC_S,
+                              exact.WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
+                              barred) if slack >= 0 else None
+        if found is not None and found[3] > placed:
+            out = _decode(space, inventory, specs, policy, modes, *found[:3])
+            if out is not None and placed_weight(out[1]) > placed:
+                best = out
+    return Improved(best[0] if best else None, best[1] if best else None, lp_bound, rounds, len(master.x))
