@@ -316,10 +316,10 @@ def to_packing(space: Space, slots: dict[PartitionRef, Slot], chosen: dict[tuple
             used[d.name] = replica + 1
             item = items[d.instance_id(replica)]
             assignments[item.instance_id] = Assignment(item, c.tp, refs, c.bytes_per_rank)
-    fresh = {ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for ref, s in slots.items()}  # empty
+    fresh = {ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes, cus=s.cus) for ref, s in slots.items()}  # empty
     for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
         _occupy(fresh, a)
-    if any(s.used_bytes > s.capacity_bytes or s.share_used > 1.0 + 1e-9 for s in fresh.values()):
+    if any(s.used_bytes > s.capacity_bytes or s.share_used > 1.0 + 1e-9 or s.cus_used > s.cus for s in fresh.values()):
         return None
     unplaced = [i for iid, i in sorted(items.items()) if iid not in assignments]
     return fill_free_room(Packing(assignments, unplaced, {}, fresh), policy)
@@ -328,7 +328,8 @@ def to_packing(space: Space, slots: dict[PartitionRef, Slot], chosen: dict[tuple
 def valid(space: Space, packing: Packing) -> bool:
     """The planner's own rules, checked on a decoded plan: each instance's ranks on distinct
     partitions of one hive, each rank fits its partition empty, no partition over its bytes
-    or shares, no model over its replicas."""
+    or shares, no partition over its CUs (problem.cu_cost: the launcher's rule), no model over
+    its replicas."""
     per_model: dict[str, int] = {}
     for a in packing.assignments.values():
         d = a.item.demand
@@ -340,4 +341,5 @@ def valid(space: Space, packing: Packing) -> bool:
         per_model[d.name] = per_model.get(d.name, 0) + 1
     if any(per_model.get(d.name, 0) > d.replicas for d in space.demands):
         return False
-    return all(x.used_bytes <= x.capacity_bytes and x.share_used <= 1.0 + 1e-9 for x in packing.slots.values())
+    return all(x.used_bytes <= x.capacity_bytes and x.share_used <= 1.0 + 1e-9 and x.cus_used <= x.cus
+               for x in packing.slots.values())
