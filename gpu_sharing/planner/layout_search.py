@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpu_sharing.hardware.modes import ComputePartitionMode
-from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
+from gpu_sharing.planner.fill import FreeRoom, choose_free, fill_free_room, placed_weight
 from gpu_sharing.planner.packing import ORDERS, Assignment, Packing, _occupy, build_slots, items_for
 from gpu_sharing.planner.types import PlannerPolicy, RunningInstance
 
@@ -75,8 +75,9 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
         else:
             rest.append(item)
     failed: set[str] = set()  # room only shrinks: a model that missed once misses again
+    room = FreeRoom(slots)
     for item in sorted(first, key=_KEYS[order]):
-        a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy)
+        a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
         if a is None:
             missed.append(item)
             failed.add(item.model)
@@ -84,7 +85,7 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
         _occupy(slots, a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
-    return fill_free_room(Packing(assignments, missed + rest, {}, slots), policy)
+    return fill_free_room(Packing(assignments, missed + rest, {}, slots), policy, room=room)
 
 
 def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
