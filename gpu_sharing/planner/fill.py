@@ -11,115 +11,48 @@ Where a replica may go (the real feasible set, unless the operator chose
 ``placement.prefer_local_tp``): any tensor-parallel degree the demand allows whose rank fits,
 ranks on distinct partitions of one XGMI hive. Among the ways that fit it prefers the
 smallest tp, then one GPU over several, then a GPU without a replica of the same model, then
-the tightest fit.
+the tightest fit. The question is answered from an index of the room left (free_room.py),
+which the layout search's packings share with this step.
 """
 
 from __future__ import annotations
 
+from gpu_sharing.planner.free_room import FreeRoom
 from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, SpanRules, _choose, _occupy
-from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
-
-SHARE_LIMIT = 1.0 + 1e-9
-"""Compute shares on one partition sum to at most 1 (packing.Slot.fits, same tolerance)."""
-
-
-def _free(s: Slot) -> int:
-    return s.capacity_bytes - s.used_bytes
-
-
-class FreeRoom:
-    """An index of one set of slots for ``choose_free``, valid while room only shrinks (replicas
-    are placed, none removed): per rank size the slots such a rank could ever use (GPU
-    allowed, partition large enough, rank within its capacity),
-    grouped by hive and GPU in index order, so a query looks only at what the bytes and shares
-    left decide. It also remembers what found no room: (tp, GPUs allowed, smallest partition,
-    share) -> the fewest bytes per rank that missed; a rank as large or larger misses again,
-    since the slots it could use are a subset and they only fill up. Why: the greedy asks this
-    question ~50 times per packing and the layout search packs ~30 times per plan (issue 19)."""
-
-    def __init__(self, slots: dict) -> None:
-        self.slots = slots
-        layout: dict[int, dict[int, list[Slot]]] = {}
-        for ref in sorted(slots):
-            s = slots[ref]
-            layout.setdefault(s.hive, {}).setdefault(ref.gpu, []).append(s)
-        self._layout = [(hive, sorted(gpus.items())) for hive, gpus in sorted(layout.items())]
-        self._static: dict[tuple, list] = {}
-        self._missed: dict[tuple, int] = {}
-
-    def usable(self, d: ModelDemand, need: int) -> list:
-        """[(hive, [(gpu, [slots])])] where a rank of ``need`` bytes of ``d`` fits when empty
-        (problem.rank_fits over the full set: the rank fits the capacity, the partition is
-        large enough, the GPU is allowed)."""
-        allowed, least = d.allowed_gpus, d.min_partition_bytes
-        key = (need, allowed, least)
-        out = self._static.get(key)
-        if out is None:
-            out = []
-            for hive, gpus in self._layout:
-                here = [(gpu, ok) for gpu, group in gpus if allowed is None or gpu in allowed
-                        for ok in [[s for s in group if need <= s.capacity_bytes and s.total_bytes >= least]] if ok]
-                if here:
-                    out.append((hive, here))
-            self._static[key] = out
-        return out
-
-    def _miss_key(self, d: ModelDemand, tp: int) -> tuple:
-        return (tp, d.allowed_gpus, d.min_partition_bytes, d.compute_share or 0.0)
-
-    def missed(self, d: ModelDemand, tp: int, need: int) -> bool:
-        least = self._missed.get(self._miss_key(d, tp))
-        return least is not None and need >= least
-
-    def note_miss(self, d: ModelDemand, tp: int, need: int) -> None:
-        key = self._miss_key(d, tp)
-        self._missed[key] = min(need, self._missed.get(key, need))
+from gpu_sharing.planner.types import PlannerPolicy
 
 
 def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], policy: PlannerPolicy,
                 room: FreeRoom | None = None) -> Assignment | None:
     """The best way ``item`` fits the room left, over the real feasible set, or None. ``room``:
-    an index of ``slots`` kept across calls while nothing is removed from them."""
+    the FreeRoom of ``slots``, when the caller places through it (FreeRoom.occupy)."""
     d = item.demand
     if room is None:
         room = FreeRoom(slots)
     siblings = placed_gpus.get(item.model, set())
-    share = d.compute_share or 0.0
     spread_replicas = policy.spread_replicas
-    for tp in sorted(d.bytes_per_rank_by_tp):
-        need = d.bytes_per_rank_by_tp[tp]
-        if room.missed(d, tp, need):
+    for tp, need, miss_key in room.degrees(d):
+        if room.missed(miss_key, need):
             continue
-        best = None
-        for hive, gpus in room.usable(d, need):
-            per_gpu = []
-            count = 0
-            for gpu, group in gpus:
-                fit = [s for s in group if s.used_bytes + need <= s.capacity_bytes and s.share_used + share <= SHARE_LIMIT]
-                if fit:
-                    per_gpu.append((gpu, fit))
-                    count += len(fit)
-            if count < tp:
+        best = room.one_rank(d, need, siblings, spread_replicas) if tp == 1 else None
+        for hive, per_gpu in (room.fitting(d, need) if tp > 1 else ()):
+            if sum(len(fit) for _g, fit in per_gpu) < tp:
                 continue
             # fewest GPUs: take whole GPUs with the most fitting partitions first, tightest inside
-            if tp == 1:
-                gpu, fit = min(per_gpu, key=lambda p: (-len(p[1]), p[0] in siblings, p[0]))
-                chosen = [min(fit, key=_free)]  # the first of the tightest: ``fit`` is in partition order
-            else:
-                chosen = []
-                for gpu, fit in sorted(per_gpu, key=lambda p: (-len(p[1]), p[0] in siblings, p[0])):
-                    chosen += sorted(fit, key=_free)[: tp - len(chosen)]  # stable: partition order breaks ties
-                    if len(chosen) == tp:
-                        break
+            chosen: list[Slot] = []
+            for _gpu, fit in sorted(per_gpu, key=lambda p: (-len(p[1]), p[0] in siblings, p[0])):
+                chosen += fit[: tp - len(chosen)]
+                if len(chosen) == tp:
+                    break
             used_gpus = {s.ref.gpu for s in chosen}
             spread = 1 if (spread_replicas and used_gpus & siblings) else 0
-            slack = sum(_free(s) - need for s in chosen)
+            slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
             key = (len(used_gpus), spread, slack, hive)  # hives differ: keys never tie
             if best is None or key < best[0]:
                 best = (key, chosen)
         if best is not None:
             return Assignment(item, tp, tuple(sorted(s.ref for s in best[1])), need)
-        room.note_miss(d, tp, need)
+        room.note_miss(miss_key, need)
     return None
 
 
@@ -148,7 +81,10 @@ def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | N
             still.append(item)
             failed.add(item.model)
             continue
-        _occupy(packing.slots, a)
+        if room is not None:
+            room.occupy(a)
+        else:
+            _occupy(packing.slots, a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
     evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}

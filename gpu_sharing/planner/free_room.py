@@ -1,0 +1,169 @@
+"""An index of the room left in a set of partitions, for the greedy's question "where does this rank go" (pure).
+
+Why: the layout search packs up to 48 times per plan and each packing asks ~50 times where a
+replica fits (fill.choose_free); asking every partition each time was 87% of plan() on
+pinned-CPX nodes (issue 19). The index answers the same question with the same answer, from
+each GPU's partitions kept sorted by free bytes (then partition index): the partitions a rank
+fits are one bisection away, already tightest first. packing.Slot stays the one record of
+what is used; the index only orders it, and is told of every placement (``occupy``), never
+of a removal: it is valid while room only shrinks, as in a packing and in the final fill.
+
+It also remembers what found no room: (tp, GPUs allowed, smallest partition, share) -> the
+fewest bytes per rank that missed. A rank as large or larger misses again: the partitions it
+could use are a subset of those, and they only fill up.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from gpu_sharing.planner.packing import Assignment, Slot, _occupy
+from gpu_sharing.planner.types import ModelDemand
+
+SHARE_LIMIT = 1.0 + 1e-9
+"""Compute shares on one partition sum to at most 1 (packing.Slot.fits, same tolerance)."""
+
+
+def room_shape(slots: dict) -> tuple:
+    """What a FreeRoom needs that only the partitions' sizes decide, so that packings at one
+    layout share it: per hive (ascending), per GPU (ascending) its partitions in the order of
+    the empty GPU (capacity, then index) and its smallest partition's total bytes."""
+    layout: dict[int, dict[int, list]] = {}
+    for ref in sorted(slots):
+        layout.setdefault(slots[ref].hive, {}).setdefault(ref.gpu, []).append(ref)
+    return tuple((hive, tuple((gpu, tuple(sorted(refs, key=lambda r: (slots[r].capacity_bytes, r.index))),
+                               min(slots[r].total_bytes for r in refs)) for gpu, refs in sorted(gpus.items())))
+                 for hive, gpus in sorted(layout.items()))
+
+
+class _Hive:
+    """One hive's GPUs (ascending) as parallel lists: per GPU its free bytes ascending, its
+    slots in that order (ties by partition index), the most compute share used on one of
+    them and its smallest partition's total bytes."""
+
+    __slots__ = ("hive", "gpus", "frees", "orders", "shares", "smallest")
+
+    def __init__(self, hive: int) -> None:
+        self.hive = hive
+        self.gpus: list[int] = []
+        self.frees: list[list[int]] = []
+        self.orders: list[list[Slot]] = []
+        self.shares: list[float] = []
+        self.smallest: list[int] = []
+
+
+class FreeRoom:
+    """See the module docstring."""
+
+    def __init__(self, slots: dict, shape: tuple | None = None) -> None:
+        self.slots = slots
+        self._where: dict[int, tuple[_Hive, int]] = {}
+        self._hives: list[_Hive] = []
+        for hive, gpus in shape or room_shape(slots):
+            h = _Hive(hive)
+            for k, (gpu, refs, smallest) in enumerate(gpus):
+                order = [slots[r] for r in refs]
+                h.gpus.append(gpu)
+                h.frees.append([s.capacity_bytes - s.used_bytes for s in order])
+                h.orders.append(order)
+                h.shares.append(max(s.share_used for s in order))
+                h.smallest.append(smallest)
+                self._where[gpu] = (h, k)
+                if any(s.used_bytes for s in order):  # ``refs`` is the order of the empty GPU
+                    self._resort(gpu)
+            self._hives.append(h)
+        self._missed: dict[tuple, int] = {}
+        self._tps: dict[int, tuple[ModelDemand, list[tuple[int, int, tuple]]]] = {}
+
+    def _resort(self, gpu: int) -> None:
+        h, k = self._where[gpu]
+        entries = sorted([(s.capacity_bytes - s.used_bytes, s.ref.index, s) for s in h.orders[k]])
+        h.frees[k][:] = [e[0] for e in entries]
+        h.orders[k][:] = [e[2] for e in entries]
+        h.shares[k] = max(s.share_used for s in h.orders[k])
+
+    def occupy(self, a: Assignment) -> None:
+        """Place ``a`` in the slots (packing._occupy) and keep the index true."""
+        _occupy(self.slots, a)
+        if len(a.refs) > 1:
+            for gpu in {r.gpu for r in a.refs}:
+                self._resort(gpu)
+            return
+        s = self.slots[a.refs[0]]  # one partition changed: move it to its place
+        h, k = self._where[s.ref.gpu]
+        frees, order = h.frees[k], h.orders[k]
+        j = next(j for j, x in enumerate(order) if x is s)
+        del frees[j], order[j]
+        free, index = s.capacity_bytes - s.used_bytes, s.ref.index
+        j = bisect_left(frees, free)
+        while j < len(frees) and frees[j] == free and order[j].ref.index < index:
+            j += 1
+        frees.insert(j, free)
+        order.insert(j, s)
+        if s.share_used > h.shares[k]:
+            h.shares[k] = s.share_used
+
+    def degrees(self, d: ModelDemand) -> list[tuple[int, int, tuple]]:
+        """(tp, bytes per rank, what a miss is remembered under), smallest tp first."""
+        known = self._tps.get(id(d))
+        if known is None or known[0] is not d:
+            key = (d.allowed_gpus, d.min_partition_bytes, d.compute_share or 0.0)
+            known = self._tps[id(d)] = (d, [(tp, d.bytes_per_rank_by_tp[tp], (tp, *key))
+                                            for tp in sorted(d.bytes_per_rank_by_tp)])
+        return known[1]
+
+    def missed(self, miss_key: tuple, need: int) -> bool:
+        least = self._missed.get(miss_key)
+        return least is not None and need >= least
+
+    def note_miss(self, miss_key: tuple, need: int) -> None:
+        self._missed[miss_key] = min(need, self._missed.get(miss_key, need))
+
+    def fitting(self, d: ModelDemand, need: int):
+        """Per hive (ascending): (hive, [(gpu, its slots with room, tightest first)]) of the GPUs
+        where one more rank of ``need`` bytes of ``d`` fits a partition (bytes, compute share,
+        GPU allowed, partition size: problem.rank_fits over the full set and Slot.fits)."""
+        share = d.compute_share or 0.0
+        allowed, least = d.allowed_gpus, d.min_partition_bytes
+        for h in self._hives:
+            per_gpu = []
+            for k, frees in enumerate(h.frees):
+                i = bisect_left(frees, need)  # free >= need (hence the rank fits the capacity)
+                if i == len(frees) or (allowed is not None and h.gpus[k] not in allowed):
+                    continue
+                fit = h.orders[k][i:]
+                if h.smallest[k] < least or h.shares[k] + share > SHARE_LIMIT:
+                    fit = [s for s in fit if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
+                if fit:
+                    per_gpu.append((h.gpus[k], fit))
+            yield h.hive, per_gpu
+
+    def one_rank(self, d: ModelDemand, need: int, siblings, spread_replicas: bool):
+        """The best tp=1 choice as (key, [slot]), or None: per hive the GPU with the most fitting
+        partitions, then one without a sibling, then the lowest index; its tightest partition;
+        the hive with the smallest (1, spread, slack, hive) wins (fill.choose_free's rule)."""
+        share = d.compute_share or 0.0
+        allowed, least = d.allowed_gpus, d.min_partition_bytes
+        best = None
+        for h in self._hives:
+            top = None
+            for k, frees in enumerate(h.frees):
+                i = bisect_left(frees, need)
+                n = len(frees) - i
+                if not n or (allowed is not None and h.gpus[k] not in allowed):
+                    continue
+                if h.smallest[k] < least or h.shares[k] + share > SHARE_LIMIT:
+                    fit = [s for s in h.orders[k][i:] if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
+                    if not fit:
+                        continue
+                    n, tightest = len(fit), fit[0]
+                else:
+                    tightest = h.orders[k][i]
+                if top is None or n > top[0] or (n == top[0] and top[1] and h.gpus[k] not in siblings):
+                    top = (n, h.gpus[k] in siblings, tightest)
+            if top is not None:
+                s = top[2]
+                key = (1, 1 if (spread_replicas and top[1]) else 0, s.capacity_bytes - s.used_bytes - need, h.hive)
+                if best is None or key < best[0]:
+                    best = (key, [s])
+        return best
