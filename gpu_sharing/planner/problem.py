@@ -149,17 +149,33 @@ def coarsest(g: GpuChoices) -> int:
     return min(range(len(g.layouts)), key=lambda o: (g.layouts[o].partitions, o))
 
 
-def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
+def _local_layouts(g: GpuChoices, d: ModelDemand, memo: dict | None = None) -> dict[int, int]:
+    """{layout index: tp} where one GPU of ``g`` in that layout holds an instance of ``d``
+    (rule 1's tp on enough partitions). ``memo``: answers per layout's partition sizes, for
+    one demand across GPUs that share them (a node has few GPU models)."""
     if d.allowed_gpus is not None and g.gpu not in d.allowed_gpus:
         return {}
     out = {}
     for o, lay in enumerate(g.layouts):
-        for tp in sorted(d.bytes_per_rank_by_tp):
-            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])]
-            if len(fitting) >= tp:
-                out[o] = tp
-                break
+        key = (lay.capacity_bytes, lay.total_bytes)
+        if memo is not None and key in memo:
+            tp = memo[key]
+        else:
+            tp = _holding_tp(lay, d)
+            if memo is not None:
+                memo[key] = tp
+        if tp is not None:
+            out[o] = tp
     return out
+
+
+def _holding_tp(lay: Layout, d: ModelDemand) -> int | None:
+    """The smallest tp whose ranks fit ``tp`` partitions of ``lay`` under rule 1, or None."""
+    for tp in sorted(d.bytes_per_rank_by_tp):
+        fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])]
+        if len(fitting) >= tp:
+            return tp
+    return None
 
 
 def smallest_fitting_tp(d: ModelDemand, capacity_bytes: int) -> int | None:
@@ -220,9 +236,10 @@ def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: 
         for tp in sorted(d.bytes_per_rank_by_tp):
             classes.append(PlacementClass(i, d, tp, int(d.bytes_per_rank_by_tp[tp]), share, d.priority + 1))
     gpus = layouts_for(inventory, policy)
-    local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
-    if full:
+    if full:  # no rules 2 and 3: which GPU holds a model alone does not matter
         return Problem(gpus, tuple(classes), tuple(demands), {}, frozenset(), full=True)
+    memos: dict[int, dict] = {}
+    local = {(g.gpu, i): _local_layouts(g, d, memos.setdefault(i, {})) for g in gpus for i, d in enumerate(demands)}
     held = {i for (_g, i), layouts in local.items() if layouts}  # rule 2 is node-wide (issue 19: spans on
     spanning = frozenset((g.gpu, i) for g in gpus for i in range(len(demands)) if i not in held)  # GPU or none)
     return Problem(gpus, tuple(classes), tuple(demands), local, spanning)

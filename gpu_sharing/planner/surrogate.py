@@ -46,15 +46,12 @@ def surrogate(prob: Problem) -> Surrogate:
     top = sum(prob.demands[i].priority + 1 for i in copies)
     least = [0] + [capacity + 1] * top
     took: list[bytearray] = []
-    for i in copies:
+    for i in copies:  # 0-1 knapsack: each total reads the values from before this copy
         w, size = prob.demands[i].priority + 1, smallest[i]
-        row = bytearray(top + 1)
-        for total in range(top, w - 1, -1):
-            cand = least[total - w] + size
-            if cand < least[total]:
-                least[total] = cand
-                row[total] = 1
-        took.append(row)
+        before, after = least[: max(0, top + 1 - w)], least[w:]
+        better = [b + size < a for b, a in zip(before, after)]
+        least[w:] = [b + size if t else a for b, a, t in zip(before, after, better)]
+        took.append(bytearray(min(w, top + 1)) + bytearray(better))
     best = max(t for t in range(top + 1) if least[t] <= capacity)
     chosen: dict[int, int] = {}
     total = best
