@@ -22,6 +22,9 @@ from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot,
 from gpu_sharing.planner.types import PlannerPolicy
 
 
+_NONE: frozenset[int] = frozenset()
+
+
 def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], policy: PlannerPolicy,
                 room: FreeRoom | None = None) -> Assignment | None:
     """The best way ``item`` fits the room left, over the real feasible set, or None. ``room``:
@@ -29,30 +32,35 @@ def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], polic
     d = item.demand
     if room is None:
         room = FreeRoom(slots)
-    siblings = placed_gpus.get(item.model, set())
+    siblings = placed_gpus.get(item.model, _NONE)
     spread_replicas = policy.spread_replicas
+    missed = room.missed
     for tp, need, miss_key in room.degrees(d):
-        if room.missed(miss_key, need):
+        least = missed.get(miss_key)
+        if least is not None and need >= least:  # a rank this large found no room before
             continue
-        best = room.one_rank(d, need, siblings, spread_replicas) if tp == 1 else None
-        for hive, per_gpu in (room.fitting(d, need) if tp > 1 else ()):
-            if sum(len(fit) for _g, fit in per_gpu) < tp:
-                continue
-            # fewest GPUs: take whole GPUs with the most fitting partitions first, tightest inside
-            chosen: list[Slot] = []
-            for _gpu, fit in sorted(per_gpu, key=lambda p: (-len(p[1]), p[0] in siblings, p[0])):
-                chosen += fit[: tp - len(chosen)]
-                if len(chosen) == tp:
-                    break
-            used_gpus = {s.ref.gpu for s in chosen}
-            spread = 1 if (spread_replicas and used_gpus & siblings) else 0
-            slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
-            key = (len(used_gpus), spread, slack, hive)  # hives differ: keys never tie
-            if best is None or key < best[0]:
-                best = (key, chosen)
+        if tp == 1:
+            best = room.one_rank(d, need, siblings, spread_replicas)
+        else:
+            best = None
+            for hive, per_gpu in room.fitting(d, need):
+                if sum(len(fit) for fit in per_gpu.values()) < tp:
+                    continue
+                # fewest GPUs: take whole GPUs with the most fitting partitions first, tightest inside
+                chosen: list[Slot] = []
+                for _n, _sibling, gpu in sorted((-len(fit), gpu in siblings, gpu) for gpu, fit in per_gpu.items()):
+                    chosen += per_gpu[gpu][: tp - len(chosen)]
+                    if len(chosen) == tp:
+                        break
+                used_gpus = {s.ref.gpu for s in chosen}
+                spread = 1 if (spread_replicas and used_gpus & siblings) else 0
+                slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
+                key = (len(used_gpus), spread, slack, hive)  # hives differ: keys never tie
+                if best is None or key < best[0]:
+                    best = (key, chosen)
         if best is not None:
             return Assignment(item, tp, tuple(sorted(s.ref for s in best[1])), need)
-        room.note_miss(miss_key, need)
+        missed[miss_key] = need if least is None else min(need, least)
     return None
 
 
@@ -69,14 +77,25 @@ def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | N
         placed_gpus.setdefault(a.item.model, set()).update(r.gpu for r in a.refs)
     if rules is None and room is None:
         room = FreeRoom(packing.slots)
+    still = fill_in_order(packing.slots, sorted(packing.unplaced, key=ORDERS["priority"]), assignments, placed_gpus,
+                          policy, rules, room)
+    evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
+    return Packing(assignments, still, evicted, packing.slots)
+
+
+def fill_in_order(slots: dict, queue: list[Item], assignments: dict[str, Assignment],
+                  placed_gpus: dict[str, set[int]], policy: PlannerPolicy, rules: SpanRules | None,
+                  room: FreeRoom | None) -> list[Item]:
+    """fill_free_room's loop over ``queue`` (already in priority order): places what fits into
+    ``assignments`` and ``placed_gpus`` (through ``room`` when given) and returns the rest."""
     still = []
     failed: set[str] = set()  # over the full set a replica fits wherever its model's does: one miss is enough
-    for item in sorted(packing.unplaced, key=ORDERS["priority"]):
+    for item in queue:
         if rules is None and item.model in failed:
             still.append(item)
             continue
-        a = (choose_free(packing.slots, item, placed_gpus, policy, room) if rules is None
-             else _choose(packing.slots, item, placed_gpus, policy, rules))
+        a = (choose_free(slots, item, placed_gpus, policy, room) if rules is None
+             else _choose(slots, item, placed_gpus, policy, rules))
         if a is None:
             still.append(item)
             failed.add(item.model)
@@ -84,11 +103,10 @@ def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | N
         if room is not None:
             room.occupy(a)
         else:
-            _occupy(packing.slots, a)
+            _occupy(slots, a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
-    evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
-    return Packing(assignments, still, evicted, packing.slots)
+    return still
 
 
 def placed_weight(packing: Packing) -> int:

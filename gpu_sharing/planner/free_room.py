@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from gpu_sharing.planner.packing import Assignment, Slot, _occupy
+from gpu_sharing.planner.packing import Assignment, Slot
 from gpu_sharing.planner.types import ModelDemand
 
 SHARE_LIMIT = 1.0 + 1e-9
@@ -72,7 +72,8 @@ class FreeRoom:
                 if any(s.used_bytes for s in order):  # ``refs`` is the order of the empty GPU
                     self._resort(gpu)
             self._hives.append(h)
-        self._missed: dict[tuple, int] = {}
+        self.missed: dict[tuple, int] = {}
+        """What found no room: (tp, GPUs allowed, smallest partition, share) -> fewest bytes per rank."""
         self._tps: dict[int, tuple[ModelDemand, list[tuple[int, int, tuple]]]] = {}
 
     def _resort(self, gpu: int) -> None:
@@ -83,25 +84,26 @@ class FreeRoom:
         h.shares[k] = max(s.share_used for s in h.orders[k])
 
     def occupy(self, a: Assignment) -> None:
-        """Place ``a`` in the slots (packing._occupy) and keep the index true."""
-        _occupy(self.slots, a)
-        if len(a.refs) > 1:
-            for gpu in {r.gpu for r in a.refs}:
-                self._resort(gpu)
-            return
-        s = self.slots[a.refs[0]]  # one partition changed: move it to its place
-        h, k = self._where[s.ref.gpu]
-        frees, order = h.frees[k], h.orders[k]
-        j = next(j for j, x in enumerate(order) if x is s)
-        del frees[j], order[j]
-        free, index = s.capacity_bytes - s.used_bytes, s.ref.index
-        j = bisect_left(frees, free)
-        while j < len(frees) and frees[j] == free and order[j].ref.index < index:
-            j += 1
-        frees.insert(j, free)
-        order.insert(j, s)
-        if s.share_used > h.shares[k]:
-            h.shares[k] = s.share_used
+        """Place ``a`` in the slots (as packing._occupy does) and keep the index true: each
+        partition moves to its new place as soon as it changes, so the others stay sorted."""
+        share, iid, nbytes = a.item.demand.compute_share or 0.0, a.item.instance_id, a.bytes_per_rank
+        for ref in a.refs:
+            s = self.slots[ref]
+            s.used_bytes += nbytes
+            s.share_used += share
+            s.occupants.append(iid)
+            h, k = self._where[ref.gpu]
+            frees, order = h.frees[k], h.orders[k]
+            j = next(j for j, x in enumerate(order) if x is s)
+            del frees[j], order[j]
+            free, index = s.capacity_bytes - s.used_bytes, ref.index
+            j = bisect_left(frees, free)
+            while j < len(frees) and frees[j] == free and order[j].ref.index < index:
+                j += 1
+            frees.insert(j, free)
+            order.insert(j, s)
+            if s.share_used > h.shares[k]:
+                h.shares[k] = s.share_used
 
     def degrees(self, d: ModelDemand) -> list[tuple[int, int, tuple]]:
         """(tp, bytes per rank, what a miss is remembered under), smallest tp first."""
@@ -112,30 +114,23 @@ class FreeRoom:
                                             for tp in sorted(d.bytes_per_rank_by_tp)])
         return known[1]
 
-    def missed(self, miss_key: tuple, need: int) -> bool:
-        least = self._missed.get(miss_key)
-        return least is not None and need >= least
-
-    def note_miss(self, miss_key: tuple, need: int) -> None:
-        self._missed[miss_key] = min(need, self._missed.get(miss_key, need))
-
     def fitting(self, d: ModelDemand, need: int):
-        """Per hive (ascending): (hive, [(gpu, its slots with room, tightest first)]) of the GPUs
+        """Per hive (ascending): (hive, {gpu: its slots with room, tightest first}) of the GPUs
         where one more rank of ``need`` bytes of ``d`` fits a partition (bytes, compute share,
         GPU allowed, partition size: problem.rank_fits over the full set and Slot.fits)."""
         share = d.compute_share or 0.0
         allowed, least = d.allowed_gpus, d.min_partition_bytes
         for h in self._hives:
-            per_gpu = []
-            for k, frees in enumerate(h.frees):
+            per_gpu = {}
+            for gpu, frees, order, most_share, smallest in zip(h.gpus, h.frees, h.orders, h.shares, h.smallest):
                 i = bisect_left(frees, need)  # free >= need (hence the rank fits the capacity)
-                if i == len(frees) or (allowed is not None and h.gpus[k] not in allowed):
+                if i == len(frees) or (allowed is not None and gpu not in allowed):
                     continue
-                fit = h.orders[k][i:]
-                if h.smallest[k] < least or h.shares[k] + share > SHARE_LIMIT:
+                fit = order[i:]
+                if smallest < least or most_share + share > SHARE_LIMIT:
                     fit = [s for s in fit if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
                 if fit:
-                    per_gpu.append((h.gpus[k], fit))
+                    per_gpu[gpu] = fit
             yield h.hive, per_gpu
 
     def one_rank(self, d: ModelDemand, need: int, siblings, spread_replicas: bool):
@@ -147,20 +142,20 @@ class FreeRoom:
         best = None
         for h in self._hives:
             top = None
-            for k, frees in enumerate(h.frees):
+            for gpu, frees, order, most_share, smallest in zip(h.gpus, h.frees, h.orders, h.shares, h.smallest):
                 i = bisect_left(frees, need)
                 n = len(frees) - i
-                if not n or (allowed is not None and h.gpus[k] not in allowed):
+                if not n or (allowed is not None and gpu not in allowed):
                     continue
-                if h.smallest[k] < least or h.shares[k] + share > SHARE_LIMIT:
-                    fit = [s for s in h.orders[k][i:] if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
+                if smallest < least or most_share + share > SHARE_LIMIT:
+                    fit = [s for s in order[i:] if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
                     if not fit:
                         continue
                     n, tightest = len(fit), fit[0]
                 else:
-                    tightest = h.orders[k][i]
-                if top is None or n > top[0] or (n == top[0] and top[1] and h.gpus[k] not in siblings):
-                    top = (n, h.gpus[k] in siblings, tightest)
+                    tightest = order[i]
+                if top is None or n > top[0] or (n == top[0] and top[1] and gpu not in siblings):
+                    top = (n, gpu in siblings, tightest)
             if top is not None:
                 s = top[2]
                 key = (1, 1 if (spread_replicas and top[1]) else 0, s.capacity_bytes - s.used_bytes - need, h.hive)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.hardware.inventory import PartitionRef
-from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
+from gpu_sharing.planner.fill import choose_free, fill_in_order, placed_weight
 from gpu_sharing.planner.free_room import FreeRoom, room_shape
 from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, _occupy, build_slots, items_for
 from gpu_sharing.planner.types import PlannerPolicy, RunningInstance
@@ -91,8 +91,8 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
     cache = cache or PackCache(inventory, demands, policy, specs)
     slots, shape = cache.slots(modes)
     want = dict(chosen)
-    first, rest = set(), []
-    assignments, placed_gpus, missed = {}, {}, []
+    first, rest, missed = set(), set(), set()
+    assignments, placed_gpus = {}, {}
     same = {g.index for g in inventory.gpus if modes[g.index] == g.compute_mode}
     for item in cache.items:
         run = (kept or {}).get(item.instance_id)
@@ -108,7 +108,7 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
             want[item.model] -= 1
             first.add(item.instance_id)
         else:
-            rest.append(item)
+            rest.add(item.instance_id)
     failed: set[str] = set()  # room only shrinks: a model that missed once misses again
     room = FreeRoom(slots, shape)
     for item in cache.ranked(order):
@@ -116,13 +116,16 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
             continue
         a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
         if a is None:
-            missed.append(item)
+            missed.add(item.instance_id)
             failed.add(item.model)
             continue
         room.occupy(a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
-    return fill_free_room(Packing(assignments, missed + rest, {}, slots), policy, room=room)
+    # then the missed and the rest by priority (fill.fill_free_room's order and loop)
+    queue = [item for item in cache.ranked("priority") if item.instance_id in missed or item.instance_id in rest]
+    still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room)
+    return Packing(assignments, still, {}, slots)
 
 
 def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
