@@ -84,26 +84,39 @@ class FreeRoom:
         h.shares[k] = max(s.share_used for s in h.orders[k])
 
     def occupy(self, a: Assignment) -> None:
-        """Place ``a`` in the slots (as packing._occupy does) and keep the index true: each
-        partition moves to its new place as soon as it changes, so the others stay sorted."""
+        """Place ``a`` in the slots (as packing._occupy does) and keep the index true: a GPU
+        with one changed partition moves it to its new place, one with several is re-sorted."""
         share, iid, nbytes = a.item.demand.compute_share or 0.0, a.item.instance_id, a.bytes_per_rank
-        for ref in a.refs:
+        refs = a.refs
+        gpus = {r.gpu for r in refs} if len(refs) > 1 else None
+        for ref in refs:
             s = self.slots[ref]
+            old = s.capacity_bytes - s.used_bytes
             s.used_bytes += nbytes
             s.share_used += share
             s.occupants.append(iid)
-            h, k = self._where[ref.gpu]
-            frees, order = h.frees[k], h.orders[k]
-            j = next(j for j, x in enumerate(order) if x is s)
-            del frees[j], order[j]
-            free, index = s.capacity_bytes - s.used_bytes, ref.index
-            j = bisect_left(frees, free)
-            while j < len(frees) and frees[j] == free and order[j].ref.index < index:
-                j += 1
-            frees.insert(j, free)
-            order.insert(j, s)
-            if s.share_used > h.shares[k]:
-                h.shares[k] = s.share_used
+            if gpus is None or len(gpus) == len(refs):
+                self._move(s, old)
+        if gpus is not None and len(gpus) < len(refs):
+            for gpu in gpus:
+                self._resort(gpu)
+
+    def _move(self, s: Slot, old_free: int) -> None:
+        """``s`` (the only partition of its GPU that changed) to its place by free bytes, then index."""
+        h, k = self._where[s.ref.gpu]
+        frees, order = h.frees[k], h.orders[k]
+        j = bisect_left(frees, old_free)
+        while order[j] is not s:
+            j += 1
+        del frees[j], order[j]
+        free, index = s.capacity_bytes - s.used_bytes, s.ref.index
+        j = bisect_left(frees, free)
+        while j < len(frees) and frees[j] == free and order[j].ref.index < index:
+            j += 1
+        frees.insert(j, free)
+        order.insert(j, s)
+        if s.share_used > h.shares[k]:
+            h.shares[k] = s.share_used
 
     def degrees(self, d: ModelDemand) -> list[tuple[int, int, tuple]]:
         """(tp, bytes per rank, what a miss is remembered under), smallest tp first."""
