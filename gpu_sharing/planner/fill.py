@@ -59,7 +59,8 @@ def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], polic
                 if best is None or key < best[0]:
                     best = (key, chosen)
         if best is not None:
-            return Assignment(item, tp, tuple(sorted(s.ref for s in best[1])), need)
+            refs = (best[1][0].ref,) if tp == 1 else tuple(sorted(s.ref for s in best[1]))
+            return Assignment(item, tp, refs, need)
         missed[miss_key] = need if least is None else min(need, least)
     return None
 

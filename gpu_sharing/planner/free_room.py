@@ -55,7 +55,7 @@ class _Hive:
 class FreeRoom:
     """See the module docstring."""
 
-    def __init__(self, slots: dict, shape: tuple | None = None) -> None:
+    def __init__(self, slots: dict, shape: tuple | None = None, degrees: dict | None = None) -> None:
         self.slots = slots
         self._where: dict[int, tuple[_Hive, int]] = {}
         self._hives: list[_Hive] = []
@@ -74,7 +74,8 @@ class FreeRoom:
             self._hives.append(h)
         self.missed: dict[tuple, int] = {}
         """What found no room: (tp, GPUs allowed, smallest partition, share) -> fewest bytes per rank."""
-        self._tps: dict[int, tuple[ModelDemand, list[tuple[int, int, tuple]]]] = {}
+        self._tps: dict[int, tuple[ModelDemand, list[tuple[int, int, tuple]]]] = {} if degrees is None else degrees
+        """id(demand) -> (demand, degrees): ``degrees`` shares it between rooms of one demand list."""
 
     def _resort(self, gpu: int) -> None:
         h, k = self._where[gpu]

@@ -55,7 +55,7 @@ class PackCache:
     """What every packing of one search shares, made once: the replicas of the demand list
     (packing.items_for) and each order's ranking of them (the keys are total orders: sorting
     a subset gives the subset of the sorted list), and per layout the partitions' sizes
-    (packing.build_slots) and the FreeRoom's shape. Why: the search packs up to 48 times per
+    (packing.build_slots) and the FreeRoom's shape, per chosen set its replicas. Why: the search packs up to 48 times per
     plan, and building these each time cost a third of a packing (issue 19)."""
 
     def __init__(self, inventory, demands, policy: PlannerPolicy, specs) -> None:
@@ -63,11 +63,29 @@ class PackCache:
         self.items = items_for(demands)
         self._ranked: dict[str, list[Item]] = {}
         self._layouts: dict[tuple, tuple] = {}
+        self._chosen: dict[tuple, frozenset[str]] = {}
+        self.degrees: dict = {}
+        """FreeRoom's answers per demand, shared by every packing."""
 
     def ranked(self, order: str) -> list[Item]:
         out = self._ranked.get(order)
         if out is None:
             out = self._ranked[order] = sorted(self.items, key=_KEYS[order])
+        return out
+
+    def chosen(self, chosen: dict[str, int]) -> frozenset[str]:
+        """Ids of the replicas ``chosen`` asks for (model -> count: its first replicas), with
+        nothing kept."""
+        key = tuple(sorted(chosen.items()))
+        out = self._chosen.get(key)
+        if out is None:
+            want = dict(chosen)
+            first = set()
+            for item in self.items:
+                if want.get(item.model, 0) > 0:
+                    want[item.model] -= 1
+                    first.add(item.instance_id)
+            out = self._chosen[key] = frozenset(first)
         return out
 
     def slots(self, modes) -> tuple[dict[PartitionRef, Slot], tuple]:
@@ -90,12 +108,36 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
     packings of the same inventory, demands and policy share."""
     cache = cache or PackCache(inventory, demands, policy, specs)
     slots, shape = cache.slots(modes)
-    want = dict(chosen)
-    first, rest, missed = set(), set(), set()
     assignments, placed_gpus = {}, {}
+    first = cache.chosen(chosen) if not kept else _keep(inventory, modes, slots, chosen, kept, cache.items,
+                                                         assignments, placed_gpus)
+    failed: set[str] = set()  # room only shrinks: a model that missed once misses again
+    room = FreeRoom(slots, shape, cache.degrees)
+    for item in cache.ranked(order):
+        if item.instance_id not in first:
+            continue
+        a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
+        if a is None:
+            failed.add(item.model)
+            continue
+        room.occupy(a)
+        assignments[item.instance_id] = a
+        placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
+    # then the missed and the rest by priority (fill.fill_free_room's order and loop)
+    queue = [item for item in cache.ranked("priority") if item.instance_id not in assignments]
+    still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room)
+    return Packing(assignments, still, {}, slots)
+
+
+def _keep(inventory, modes, slots, chosen: dict[str, int], kept: dict[str, RunningInstance], items,
+          assignments: dict, placed_gpus: dict) -> set[str]:
+    """Occupy the running instances in ``kept`` that stay (their GPUs keep their mode, they still
+    fit); return the ids of the other replicas ``chosen`` asks for (kept ones count)."""
+    want = dict(chosen)
+    first = set()
     same = {g.index for g in inventory.gpus if modes[g.index] == g.compute_mode}
-    for item in cache.items:
-        run = (kept or {}).get(item.instance_id)
+    for item in items:
+        run = kept.get(item.instance_id)
         if run is not None and all(ref.gpu in same and ref in slots for ref in run.partitions):
             a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
             if all(slots[ref].fits(a.bytes_per_rank, item.demand.compute_share) for ref in a.refs):
@@ -107,25 +149,7 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
         if want.get(item.model, 0) > 0:
             want[item.model] -= 1
             first.add(item.instance_id)
-        else:
-            rest.add(item.instance_id)
-    failed: set[str] = set()  # room only shrinks: a model that missed once misses again
-    room = FreeRoom(slots, shape)
-    for item in cache.ranked(order):
-        if item.instance_id not in first:
-            continue
-        a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
-        if a is None:
-            missed.add(item.instance_id)
-            failed.add(item.model)
-            continue
-        room.occupy(a)
-        assignments[item.instance_id] = a
-        placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
-    # then the missed and the rest by priority (fill.fill_free_room's order and loop)
-    queue = [item for item in cache.ranked("priority") if item.instance_id in missed or item.instance_id in rest]
-    still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room)
-    return Packing(assignments, still, {}, slots)
+    return first
 
 
 def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list[ComputePartitionMode]],
