@@ -18,7 +18,7 @@ which the layout search's packings share with this step.
 from __future__ import annotations
 
 from gpu_sharing.planner.free_room import FreeRoom
-from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, SpanRules, _choose, _occupy
+from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, SpanRules, _choose, _occupy
 from gpu_sharing.planner.types import PlannerPolicy
 
 
@@ -41,23 +41,8 @@ def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], polic
             continue
         if tp == 1:
             best = room.one_rank(d, need, siblings, spread_replicas)
-        else:
-            best = None
-            for hive, per_gpu in room.fitting(d, need):
-                if sum(len(fit) for fit in per_gpu.values()) < tp:
-                    continue
-                # fewest GPUs: take whole GPUs with the most fitting partitions first, tightest inside
-                chosen: list[Slot] = []
-                for _n, _sibling, gpu in sorted((-len(fit), gpu in siblings, gpu) for gpu, fit in per_gpu.items()):
-                    chosen += per_gpu[gpu][: tp - len(chosen)]
-                    if len(chosen) == tp:
-                        break
-                used_gpus = {s.ref.gpu for s in chosen}
-                spread = 1 if (spread_replicas and used_gpus & siblings) else 0
-                slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
-                key = (len(used_gpus), spread, slack, hive)  # hives differ: keys never tie
-                if best is None or key < best[0]:
-                    best = (key, chosen)
+        else:  # fewest GPUs: whole GPUs with the most fitting partitions first, tightest inside
+            best = room.many_ranks(d, need, tp, siblings, spread_replicas)
         if best is not None:
             refs = (best[1][0].ref,) if tp == 1 else tuple(sorted(s.ref for s in best[1]))
             return Assignment(item, tp, refs, need)

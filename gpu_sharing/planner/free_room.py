@@ -128,24 +128,48 @@ class FreeRoom:
                                             for tp in sorted(d.bytes_per_rank_by_tp)])
         return known[1]
 
-    def fitting(self, d: ModelDemand, need: int):
-        """Per hive (ascending): (hive, {gpu: its slots with room, tightest first}) of the GPUs
-        where one more rank of ``need`` bytes of ``d`` fits a partition (bytes, compute share,
-        GPU allowed, partition size: problem.rank_fits over the full set and Slot.fits)."""
+    def many_ranks(self, d: ModelDemand, need: int, tp: int, siblings, spread_replicas: bool):
+        """The best choice of ``tp`` partitions (tp > 1) as (key, slots), or None: per hive, whole
+        GPUs with the most fitting partitions first (then without a sibling, then the lowest
+        index), tightest partitions inside; the hive with the smallest (GPUs used, spread, slack,
+        hive) wins (fill.choose_free's rule). Fitting: bytes, compute share, GPU allowed and
+        partition size (problem.rank_fits over the full set and Slot.fits)."""
         share = d.compute_share or 0.0
         allowed, least = d.allowed_gpus, d.min_partition_bytes
+        best = None
         for h in self._hives:
-            per_gpu = {}
+            found = []
+            total = 0
             for gpu, frees, order, most_share, smallest in zip(h.gpus, h.frees, h.orders, h.shares, h.smallest):
                 i = bisect_left(frees, need)  # free >= need (hence the rank fits the capacity)
-                if i == len(frees) or (allowed is not None and gpu not in allowed):
+                n = len(frees) - i
+                if not n or (allowed is not None and gpu not in allowed):
                     continue
-                fit = order[i:]
                 if smallest < least or most_share + share > SHARE_LIMIT:
-                    fit = [s for s in fit if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
-                if fit:
-                    per_gpu[gpu] = fit
-            yield h.hive, per_gpu
+                    fit = [s for s in order[i:] if s.total_bytes >= least and s.share_used + share <= SHARE_LIMIT]
+                    if not fit:
+                        continue
+                    n = len(fit)
+                else:
+                    fit = None
+                found.append((-n, gpu in siblings, gpu, i, fit, order))  # GPUs differ: sorting stops at gpu
+                total += n
+            if total < tp:
+                continue
+            found.sort()
+            chosen: list[Slot] = []
+            for _n, _sibling, _gpu, i, fit, order in found:
+                take = tp - len(chosen)
+                chosen += fit[:take] if fit is not None else order[i:i + take]
+                if len(chosen) == tp:
+                    break
+            used_gpus = {s.ref.gpu for s in chosen}
+            spread = 1 if (spread_replicas and used_gpus & siblings) else 0
+            slack = sum(s.capacity_bytes - s.used_bytes - need for s in chosen)
+            key = (len(used_gpus), spread, slack, h.hive)  # hives differ: keys never tie
+            if best is None or key < best[0]:
+                best = (key, chosen)
+        return best
 
     def one_rank(self, d: ModelDemand, need: int, siblings, spread_replicas: bool):
         """The best tp=1 choice as (key, [slot]), or None: per hive the GPU with the most fitting
