@@ -11,80 +11,88 @@ Where a replica may go (the real feasible set, unless the operator chose
 ``placement.prefer_local_tp``): any tensor-parallel degree the demand allows whose rank fits,
 ranks on distinct partitions of one XGMI hive. Among the ways that fit it prefers the
 smallest tp, then one GPU over several, then a GPU without a replica of the same model, then
-the tightest fit.
+the tightest fit. The question is answered from an index of the room left (free_room.py),
+which the layout search's packings share with this step.
 """
 
 from __future__ import annotations
 
-from gpu_sharing.planner.packing import (ORDERS, Assignment, Item, Packing, Slot, SpanRules, _choose, _occupy,
-                                         fitting_slots)
+from gpu_sharing.planner.free_room import FreeRoom
+from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, SpanRules, _choose, _occupy
 from gpu_sharing.planner.types import PlannerPolicy
 
 
-def _free(s: Slot) -> int:
-    return s.capacity_bytes - s.used_bytes
+_NONE: frozenset[int] = frozenset()
 
 
-def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], policy: PlannerPolicy) -> Assignment | None:
-    """The best way ``item`` fits the room left, over the real feasible set, or None."""
+def choose_free(slots: dict, item: Item, placed_gpus: dict[str, set[int]], policy: PlannerPolicy,
+                room: FreeRoom | None = None) -> Assignment | None:
+    """The best way ``item`` fits the room left, over the real feasible set, or None. ``room``:
+    the FreeRoom of ``slots``, when the caller places through it (FreeRoom.occupy)."""
     d = item.demand
-    siblings = placed_gpus.get(item.model, set())
-    for tp in sorted(d.bytes_per_rank_by_tp):
-        need = d.bytes_per_rank_by_tp[tp]
-        cands = fitting_slots(slots, d, tp, free_tp=True)
-        options: list[tuple[tuple, tuple]] = []
-        by_hive: dict[int, list[Slot]] = {}
-        for s in cands:
-            by_hive.setdefault(s.hive, []).append(s)
-        for hive, group in sorted(by_hive.items()):
-            if len(group) < tp:
-                continue
-            per_gpu: dict[int, list[Slot]] = {}
-            for s in group:
-                per_gpu.setdefault(s.ref.gpu, []).append(s)
-            # fewest GPUs: take whole GPUs with the most fitting partitions first, tightest inside
-            gpus = sorted(per_gpu, key=lambda g: (-len(per_gpu[g]), g in siblings, g))
-            chosen: list[Slot] = []
-            for g in gpus:
-                chosen += sorted(per_gpu[g], key=lambda s: (_free(s), s.ref))[: tp - len(chosen)]
-                if len(chosen) == tp:
-                    break
-            used_gpus = {s.ref.gpu for s in chosen}
-            spread = 1 if (policy.spread_replicas and used_gpus & siblings) else 0
-            slack = sum(_free(s) - need for s in chosen)
-            options.append(((len(used_gpus), spread, slack, hive), tuple(sorted(s.ref for s in chosen))))
-        if options:
-            options.sort()
-            return Assignment(item, tp, options[0][1], need)
+    if room is None:
+        room = FreeRoom(slots)
+    siblings = placed_gpus.get(item.model, _NONE)
+    spread_replicas = policy.spread_replicas
+    missed = room.missed
+    for tp, need, miss_key in room.degrees(d):
+        least = missed.get(miss_key)
+        if least is not None and need >= least:  # a rank this large found no room before
+            continue
+        if tp == 1:
+            best = room.one_rank(d, need, siblings, spread_replicas)
+        else:  # fewest GPUs: whole GPUs with the most fitting partitions first, tightest inside
+            best = room.many_ranks(d, need, tp, siblings, spread_replicas)
+        if best is not None:
+            refs = (best[1][0].ref,) if tp == 1 else tuple(sorted(s.ref for s in best[1]))
+            return Assignment(item, tp, refs, need)
+        missed[miss_key] = need if least is None else min(need, least)
     return None
 
 
-def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | None = None) -> Packing:
+def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | None = None,
+                   room: FreeRoom | None = None) -> Packing:
     """``packing`` with every unplaced replica that fits placed (``rules``: keep the first
-    pass's placement rules, for an operator who chose them)."""
+    pass's placement rules, for an operator who chose them; ``room``: an index of its slots
+    already built, see FreeRoom)."""
     if not packing.unplaced:
         return packing
     assignments = dict(packing.assignments)
     placed_gpus: dict[str, set[int]] = {}
     for a in assignments.values():
         placed_gpus.setdefault(a.item.model, set()).update(r.gpu for r in a.refs)
+    if rules is None and room is None:
+        room = FreeRoom(packing.slots)
+    still = fill_in_order(packing.slots, sorted(packing.unplaced, key=ORDERS["priority"]), assignments, placed_gpus,
+                          policy, rules, room)
+    evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
+    return Packing(assignments, still, evicted, packing.slots)
+
+
+def fill_in_order(slots: dict, queue: list[Item], assignments: dict[str, Assignment],
+                  placed_gpus: dict[str, set[int]], policy: PlannerPolicy, rules: SpanRules | None,
+                  room: FreeRoom | None) -> list[Item]:
+    """fill_free_room's loop over ``queue`` (already in priority order): places what fits into
+    ``assignments`` and ``placed_gpus`` (through ``room`` when given) and returns the rest."""
     still = []
     failed: set[str] = set()  # over the full set a replica fits wherever its model's does: one miss is enough
-    for item in sorted(packing.unplaced, key=ORDERS["priority"]):
+    for item in queue:
         if rules is None and item.model in failed:
             still.append(item)
             continue
-        a = (choose_free(packing.slots, item, placed_gpus, policy) if rules is None
-             else _choose(packing.slots, item, placed_gpus, policy, rules))
+        a = (choose_free(slots, item, placed_gpus, policy, room) if rules is None
+             else _choose(slots, item, placed_gpus, policy, rules))
         if a is None:
             still.append(item)
             failed.add(item.model)
             continue
-        _occupy(packing.slots, a)
+        if room is not None:
+            room.occupy(a)
+        else:
+            _occupy(slots, a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
-    evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
-    return Packing(assignments, still, evicted, packing.slots)
+    return still
 
 
 def placed_weight(packing: Packing) -> int:

@@ -156,8 +156,19 @@ def span_rules(prob: Problem) -> SpanRules:
 def fitting_slots(slots: dict[PartitionRef, Slot], d: ModelDemand, tp: int, free_tp: bool = False) -> list[Slot]:
     """Partitions with room for one more tp-``tp`` rank of ``d`` (bytes, share, GPUs allowed)."""
     need = d.bytes_per_rank_by_tp[tp]
-    return [s for s in slots.values() if (d.allowed_gpus is None or s.ref.gpu in d.allowed_gpus)
-            and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp) and s.fits(need, d.compute_share)]
+    share, allowed = d.compute_share, d.allowed_gpus
+    sized: dict[tuple[int, int], bool] = {}  # rank_fits per partition size: a node has few sizes
+    out = []
+    for s in slots.values():
+        if (allowed is not None and s.ref.gpu not in allowed) or not s.fits(need, share):
+            continue
+        size = (s.capacity_bytes, s.total_bytes)
+        ok = sized.get(size)
+        if ok is None:
+            ok = sized[size] = rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp)
+        if ok:
+            out.append(s)
+    return out
 
 
 def _choose(slots: dict[PartitionRef, Slot], item: Item, placed_gpus: dict[str, set[int]],

@@ -10,6 +10,7 @@ must agree on one numbering of options, slots and classes.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -183,18 +184,36 @@ def coarsest(g: GpuChoices) -> int:
     return min(range(len(g.layouts)), key=lambda o: (g.layouts[o].partitions, o))
 
 
-def _local_layouts(g: GpuChoices, d: ModelDemand) -> dict[int, int]:
+def _local_layouts(g: GpuChoices, d: ModelDemand, memo: dict | None = None) -> dict[int, int]:
+    """{layout index: tp} where one GPU of ``g`` in that layout holds an instance of ``d``
+    (rule 1's tp on enough partitions). ``memo``: answers per layout's partition sizes, for
+    one demand across GPUs that share them (a node has few GPU models)."""
     if d.allowed_gpus is not None and g.gpu not in d.allowed_gpus:
         return {}
     out = {}
     for o, lay in enumerate(g.layouts):
-        for tp in sorted(d.bytes_per_rank_by_tp):
-            fitting = [k for k in range(lay.partitions) if rank_fits(d, tp, lay.capacity_bytes[k], lay.total_bytes[k])
-                       and cus_fit(lay.cus[k], 0, d.compute_share)]
-            if len(fitting) >= tp:
-                out[o] = tp
-                break
+        key = (lay.capacity_bytes, lay.total_bytes, lay.cus)
+        if memo is not None and key in memo:
+            tp = memo[key]
+        else:
+            tp = _holding_tp(lay, d)
+            if memo is not None:
+                memo[key] = tp
+        if tp is not None:
+            out[o] = tp
     return out
+
+
+def _holding_tp(lay: Layout, d: ModelDemand) -> int | None:
+    """The smallest tp whose ranks fit ``tp`` partitions of ``lay`` under rule 1, or None."""
+    sizes: dict[tuple[int, int, int], int] = {}  # (capacity, total, CUs) -> partitions of that size
+    for size in zip(lay.capacity_bytes, lay.total_bytes, lay.cus):
+        sizes[size] = sizes.get(size, 0) + 1
+    for tp in sorted(d.bytes_per_rank_by_tp):
+        if sum(n for (cap, total, cus), n in sizes.items()
+               if rank_fits(d, tp, cap, total) and cus_fit(cus, 0, d.compute_share)) >= tp:
+            return tp
+    return None
 
 
 def smallest_fitting_tp(d: ModelDemand, capacity_bytes: int) -> int | None:
@@ -211,14 +230,24 @@ def smallest_fitting_tp(d: ModelDemand, capacity_bytes: int) -> int | None:
 
 
 def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices, ...]:
-    """Every GPU's allowed layouts: pinned modes are kept, NPS changes only with a driver reload."""
-    pinned_c = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
-    pinned_m = {p.gpu: p.memory_mode for p in policy.gpus if p.memory_mode is not None}
+    """Every GPU's allowed layouts: pinned modes are kept, NPS changes only with a driver reload.
+    Remembered for the last few (inventory, pins, reload, headroom): one plan() builds its
+    problem several times (the first pass, the full set, one per unplaceable reason), and the
+    answer is a frozen value of those inputs only."""
+    try:
+        return _layouts_cached(inventory, policy.gpus, policy.allow_driver_reload, policy.headroom_fraction)
+    except TypeError:  # an inventory or pin built with unhashable parts: compute it afresh
+        return _layouts(inventory, policy.gpus, policy.allow_driver_reload, policy.headroom_fraction)
+
+
+def _layouts(inventory: Inventory, pins, allow_driver_reload: bool, headroom_fraction: float) -> tuple[GpuChoices, ...]:
+    pinned_c = {p.gpu: p.compute_mode for p in pins if p.compute_mode is not None}
+    pinned_m = {p.gpu: p.memory_mode for p in pins if p.memory_mode is not None}
     out = []
     for g in sorted(inventory.gpus, key=lambda g: g.index):
         spec = get_spec(g.model)
         computes = [pinned_c[g.index]] if g.index in pinned_c else spec.compute_modes()
-        if spec.memory_mode_fixed or not policy.allow_driver_reload:
+        if spec.memory_mode_fixed or not allow_driver_reload:
             memories = [g.memory_mode]
         elif g.index in pinned_m:
             memories = [pinned_m[g.index]]
@@ -237,11 +266,14 @@ def layouts_for(inventory: Inventory, policy: PlannerPolicy) -> tuple[GpuChoices
                 totals = tuple(p.vram_total_bytes for p in sorted(g.partitions, key=lambda p: p.index))
             else:
                 totals = (spec.vram_per_partition_bytes(c),) * spec.partitions(c)
-            caps = tuple(int(t * (1.0 - policy.headroom_fraction)) for t in totals)
+            caps = tuple(int(t * (1.0 - headroom_fraction)) for t in totals)
             layouts.append(Layout(c, m, totals, caps, partition_cus(g, spec, c)))
         current = 0 if pairs[0] == (g.compute_mode, g.memory_mode) else None
         out.append(GpuChoices(g.index, g.hive_id, spec.name, tuple(layouts), current))
     return tuple(out)
+
+
+_layouts_cached = lru_cache(maxsize=16)(_layouts)
 
 
 def placement_classes(demands: Sequence[ModelDemand]) -> list[PlacementClass]:
@@ -261,9 +293,10 @@ def build_problem(inventory: Inventory, demands: Sequence[ModelDemand], policy: 
     """The problem under rules 1-3 (the fast first pass), or over the real feasible set (``full``)."""
     classes = placement_classes(demands)
     gpus = layouts_for(inventory, policy)
-    local = {(g.gpu, i): _local_layouts(g, d) for g in gpus for i, d in enumerate(demands)}
-    if full:
+    if full:  # no rules 2 and 3: which GPU holds a model alone does not matter
         return Problem(gpus, tuple(classes), tuple(demands), {}, frozenset(), full=True)
+    memos: dict[int, dict] = {}
+    local = {(g.gpu, i): _local_layouts(g, d, memos.setdefault(i, {})) for g in gpus for i, d in enumerate(demands)}
     held = {i for (_g, i), layouts in local.items() if layouts}  # rule 2 is node-wide (issue 19: spans on
     spanning = frozenset((g.gpu, i) for g in gpus for i in range(len(demands)) if i not in held)  # GPU or none)
     return Problem(gpus, tuple(classes), tuple(demands), local, spanning)

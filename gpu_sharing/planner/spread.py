@@ -148,8 +148,8 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
                         and got[a.item.instance_id] < fair[a.item.instance_id] - 1),
                        key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9), a.item.instance_id))
         move = None
+        slots = _rebuild(inventory, modes, specs, policy, assignments) if short else {}  # unchanged until a move
         for t in short:
-            slots = _rebuild(inventory, modes, specs, policy, assignments)
             guests = sorted((assignments[iid] for r in t.refs for iid in slots[r].occupants
                              if iid not in running and iid != t.item.instance_id
                              and assignments[iid].item.weight < top_weight and len(assignments[iid].refs) == 1),

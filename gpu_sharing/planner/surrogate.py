@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from gpu_sharing.planner.solution import Solution, SolveResult
 from dataclasses import dataclass
+from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
@@ -43,18 +44,22 @@ def surrogate(prob: Problem) -> Surrogate:
     capacity = sum(max(sum(lay.capacity_bytes) for lay in g.layouts) for g in prob.gpus)
     smallest = _items(prob)
     copies = [i for i, _s in sorted(smallest.items()) for _ in range(prob.demands[i].replicas)]
-    top = sum(prob.demands[i].priority + 1 for i in copies)
+    weights = [prob.demands[i].priority + 1 for i in copies]
+    sizes = [smallest[i] for i in copies]
+    top = _fractional_bound(weights, sizes, capacity)  # no total above it fits: those cells stay out
     least = [0] + [capacity + 1] * top
     took: list[bytearray] = []
-    for i in copies:
-        w, size = prob.demands[i].priority + 1, smallest[i]
-        row = bytearray(top + 1)
-        for total in range(top, w - 1, -1):
-            cand = least[total - w] + size
-            if cand < least[total]:
-                least[total] = cand
-                row[total] = 1
-        took.append(row)
+    reach = 0  # the most the copies so far can add up to: totals above it are unreachable
+    for w, size in zip(weights, sizes):  # 0-1 knapsack: each total reads the values from before this copy
+        reach += w
+        hi = min(reach, top)
+        if hi < w:
+            took.append(bytearray(top + 1))
+            continue
+        before, after = least[: hi + 1 - w], least[w: hi + 1]
+        better = [b + size < a for b, a in zip(before, after)]
+        least[w: hi + 1] = [b + size if t else a for b, a, t in zip(before, after, better)]
+        took.append(bytearray(w) + bytearray(better) + bytearray(top - hi))
     best = max(t for t in range(top + 1) if least[t] <= capacity)
     chosen: dict[int, int] = {}
     total = best
@@ -63,6 +68,21 @@ def surrogate(prob: Problem) -> Surrogate:
             chosen[copies[n]] = chosen.get(copies[n], 0) + 1
             total -= prob.demands[copies[n]].priority + 1
     return Surrogate(best, chosen)
+
+
+def _fractional_bound(weights: list[int], sizes: list[int], capacity: int) -> int:
+    """The fractional knapsack's value, rounded down (exact integers): no set of copies within
+    ``capacity`` weighs more, so the knapsack's table needs no larger total. The plain sum of
+    weights when a size is not positive."""
+    if any(size <= 0 for size in sizes):
+        return sum(weights)
+    total, left = 0, capacity
+    for w, size in sorted(zip(weights, sizes), key=lambda ws: Fraction(ws[0], ws[1]), reverse=True):
+        if size <= left:
+            total, left = total + w, left - size
+        else:
+            return total + left * w // size
+    return total
 
 
 def surrogate_bound(prob: Problem) -> int:

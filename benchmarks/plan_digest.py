@@ -1,0 +1,87 @@
+"""A digest of every plan the planner benchmark makes, to show a speed change left every plan as it was.
+
+    python benchmarks/plan_digest.py [--seeds 1,2,3] [--cases 5] [--families small,auto,...] [--full]
+
+For each family and seed it builds the same cases as benchmarks/planner.py (same random
+streams) and runs the same plans as its run_case: the timed plan and the re-plan after it
+(for "replan": the converged first plan, then the re-plan). Per plan it prints one line:
+family, seed, case, which plan, then a SHA-256 over placed priority, the GPUs' target modes,
+the placements sorted (instance, partitions, tp, bytes per rank, CUs), what stops, the
+unplaceable replicas with their reasons and the solver's name, objective, bound and status;
+``--full`` prints that text itself instead of its hash. The last line hashes all lines. Run it
+before and after a change and compare the outputs byte for byte (no timing is printed); the
+last line is the same with or without ``--full``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from planner import FAMILIES, converged_replan, make_case  # noqa: E402
+from reference_optimum import placed_priority  # noqa: E402
+
+from gpu_sharing.planner import plan  # noqa: E402
+
+
+def describe(p, demands) -> str:
+    """Everything a plan decides, in a fixed order (no wall times)."""
+    parts = [f"placed={placed_priority(p, demands)}"]
+    parts.append("modes=" + ",".join(f"{t.gpu}:{t.compute_mode.value}/{t.memory_mode.value}"
+                                     for t in sorted(p.gpus, key=lambda t: t.gpu)))
+    for x in sorted(p.placements, key=lambda x: x.instance_id):
+        refs = "+".join(f"{r.gpu}.{r.index}" for r in x.partitions)
+        parts.append(f"{x.instance_id}@{refs} tp={x.tp} b={x.memory_bytes_per_rank} cu={x.compute_units}")
+    parts.append("stop=" + ",".join(sorted(p.to_stop)))
+    for u in sorted(p.unplaceable, key=lambda u: (u.model, u.replica)):
+        parts.append(f"unplaced {u.model}-{u.replica}: {u.reason}")
+    s = p.solver
+    parts.append(f"solver={s.name} obj={s.objective} bound={s.bound} status={s.status}")
+    return "\n".join(parts)
+
+
+def plans_of_case(rng: random.Random, family: str):
+    """(label, plan, demands) for every plan benchmarks/planner.py's run_case makes, in order."""
+    base = "auto" if family == "replan" else family
+    inv, demands, policy = make_case(rng, base)
+    current = []
+    if family == "replan":
+        first = plan(inv, demands, [], policy)
+        yield "converge", first, demands
+        inv, demands, current, _unchanged = converged_replan(rng, inv, demands, first)
+    p = plan(inv, demands, current, policy)
+    yield "timed", p, demands
+    if family != "replan":
+        inv, demands, current, _unchanged = converged_replan(rng, inv, demands, p)
+        yield "replan", plan(inv, demands, current, policy), demands
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--cases", type=int, default=5)
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--full", action="store_true", help="print each plan's text instead of its hash")
+    args = ap.parse_args()
+    everything = hashlib.sha256()
+    for family in args.families.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rng = random.Random(f"{seed}-{family}")
+            for case in range(args.cases):
+                for label, p, demands in plans_of_case(rng, family):
+                    text = describe(p, demands)
+                    body = text if args.full else hashlib.sha256(text.encode()).hexdigest()
+                    line = f"{family} seed={seed} case={case} {label} {body}"
+                    everything.update(f"{family} {seed} {case} {label}\n{text}\n".encode())
+                    print(line, flush=True)
+    print(f"all {everything.hexdigest()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
