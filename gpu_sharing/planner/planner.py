@@ -40,6 +40,7 @@ from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import rank_variables, widen
 from gpu_sharing.planner.layout_search import search_layouts
+from gpu_sharing.planner.improve import improve, mode_slots
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -268,11 +269,11 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     for g in inventory.gpus:
         if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
             candidates[g.index] = [g.compute_mode]
-    bound, found = _search_full_set(inventory, demands, policy, specs, full, candidates, kept)
+    bound, found, note = _search_full_set(inventory, demands, policy, specs, full, candidates, kept)
     rules = span_rules(build_problem(inventory, demands, policy))
     modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
                                        may_repartition=not policy.repartition_drains_node)
-    info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ")
+    info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ", note)
     plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
     return plan_, (modes, memory, packing, info, rules)
 
@@ -288,25 +289,33 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
-    bound, found = _search_full_set(inventory, demands, policy, specs, full,
-                                    _candidates(inventory, policy, specs, memory))
+    bound, found, note = _search_full_set(inventory, demands, policy, specs, full,
+                                          _candidates(inventory, policy, specs, memory))
     modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
-    info = _layout_info(placed_weight(packing), bound, found.evaluations)
+    info = _layout_info(placed_weight(packing), bound, found.evaluations, note=note)
     return modes, memory, packing, info, rules, rank_variables(full)
 
 
 def _search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Problem, candidates, kept=None):
-    """The full-set knapsack's bound, and its choice packed at a few layouts (layout_search.py)."""
+    """The full-set knapsack's bound, its choice packed at a few layouts (layout_search.py), then
+    improved by ruin and recreate (improve.py) when it leaves a gap; and a note for the status."""
     sur = surrogate(full)
     bound = min(sur.bound, total_weight(demands))
     chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    return bound, search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
+    if found.placed < bound:  # ruin and recreate (improve.py); kept instances and their GPUs stay
+        better = improve(found.packing, bound, found.modes, mode_slots(inventory, specs, policy, found.modes, candidates),
+                         frozenset(kept or ()))
+        if better.gained > 0:
+            found = replace(found, modes=better.modes, packing=better.packing, placed=better.placed)
+        return bound, found, f"; ruin and recreate: +{better.gained} in {better.moves} moves"
+    return bound, found, ""
 
 
-def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "") -> SolverInfo:
+def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "", note: str = "") -> SolverInfo:
     verdict = "optimal: it reaches the full-set knapsack bound" if placed >= bound else f"full-set knapsack bound {bound}"
     return SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
-                      f"{prefix}layout search ({evaluations} layouts or choices packed): {verdict}")
+                      f"{prefix}layout search ({evaluations} layouts or choices packed){note}: {verdict}")
 
 
 def _first_pass(inventory, demands, current, policy, kept_placed: int = -1):

@@ -1,0 +1,206 @@
+"""Large-neighbourhood search after the layout search: ruin and recreate at fixed modes (pure, deterministic).
+
+Why: the layout search (layout_search.py) packs greedily, and on fragmented partitions (CPX,
+compute shares, pinned tp) a greedy packing leaves room in pieces no unplaced replica fits:
+0.3-3.4% of placed priority below the proven optimum (docs/planner-benchmark.md). What is
+missing is a better choice of tp and of partners per partition (a 20.2 GiB rank beside a
+3.0 GiB one fills a 23.3 GiB CPX partition; the greedy put a 5.2 GiB tp=8 rank there). Exact
+re-packs of one or two GPUs by CP-SAT were tried first: with every unplaced replica and the
+room left elsewhere in the model, one re-pack took 100-300 ms of CP-SAT on this machine and
+most found nothing within a deterministic limit that fits a 2 s budget (a pass over the 28
+GPU pairs of an 8-GPU node took 5-20 s for +0 to +8 placed priority). So this step uses the
+ruin-and-recreate form of large-neighbourhood search (Schrimpf et al., 2000), which costs
+about a millisecond per move in Python:
+1. ruin: free every instance (never a kept running one) with a rank on 1-3 GPUs, or every
+   instance of 1-3 models; the freed replicas join the unplaced ones;
+2. recreate: place that pool highest priority first (a model that misses once is skipped:
+   room only shrinks), each at the tp and on the partitions that leave the least room
+   unused (best fit over every tp, ranks on distinct partitions of one hive, bytes and
+   compute shares checked like fill.py);
+3. accept the result when it places at least as much priority (plateau moves let the
+   search leave a local optimum), otherwise undo it.
+It stops at the knapsack bound, when nothing is unplaced, or after a counted number of moves.
+The moves are drawn from a generator with a fixed seed, so the same input gives the same
+plan on any machine: no wall clock decides anything.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from gpu_sharing.hardware.inventory import PartitionRef
+from gpu_sharing.hardware.modes import ComputePartitionMode
+from gpu_sharing.planner.fill import placed_weight
+from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, _occupy, _release, build_slots
+from gpu_sharing.planner.problem import rank_fits
+
+MAX_MOVES = 100
+"""Ruin-and-recreate moves at most: a deterministic work limit."""
+SEED = 19
+"""The moves' generator seed: fixed, so that plans are reproducible."""
+SWITCH_SHARE = 0.3
+"""Share of the moves that empty one GPU and give it another of its compute modes (the
+layout search fixes modes before packing; the best layout may differ once packed well)."""
+
+
+@dataclass(frozen=True)
+class Improved:
+    packing: Packing
+    modes: dict[int, ComputePartitionMode]
+    placed: int
+    moves: int
+    """Ruin-and-recreate moves made: the deterministic work this step did."""
+    gained: int
+    """Placed priority added over the packing it started from."""
+
+
+class _Room:
+    """Where each (model, tp) rank may go at all (GPUs allowed, partition large enough):
+    computed once, so a move only checks free bytes and shares."""
+
+    def __init__(self, slots: dict[PartitionRef, Slot]):
+        self.slots = slots
+        self._eligible: dict[tuple[str, int], list[Slot]] = {}
+
+    def eligible(self, item: Item, tp: int) -> list[Slot]:
+        key = (item.model, tp)
+        if key not in self._eligible:
+            d = item.demand
+            self._eligible[key] = [s for _r, s in sorted(self.slots.items())
+                                   if (d.allowed_gpus is None or s.ref.gpu in d.allowed_gpus)
+                                   and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp=True)]
+        return self._eligible[key]
+
+    def best_fit(self, item: Item) -> Assignment | None:
+        """The tp and partitions of one hive that leave the least room unused, or None."""
+        d = item.demand
+        best = None
+        for tp in sorted(d.bytes_per_rank_by_tp):
+            need = d.bytes_per_rank_by_tp[tp]
+            by_hive: dict[int, list[Slot]] = {}
+            for s in self.eligible(item, tp):
+                if s.fits(need, d.compute_share):
+                    by_hive.setdefault(s.hive, []).append(s)
+            for hive, group in sorted(by_hive.items()):
+                if len(group) < tp:
+                    continue
+                chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
+                key = (max(s.capacity_bytes - s.used_bytes - need for s in chosen), tp, hive)
+                if best is None or key < best[0]:
+                    best = (key, tp, chosen, need)
+        if best is None:
+            return None
+        _key, tp, chosen, need = best
+        return Assignment(item, tp, tuple(sorted(s.ref for s in chosen)), need)
+
+
+def _consolidation(slots: dict[PartitionRef, Slot]) -> float:
+    """Sum of squared free fractions: higher when the free room sits in fewer partitions."""
+    return sum(((s.capacity_bytes - s.used_bytes) / s.capacity_bytes) ** 2 for s in slots.values())
+
+
+def mode_slots(inventory, specs, policy, modes: dict[int, ComputePartitionMode],
+               candidates: dict[int, list[ComputePartitionMode]]) -> dict[int, dict[ComputePartitionMode, list[Slot]]]:
+    """Per GPU, the empty partitions of each compute mode in ``candidates`` (build_slots, one
+    call per mode for the whole node)."""
+    out: dict[int, dict[ComputePartitionMode, list[Slot]]] = {i: {} for i in candidates}
+    for mode in sorted({m for ms in candidates.values() for m in ms}, key=lambda m: m.value):
+        at = build_slots(inventory, {i: mode if mode in candidates[i] else modes[i] for i in candidates}, specs, policy)
+        for s in at.values():
+            if mode in candidates[s.ref.gpu]:
+                out[s.ref.gpu].setdefault(mode, []).append(s)
+    return out
+
+
+def _fresh(slots: dict[PartitionRef, Slot], assignments: dict[str, Assignment]) -> dict[PartitionRef, Slot]:
+    out = {ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for ref, s in slots.items()}
+    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
+        _occupy(out, a)
+    return out
+
+
+def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode],
+            layouts: dict[int, dict[ComputePartitionMode, list[Slot]]] | None = None,
+            fixed: frozenset[str] = frozenset(), max_moves: int = MAX_MOVES) -> Improved:
+    """``packing`` (at compute ``modes``) improved by ruin and recreate (see the module
+    docstring). ``layouts``: per GPU, the empty partitions of each compute mode it may take
+    (build_slots); ``fixed``: instance ids that must stay where they are (a re-plan's kept
+    running instances; their GPUs keep their mode). The result places at least as much
+    priority; the input packing is not changed."""
+    start = placed_weight(packing)
+    packing_modes, modes = dict(modes), dict(modes)
+    if not packing.unplaced or start >= bound:
+        return Improved(packing, packing_modes, start, 0, 0)
+    slots = _fresh(packing.slots, packing.assignments)
+    room = _Room(slots)
+    assignments = dict(packing.assignments)
+    unplaced = sorted(packing.unplaced, key=ORDERS["priority"])
+    rng = random.Random(SEED)
+    gpus = sorted({ref.gpu for ref in slots})
+    held = {r.gpu for iid in fixed if iid in assignments for r in assignments[iid].refs}
+    switchable = [g for g in gpus if g not in held and len((layouts or {}).get(g, {})) > 1]
+    placed, moves = start, 0
+    consolidated = _consolidation(slots)
+    while moves < max_moves and placed < bound and unplaced:
+        moves += 1
+        movable = sorted(iid for iid in assignments if iid not in fixed)
+        kind = rng.random()
+        switched = None
+        if switchable and kind < SWITCH_SHARE:  # one GPU emptied and set to another of its modes
+            g = rng.choice(switchable)
+            mode = rng.choice(sorted((m for m in layouts[g] if m != modes[g]), key=lambda m: m.value))
+            hit = {g}
+            ruined = [assignments[iid] for iid in movable if any(r.gpu == g for r in assignments[iid].refs)]
+        elif kind < SWITCH_SHARE + (1 - SWITCH_SHARE) / 2 or not movable:
+            hit = set(rng.sample(gpus, min(len(gpus), rng.choice((1, 2, 2, 3)))))
+            ruined = [assignments[iid] for iid in movable if any(r.gpu in hit for r in assignments[iid].refs)]
+        else:
+            models = sorted({assignments[iid].item.model for iid in movable})
+            hit = set(rng.sample(models, min(len(models), rng.randint(1, 3))))
+            ruined = [assignments[iid] for iid in movable if assignments[iid].item.model in hit]
+        for a in ruined:
+            _release(slots, a)
+            del assignments[a.item.instance_id]
+        if kind < SWITCH_SHARE and switchable:
+            switched = (g, modes[g], {ref: s for ref, s in slots.items() if ref.gpu == g})
+            for ref in switched[2]:
+                del slots[ref]
+            slots.update({s.ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for s in layouts[g][mode]})
+            modes[g] = mode
+            room = _Room(slots)
+        pool = sorted([a.item for a in ruined] + unplaced, key=ORDERS["priority"])
+        added: list[Assignment] = []
+        missed: set[str] = set()
+        for item in pool:
+            a = None if item.model in missed else room.best_fit(item)
+            if a is None:
+                missed.add(item.model)
+                continue
+            _occupy(slots, a)
+            assignments[item.instance_id] = a
+            added.append(a)
+        weight = placed - sum(a.item.weight for a in ruined) + sum(a.item.weight for a in added)
+        spread = _consolidation(slots)
+        if weight > placed or (weight == placed and spread >= consolidated):
+            placed, consolidated = weight, spread
+            unplaced = [i for i in pool if i.instance_id not in assignments]
+            continue
+        for a in added:  # not better: undo
+            _release(slots, a)
+            del assignments[a.item.instance_id]
+        if switched is not None:
+            g, old_mode, old_slots = switched
+            for ref in [ref for ref in slots if ref.gpu == g]:
+                del slots[ref]
+            slots.update(old_slots)
+            modes[g] = old_mode
+            room = _Room(slots)
+        for a in ruined:
+            _occupy(slots, a)
+            assignments[a.item.instance_id] = a
+    if placed <= start:
+        return Improved(packing, dict(packing_modes), start, moves, 0)
+    evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
+    slots = dict(sorted(slots.items()))
+    return Improved(Packing(assignments, unplaced, evicted, slots), modes, placed, moves, placed - start)
