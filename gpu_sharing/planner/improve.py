@@ -26,6 +26,7 @@ plan on any machine: no wall clock decides anything.
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ from gpu_sharing.planner.fill import placed_weight
 from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, _occupy, _release, build_slots
 from gpu_sharing.planner.problem import rank_fits
 
-MAX_MOVES = 100
+MAX_MOVES = 50
 """Ruin-and-recreate moves at most: a deterministic work limit."""
 SEED = 19
 """The moves' generator seed: fixed, so that plans are reproducible."""
@@ -56,43 +57,56 @@ class Improved:
 
 
 class _Room:
-    """Where each (model, tp) rank may go at all (GPUs allowed, partition large enough):
-    computed once, so a move only checks free bytes and shares."""
+    """Where each (model, tp) rank may go at all, per GPU (GPUs allowed, partition large
+    enough): computed once per GPU layout, so a move only checks free bytes and shares."""
 
     def __init__(self, slots: dict[PartitionRef, Slot]):
-        self.slots = slots
-        self._eligible: dict[tuple[str, int], list[Slot]] = {}
+        self.on_gpu: dict[int, list[Slot]] = {}
+        for ref in sorted(slots, key=lambda r: (r.gpu, r.index)):
+            self.on_gpu.setdefault(ref.gpu, []).append(slots[ref])
+        self._eligible: dict[int, dict[tuple[str, int], list[Slot]]] = {g: {} for g in self.on_gpu}
+
+    def switch(self, gpu: int, slots: list[Slot]) -> None:
+        """``gpu`` now has these partitions (another compute mode)."""
+        self.on_gpu[gpu] = sorted(slots, key=lambda s: s.ref.index)
+        self._eligible[gpu] = {}
 
     def eligible(self, item: Item, tp: int) -> list[Slot]:
-        key = (item.model, tp)
-        if key not in self._eligible:
-            d = item.demand
-            self._eligible[key] = [s for _r, s in sorted(self.slots.items())
-                                   if (d.allowed_gpus is None or s.ref.gpu in d.allowed_gpus)
-                                   and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp=True)]
-        return self._eligible[key]
+        d, key, out = item.demand, (item.model, tp), []
+        for g, slots in self.on_gpu.items():
+            cache = self._eligible[g]
+            if key not in cache:
+                cache[key] = [s for s in slots if (d.allowed_gpus is None or g in d.allowed_gpus)
+                              and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp=True)]
+            out += cache[key]
+        return out
 
     def best_fit(self, item: Item) -> Assignment | None:
         """The tp and partitions of one hive that leave the least room unused, or None."""
         d = item.demand
+        share = (d.compute_share or 0.0) - 1e-9  # Slot.fits, written out: this is the hot loop
         best = None
+        most = max(s.capacity_bytes - s.used_bytes for slots in self.on_gpu.values() for s in slots)
         for tp in sorted(d.bytes_per_rank_by_tp):
             need = d.bytes_per_rank_by_tp[tp]
-            by_hive: dict[int, list[Slot]] = {}
+            if need > most:  # no partition has the room: skip the scan
+                continue
+            by_hive: dict[int, list[tuple[int, int, int, Slot]]] = {}
             for s in self.eligible(item, tp):
-                if s.fits(need, d.compute_share):
-                    by_hive.setdefault(s.hive, []).append(s)
+                left = s.capacity_bytes - s.used_bytes - need
+                if left >= 0 and s.share_used + share <= 1.0:
+                    by_hive.setdefault(s.hive, []).append((left, s.ref.gpu, s.ref.index, s))
             for hive, group in sorted(by_hive.items()):
                 if len(group) < tp:
                     continue
-                chosen = sorted(group, key=lambda s: (s.capacity_bytes - s.used_bytes, s.ref))[:tp]
-                key = (max(s.capacity_bytes - s.used_bytes - need for s in chosen), tp, hive)
+                chosen = group if len(group) == tp else heapq.nsmallest(tp, group)
+                key = (max(c[0] for c in chosen), tp, hive)
                 if best is None or key < best[0]:
                     best = (key, tp, chosen, need)
         if best is None:
             return None
         _key, tp, chosen, need = best
-        return Assignment(item, tp, tuple(sorted(s.ref for s in chosen)), need)
+        return Assignment(item, tp, tuple(sorted(c[3].ref for c in chosen)), need)
 
 
 def _consolidation(slots: dict[PartitionRef, Slot]) -> float:
@@ -153,7 +167,8 @@ def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode]
             hit = {g}
             ruined = [assignments[iid] for iid in movable if any(r.gpu == g for r in assignments[iid].refs)]
         elif kind < SWITCH_SHARE + (1 - SWITCH_SHARE) / 2 or not movable:
-            hit = set(rng.sample(gpus, min(len(gpus), rng.choice((1, 2, 2, 3)))))
+            k = min(len(gpus), rng.choice((1, 2, 2, 3)))
+            hit = set(rng.sample(gpus, k))
             ruined = [assignments[iid] for iid in movable if any(r.gpu in hit for r in assignments[iid].refs)]
         else:
             models = sorted({assignments[iid].item.model for iid in movable})
@@ -166,9 +181,10 @@ def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode]
             switched = (g, modes[g], {ref: s for ref, s in slots.items() if ref.gpu == g})
             for ref in switched[2]:
                 del slots[ref]
-            slots.update({s.ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for s in layouts[g][mode]})
+            fresh = [Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for s in layouts[g][mode]]
+            slots.update({s.ref: s for s in fresh})
             modes[g] = mode
-            room = _Room(slots)
+            room.switch(g, fresh)
         pool = sorted([a.item for a in ruined] + unplaced, key=ORDERS["priority"])
         added: list[Assignment] = []
         missed: set[str] = set()
@@ -195,12 +211,12 @@ def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode]
                 del slots[ref]
             slots.update(old_slots)
             modes[g] = old_mode
-            room = _Room(slots)
+            room.switch(g, list(old_slots.values()))
         for a in ruined:
             _occupy(slots, a)
             assignments[a.item.instance_id] = a
     if placed <= start:
-        return Improved(packing, dict(packing_modes), start, moves, 0)
+        return Improved(packing, packing_modes, start, moves, 0)
     evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
-    slots = dict(sorted(slots.items()))
-    return Improved(Packing(assignments, unplaced, evicted, slots), modes, placed, moves, placed - start)
+    return Improved(Packing(assignments, unplaced, evicted, dict(sorted(slots.items(), key=lambda x: (x[0].gpu, x[0].index)))),
+                    modes, placed, moves, placed - start)

@@ -1,0 +1,124 @@
+"""The ruin-and-recreate step (gpu_sharing/planner/improve.py) after the layout search.
+
+Checked against the benchmark's independent reference (benchmarks/reference_colgen.py, itself
+checked against the exhaustive search in test_reference_colgen.py): on pinned-CPX nodes where
+the layout search alone falls short of the proven optimum, the step reaches it. And on random
+nodes it never returns a worse or an infeasible packing, and never touches a kept instance."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from builders import demand, gpu
+from reference_colgen import colgen_reference
+from reference_optimum import check_plan, placed_priority
+
+import gpu_sharing.planner.planner as planner_module
+from gpu_sharing.hardware.inventory import Inventory
+from gpu_sharing.hardware.modes import ComputePartitionMode as C
+from gpu_sharing.planner import plan
+from gpu_sharing.planner.improve import Improved, improve, mode_slots
+from gpu_sharing.planner.packing import Packing, build_slots, items_for
+from gpu_sharing.planner.problem import build_problem
+from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy
+
+
+def cpx_case(seed: int):
+    """1-2 GPUs pinned to CPX (8 partitions each), 3-7 models of 2-60 GiB, some with shares."""
+    rng = random.Random(seed)
+    n = rng.choice([1, 2])
+    kind = rng.choice(["MI300X", "MI325X"])
+    inv = Inventory(tuple(gpu(i, kind, "CPX") for i in range(n)))
+    policy = PlannerPolicy(gpus=tuple(GpuPolicy(i, C.CPX) for i in range(n)))
+    demands = [demand(f"m{i}", rng.choice([2, 6, 10, 14, 16, 20, 30, 45, 60]), rng.randint(1, 4), rng.randint(0, 9),
+                      share=rng.choice([None, None, 0.25, 0.5])) for i in range(rng.randint(3, 7))]
+    return inv, demands, policy
+
+
+def _without_the_step(monkeypatch):
+    monkeypatch.setattr(planner_module, "improve",
+                        lambda packing, bound, modes, layouts=None, fixed=frozenset(): Improved(packing, modes, 0, 0, 0))
+
+
+@pytest.mark.parametrize("seed", [106, 142, 172, 258])
+def test_the_step_turns_a_short_layout_search_into_the_proven_optimum(seed, monkeypatch):
+    inv, demands, policy = cpx_case(seed)
+    with monkeypatch.context() as m:
+        _without_the_step(m)
+        alone = placed_priority(plan(inv, demands, [], policy), demands)
+    p = plan(inv, demands, [], policy)
+    ref = colgen_reference(inv, demands, policy, known=0, time_limit_s=20)
+    assert ref.optimum is not None and alone < ref.optimum  # the layout search alone falls short
+    assert placed_priority(p, demands) == ref.optimum
+    assert check_plan(inv, demands, policy, p) == []
+    assert "ruin and recreate" in p.solver.status
+
+
+def _layout_search(inv, demands, policy):
+    """What plan() hands to the step: the layout search's packing, modes and bound."""
+    specs = planner_module._specs(inv)
+    memory = planner_module._memory_targets(inv, policy, specs)
+    candidates = planner_module._candidates(inv, policy, specs, memory)
+    full = build_problem(inv, demands, policy, full=True)
+    with pytest.MonkeyPatch.context() as m:
+        _without_the_step(m)
+        bound, found, _note = planner_module._search_full_set(inv, demands, policy, specs, full, candidates)
+    return found, bound, mode_slots(inv, specs, policy, found.modes, candidates)
+
+
+def _feasible(packing) -> None:
+    """Bytes, shares, one rank per partition, one hive per instance, as many ranks as tp."""
+    used: dict = {}
+    for a in packing.assignments.values():
+        assert len(set(a.refs)) == len(a.refs) == a.tp
+        assert len({packing.slots[r].hive for r in a.refs}) == 1
+        for r in a.refs:
+            b, s = used.get(r, (0, 0.0))
+            used[r] = (b + a.bytes_per_rank, s + (a.item.demand.compute_share or 0.0))
+    for r, (b, s) in used.items():
+        assert b <= packing.slots[r].capacity_bytes and s <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("keep_every", [0, 3])
+def test_the_step_never_returns_a_worse_or_infeasible_packing_and_keeps_fixed_instances(keep_every):
+    """Nodes where the layout search leaves a gap (CPX pinned or free modes); with every third
+    instance fixed (a re-plan's kept ones) or none."""
+    gained = 0
+    for seed, pinned in [(87, True), (148, True), (169, True), (120, True), (55, False), (75, False), (399, False)]:
+        inv, demands, policy = cpx_case(seed)
+        policy = policy if pinned else PlannerPolicy()
+        found, bound, layouts = _layout_search(inv, demands, policy)
+        assert found.placed < bound
+        fixed = frozenset(sorted(found.packing.assignments)[::keep_every] if keep_every else ())
+        before = {iid: (a.tp, a.refs) for iid, a in found.packing.assignments.items()}
+        held = {r.gpu for iid in fixed for r in found.packing.assignments[iid].refs}
+        out = improve(found.packing, bound, found.modes, layouts, fixed)
+        assert found.placed <= out.placed <= bound and out.gained == out.placed - found.placed and out.moves > 0
+        assert {iid: (a.tp, a.refs) for iid, a in found.packing.assignments.items()} == before  # input untouched
+        _feasible(out.packing)
+        for iid in fixed:
+            assert (out.packing.assignments[iid].tp, out.packing.assignments[iid].refs) == before[iid]
+        assert all(out.modes[g] == found.modes[g] for g in held)
+        placed = {a.item.instance_id for a in out.packing.assignments.values()}
+        assert placed.isdisjoint(i.instance_id for i in out.packing.unplaced)
+        assert len(placed) + len(out.packing.unplaced) == sum(d.replicas for d in demands)
+        assert out == improve(found.packing, bound, found.modes, layouts, fixed)  # same input, same result
+        gained += out.gained
+    assert gained > 0  # the cases exercise moves that improve, not only rejected ones
+
+
+def test_a_gpu_switches_mode_when_its_partitions_then_hold_more():
+    """One SPX MI300X, 8 replicas with a 0.5 compute share: SPX holds 2 (shares), CPX holds 8
+    (two 11.5 GiB ranks per 24 GiB partition). Started at SPX with nothing placed, the step's
+    mode-switch move finds CPX."""
+    inv = Inventory((gpu(0, "MI300X", "SPX"),))
+    demands = [demand("a", 10, 8, 1, tps=(1,), share=0.5)]
+    policy = PlannerPolicy()
+    specs = planner_module._specs(inv)
+    layouts = mode_slots(inv, specs, policy, {0: C.SPX}, {0: [C.SPX, C.CPX]})
+    empty = Packing({}, items_for(demands), {}, build_slots(inv, {0: C.SPX}, specs, policy))
+    out = improve(empty, 16, {0: C.SPX}, layouts)
+    assert out.modes == {0: C.CPX} and out.placed == 16
+    _feasible(out.packing)
+    assert improve(empty, 16, {0: C.SPX}, {0: {C.SPX: layouts[0][C.SPX]}}).placed == 4  # without CPX: 2 replicas
