@@ -1,27 +1,30 @@
-"""Large-neighbourhood search after the layout search: ruin and recreate at fixed modes (pure, deterministic).
+"""Large-neighbourhood search after the layout search: ruin and recreate (pure, deterministic).
 
 Why: the layout search (layout_search.py) packs greedily, and on fragmented partitions (CPX,
 compute shares, pinned tp) a greedy packing leaves room in pieces no unplaced replica fits:
 0.3-3.4% of placed priority below the proven optimum (docs/planner-benchmark.md). What is
 missing is a better choice of tp and of partners per partition (a 20.2 GiB rank beside a
-3.0 GiB one fills a 23.3 GiB CPX partition; the greedy put a 5.2 GiB tp=8 rank there). Exact
-re-packs of one or two GPUs by CP-SAT were tried first: with every unplaced replica and the
-room left elsewhere in the model, one re-pack took 100-300 ms of CP-SAT on this machine and
-most found nothing within a deterministic limit that fits a 2 s budget (a pass over the 28
-GPU pairs of an 8-GPU node took 5-20 s for +0 to +8 placed priority). So this step uses the
-ruin-and-recreate form of large-neighbourhood search (Schrimpf et al., 2000), which costs
-about a millisecond per move in Python:
-1. ruin: free every instance (never a kept running one) with a rank on 1-3 GPUs, or every
-   instance of 1-3 models; the freed replicas join the unplaced ones;
+3.0 GiB one fills a 23.3 GiB CPX partition; the greedy put a 5.2 GiB tp=8 rank there) and,
+with shares or pinned tp, sometimes another mode on a GPU. Exact re-packs of one or two GPUs
+by CP-SAT were tried first: with every unplaced replica and the room left elsewhere in the
+model, one re-pack took 100-300 ms on this machine and most found nothing within a
+deterministic limit that fits a 2 s budget (28 GPU pairs of an 8-GPU node: 5-20 s for +0 to
++8 placed priority). So this step uses the ruin-and-recreate form of large-neighbourhood
+search (Schrimpf et al., 2000), about a millisecond of Python per move:
+1. ruin: free every instance (never a fixed one: a re-plan's kept instances) with a rank on
+   1-3 GPUs, or every instance of 1-3 models, or empty one GPU (holding no fixed instance)
+   and give it another of its compute modes; the freed replicas join the unplaced ones;
 2. recreate: place that pool highest priority first (a model that misses once is skipped:
    room only shrinks), each at the tp and on the partitions that leave the least room
-   unused (best fit over every tp, ranks on distinct partitions of one hive, bytes and
-   compute shares checked like fill.py);
-3. accept the result when it places at least as much priority (plateau moves let the
-   search leave a local optimum), otherwise undo it.
-It stops at the knapsack bound, when nothing is unplaced, or after a counted number of moves.
-The moves are drawn from a generator with a fixed seed, so the same input gives the same
-plan on any machine: no wall clock decides anything.
+   unused (best fit over every tp the demand allows, ranks on distinct partitions of one
+   hive, bytes and compute shares checked as Slot.fits does);
+3. accept when it places more priority, or as much with the free room in fewer partitions
+   (sum of squared free fractions: room a later move can fill); otherwise undo.
+It stops at the knapsack bound, when nothing is unplaced, or after MAX_MOVES moves. The
+moves come from a generator with a fixed seed: the same input gives the same plan on any
+machine, and no clock is read. Measured on the benchmark's cpx, pinned-tp and shares cases
+that keep a gap (14 of 15): +23 placed priority in all after 25 moves, +31 after 50, +35
+after 150, about 1 ms of CPU per move.
 """
 
 from __future__ import annotations
@@ -134,12 +137,55 @@ def _fresh(slots: dict[PartitionRef, Slot], assignments: dict[str, Assignment]) 
     return out
 
 
+def _ruin(rng: random.Random, assignments: dict[str, Assignment], fixed: frozenset[str], gpus: list[int],
+          switchable: list[int], layouts, modes) -> tuple[list[Assignment], tuple[int, ComputePartitionMode] | None]:
+    """Step 1: the instances to free, and the (GPU, new mode) of a mode switch, if any."""
+    movable = sorted(iid for iid in assignments if iid not in fixed)
+    kind = rng.random()
+    if switchable and kind < SWITCH_SHARE:  # one GPU emptied and set to another of its modes
+        g = rng.choice(switchable)
+        mode = rng.choice(sorted((m for m in layouts[g] if m != modes[g]), key=lambda m: m.value))
+        return [assignments[iid] for iid in movable if any(r.gpu == g for r in assignments[iid].refs)], (g, mode)
+    if kind < SWITCH_SHARE + (1 - SWITCH_SHARE) / 2 or not movable:
+        hit = set(rng.sample(gpus, min(len(gpus), rng.choice((1, 2, 2, 3)))))
+        return [assignments[iid] for iid in movable if any(r.gpu in hit for r in assignments[iid].refs)], None
+    models = sorted({assignments[iid].item.model for iid in movable})
+    hit = set(rng.sample(models, min(len(models), rng.randint(1, 3))))
+    return [assignments[iid] for iid in movable if assignments[iid].item.model in hit], None
+
+
+def _set_partitions(slots: dict[PartitionRef, Slot], room: _Room, gpu: int, new: list[Slot]) -> list[Slot]:
+    """``gpu`` gets the partitions ``new`` (empty); its old ones are returned, for an undo."""
+    old = [s for ref, s in slots.items() if ref.gpu == gpu]
+    for s in old:
+        del slots[s.ref]
+    slots.update({s.ref: s for s in new})
+    room.switch(gpu, new)
+    return old
+
+
+def _recreate(room: _Room, slots: dict[PartitionRef, Slot], assignments: dict[str, Assignment],
+              pool: list[Item]) -> list[Assignment]:
+    """Step 2: ``pool`` (sorted) placed best fit where it fits; what was placed."""
+    added: list[Assignment] = []
+    missed: set[str] = set()
+    for item in pool:
+        a = None if item.model in missed else room.best_fit(item)
+        if a is None:
+            missed.add(item.model)
+            continue
+        _occupy(slots, a)
+        assignments[item.instance_id] = a
+        added.append(a)
+    return added
+
+
 def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode],
             layouts: dict[int, dict[ComputePartitionMode, list[Slot]]] | None = None,
             fixed: frozenset[str] = frozenset(), max_moves: int = MAX_MOVES) -> Improved:
     """``packing`` (at compute ``modes``) improved by ruin and recreate (see the module
     docstring). ``layouts``: per GPU, the empty partitions of each compute mode it may take
-    (build_slots); ``fixed``: instance ids that must stay where they are (a re-plan's kept
+    (mode_slots); ``fixed``: instance ids that must stay where they are (a re-plan's kept
     running instances; their GPUs keep their mode). The result places at least as much
     priority; the input packing is not changed."""
     start = placed_weight(packing)
@@ -158,65 +204,36 @@ def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode]
     consolidated = _consolidation(slots)
     while moves < max_moves and placed < bound and unplaced:
         moves += 1
-        movable = sorted(iid for iid in assignments if iid not in fixed)
-        kind = rng.random()
-        switched = None
-        if switchable and kind < SWITCH_SHARE:  # one GPU emptied and set to another of its modes
-            g = rng.choice(switchable)
-            mode = rng.choice(sorted((m for m in layouts[g] if m != modes[g]), key=lambda m: m.value))
-            hit = {g}
-            ruined = [assignments[iid] for iid in movable if any(r.gpu == g for r in assignments[iid].refs)]
-        elif kind < SWITCH_SHARE + (1 - SWITCH_SHARE) / 2 or not movable:
-            k = min(len(gpus), rng.choice((1, 2, 2, 3)))
-            hit = set(rng.sample(gpus, k))
-            ruined = [assignments[iid] for iid in movable if any(r.gpu in hit for r in assignments[iid].refs)]
-        else:
-            models = sorted({assignments[iid].item.model for iid in movable})
-            hit = set(rng.sample(models, min(len(models), rng.randint(1, 3))))
-            ruined = [assignments[iid] for iid in movable if assignments[iid].item.model in hit]
+        ruined, switch = _ruin(rng, assignments, fixed, gpus, switchable, layouts, modes)
         for a in ruined:
             _release(slots, a)
             del assignments[a.item.instance_id]
-        if kind < SWITCH_SHARE and switchable:
-            switched = (g, modes[g], {ref: s for ref, s in slots.items() if ref.gpu == g})
-            for ref in switched[2]:
-                del slots[ref]
-            fresh = [Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for s in layouts[g][mode]]
-            slots.update({s.ref: s for s in fresh})
+        undo_switch = None
+        if switch is not None:
+            g, mode = switch
+            undo_switch = (g, modes[g], _set_partitions(
+                slots, room, g, [Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes) for s in layouts[g][mode]]))
             modes[g] = mode
-            room.switch(g, fresh)
         pool = sorted([a.item for a in ruined] + unplaced, key=ORDERS["priority"])
-        added: list[Assignment] = []
-        missed: set[str] = set()
-        for item in pool:
-            a = None if item.model in missed else room.best_fit(item)
-            if a is None:
-                missed.add(item.model)
-                continue
-            _occupy(slots, a)
-            assignments[item.instance_id] = a
-            added.append(a)
+        added = _recreate(room, slots, assignments, pool)
         weight = placed - sum(a.item.weight for a in ruined) + sum(a.item.weight for a in added)
         spread = _consolidation(slots)
-        if weight > placed or (weight == placed and spread >= consolidated):
+        if weight > placed or (weight == placed and spread >= consolidated):  # step 3: accept
             placed, consolidated = weight, spread
             unplaced = [i for i in pool if i.instance_id not in assignments]
             continue
-        for a in added:  # not better: undo
+        for a in added:  # or undo
             _release(slots, a)
             del assignments[a.item.instance_id]
-        if switched is not None:
-            g, old_mode, old_slots = switched
-            for ref in [ref for ref in slots if ref.gpu == g]:
-                del slots[ref]
-            slots.update(old_slots)
+        if undo_switch is not None:
+            g, old_mode, old = undo_switch
+            _set_partitions(slots, room, g, old)
             modes[g] = old_mode
-            room.switch(g, list(old_slots.values()))
         for a in ruined:
             _occupy(slots, a)
             assignments[a.item.instance_id] = a
     if placed <= start:
         return Improved(packing, packing_modes, start, moves, 0)
     evicted = {k: v for k, v in packing.evicted_by.items() if k not in assignments}
-    return Improved(Packing(assignments, unplaced, evicted, dict(sorted(slots.items(), key=lambda x: (x[0].gpu, x[0].index)))),
-                    modes, placed, moves, placed - start)
+    ordered = dict(sorted(slots.items(), key=lambda x: (x[0].gpu, x[0].index)))
+    return Improved(Packing(assignments, unplaced, evicted, ordered), modes, placed, moves, placed - start)
