@@ -41,6 +41,15 @@ from gpu_sharing.planner.problem import rank_fits
 
 MAX_MOVES = 50
 """Ruin-and-recreate moves at most: a deterministic work limit."""
+MOVES_PER_BUDGET_S = 100
+"""Moves per second of ``PlannerPolicy.time_budget_s`` when that allows fewer than MAX_MOVES:
+a move costs about 1 ms of CPU (2 ms on a loaded 2-core machine), so the step stays within
+a tenth to a fifth of any budget, and the budget, not the clock, sets the work."""
+
+
+def moves_for(time_budget_s: float) -> int:
+    """The moves a plan with this time budget may make (MAX_MOVES from 0.5 s up)."""
+    return max(0, min(MAX_MOVES, int(time_budget_s * MOVES_PER_BUDGET_S)))
 SEED = 19
 """The moves' generator seed: fixed, so that plans are reproducible."""
 SWITCH_SHARE = 0.3

@@ -40,7 +40,7 @@ from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import rank_variables, widen
 from gpu_sharing.planner.layout_search import search_layouts
-from gpu_sharing.planner.improve import improve, mode_slots
+from gpu_sharing.planner.improve import improve, mode_slots, moves_for
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -305,7 +305,7 @@ def _search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Pro
     found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
     if found.placed < bound:  # ruin and recreate (improve.py); kept instances and their GPUs stay
         better = improve(found.packing, bound, found.modes, mode_slots(inventory, specs, policy, found.modes, candidates),
-                         frozenset(kept or ()))
+                         frozenset(kept or ()), moves_for(policy.time_budget_s))
         if better.gained > 0:
             found = replace(found, modes=better.modes, packing=better.packing, placed=better.placed)
         return bound, found, f"; ruin and recreate: +{better.gained} in {better.moves} moves"

@@ -18,7 +18,7 @@ import gpu_sharing.planner.planner as planner_module
 from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.hardware.modes import ComputePartitionMode as C
 from gpu_sharing.planner import plan
-from gpu_sharing.planner.improve import Improved, improve, mode_slots
+from gpu_sharing.planner.improve import MAX_MOVES, Improved, improve, mode_slots, moves_for
 from gpu_sharing.planner.packing import Packing, build_slots, items_for
 from gpu_sharing.planner.problem import build_problem
 from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy
@@ -38,7 +38,8 @@ def cpx_case(seed: int):
 
 def _without_the_step(monkeypatch):
     monkeypatch.setattr(planner_module, "improve",
-                        lambda packing, bound, modes, layouts=None, fixed=frozenset(): Improved(packing, modes, 0, 0, 0))
+                        lambda packing, bound, modes, layouts=None, fixed=frozenset(), max_moves=0:
+                        Improved(packing, modes, 0, 0, 0))
 
 
 @pytest.mark.parametrize("seed", [106, 142, 172, 258])
@@ -122,3 +123,13 @@ def test_a_gpu_switches_mode_when_its_partitions_then_hold_more():
     assert out.modes == {0: C.CPX} and out.placed == 16
     _feasible(out.packing)
     assert improve(empty, 16, {0: C.SPX}, {0: {C.SPX: layouts[0][C.SPX]}}).placed == 4  # without CPX: 2 replicas
+
+
+def test_the_budget_sets_the_moves_not_the_clock():
+    """Half a second or more of budget: every move; less: proportionally fewer (a counted
+    amount, so one budget always gives one plan)."""
+    assert moves_for(0.5) == moves_for(2.0) == moves_for(20.0) == MAX_MOVES
+    assert moves_for(0.1) == MAX_MOVES // 5 and moves_for(0.0) == 0
+    inv, demands, policy = cpx_case(106)
+    found, bound, layouts = _layout_search(inv, demands, policy)
+    assert improve(found.packing, bound, found.modes, layouts, max_moves=0).placed == found.placed
