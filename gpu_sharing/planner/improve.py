@@ -8,9 +8,10 @@ missing is a better choice of tp and of partners per partition (a 20.2 GiB rank 
 with shares or pinned tp, sometimes another mode on a GPU. Exact re-packs of one or two GPUs
 by CP-SAT were tried first: with every unplaced replica and the room left elsewhere in the
 model, one re-pack took 100-300 ms on this machine and most found nothing within a
-deterministic limit that fits a 2 s budget (28 GPU pairs of an 8-GPU node: 5-20 s for +0 to
-+8 placed priority). So this step uses the ruin-and-recreate form of large-neighbourhood
-search (Schrimpf et al., 2000), about a millisecond of Python per move:
+deterministic limit that fits a 2 s budget (GPU pairs of an 8-GPU node: 5-20 s per plan for
++0 to +3 placed priority on the benchmark's cpx and pinned-tp cases). So this step uses the
+ruin-and-recreate form of large-neighbourhood search (Schrimpf et al., 2000), about a
+millisecond of Python per move:
 1. ruin: free every instance (never a fixed one: a re-plan's kept instances) with a rank on
    1-3 GPUs, or every instance of 1-3 models, or empty one GPU (holding no fixed instance)
    and give it another of its compute modes; the freed replicas join the unplaced ones;
