@@ -184,35 +184,26 @@ def unjustified(p, demands, current, unchanged: set[str]) -> int:
     return sum(1 for iid in p.to_stop if iid in unchanged and prio[iid.rsplit("-", 1)[0]] >= top)
 
 
+def _timed(name: str, times: list[float]) -> None:
+    """Replace full_search's ``name`` by a wrapper that appends its own time to ``times``."""
+    step = getattr(search_module, name)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            times.append(time.perf_counter() - t0)
+
+    setattr(search_module, name, timed)
+
+
 STEP_TIMES: list[float] = []
-_improve = search_module.improve
-
-
-def _timed_improve(*args, **kwargs):
-    """The pattern step, timed (its own share of the planner's time)."""
-    t0 = time.perf_counter()
-    try:
-        return _improve(*args, **kwargs)
-    finally:
-        STEP_TIMES.append(time.perf_counter() - t0)
-
-
-search_module.improve = _timed_improve
-
+"""The pattern step's own times (planner.pattern_master.improve) in one plan."""
 POLISH_TIMES: list[float] = []
-_polish = search_module.ruin_and_recreate
-
-
-def _timed_polish(*args, **kwargs):
-    """Ruin and recreate (planner.improve.improve), timed."""
-    t0 = time.perf_counter()
-    try:
-        return _polish(*args, **kwargs)
-    finally:
-        POLISH_TIMES.append(time.perf_counter() - t0)
-
-
-search_module.ruin_and_recreate = _timed_polish
+"""Ruin and recreate's own times (planner.improve.improve) in one plan."""
+_timed("improve", STEP_TIMES)
+_timed("ruin_and_recreate", POLISH_TIMES)
 
 
 def run_case(rng, family, ref_time, budget_s=None):

@@ -299,7 +299,7 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
     bound, found, note = search_full_set(inventory, demands, policy, specs, full,
-                                          _candidates(inventory, policy, specs, memory))
+                                         _candidates(inventory, policy, specs, memory))
     modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
     info = _layout_info(placed_weight(packing), bound, found.evaluations, "", note)
     return modes, memory, packing, info, rules, rank_variables(full)
