@@ -1,6 +1,7 @@
 """Planner quality and speed at 8 GPUs x 64 replicas, against an optimum computed without the planner.
 
-    python benchmarks/planner.py [--cases 20] [--seed 1] [--ref-time 40]
+    python benchmarks/planner.py [--cases 20] [--seed 1] [--ref-time 40] [--families a,b]
+                                 [--budget S] [--polish-moves N] [--per-case]
 
 Families (seeded; every case but "small" is 8 GPUs, MI300X / MI325X mixed, and 64 replicas of
 models of priority 0-9, up to 8 replicas each):
@@ -40,6 +41,10 @@ Columns:
   p50/p95    planner wall time of the timed plan, ms, one OR-Tools worker, on this machine.
   step p50   of that, the pattern step's own time (planner.pattern_master.improve), ms, p50
              over the cases where it ran (0 when it ran in none).
+Options: --budget sets every case's PlannerPolicy.time_budget_s (below 1 s the pattern step
+does not run); --polish-moves N caps the ruin-and-recreate moves (planner.improve.MAX_MOVES,
+0: off); --per-case prints each case's placed priority, the optimum where computed, the plan's
+time, the pattern step's and ruin and recreate's own times, and the same for its re-plan.
   ref s      median seconds the reference took per case.
 """
 
@@ -62,7 +67,8 @@ from reference_optimum import check_plan, placed_priority  # noqa: E402
 from gpu_sharing.hardware.catalog import get_spec  # noqa: E402
 from gpu_sharing.hardware.inventory import Inventory, LogicalPartition, PhysicalGpu  # noqa: E402
 from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitionMode as M  # noqa: E402
-import gpu_sharing.planner.planner as planner_module  # noqa: E402
+import gpu_sharing.planner.improve as improve_module  # noqa: E402
+import gpu_sharing.planner.full_search as search_module  # noqa: E402
 from gpu_sharing.planner import plan  # noqa: E402
 from gpu_sharing.planner.spread import fair_cus  # noqa: E402
 from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, RunningInstance  # noqa: E402
@@ -178,44 +184,57 @@ def unjustified(p, demands, current, unchanged: set[str]) -> int:
     return sum(1 for iid in p.to_stop if iid in unchanged and prio[iid.rsplit("-", 1)[0]] >= top)
 
 
+def _timed(name: str, times: list[float]) -> None:
+    """Replace full_search's ``name`` by a wrapper that appends its own time to ``times``."""
+    step = getattr(search_module, name)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return step(*args, **kwargs)
+        finally:
+            times.append(time.perf_counter() - t0)
+
+    setattr(search_module, name, timed)
+
+
 STEP_TIMES: list[float] = []
-_improve = planner_module.improve
+"""The pattern step's own times (planner.pattern_master.improve) in one plan."""
+POLISH_TIMES: list[float] = []
+"""Ruin and recreate's own times (planner.improve.improve) in one plan."""
+_timed("improve", STEP_TIMES)
+_timed("ruin_and_recreate", POLISH_TIMES)
 
 
-def _timed_improve(*args, **kwargs):
-    """The pattern step, timed (its own share of the planner's time)."""
-    t0 = time.perf_counter()
-    try:
-        return _improve(*args, **kwargs)
-    finally:
-        STEP_TIMES.append(time.perf_counter() - t0)
-
-
-planner_module.improve = _timed_improve
-
-
-def run_case(rng, family, ref_time):
+def run_case(rng, family, ref_time, budget_s=None):
     base = "auto" if family == "replan" else family
     inv, demands, policy = make_case(rng, base)
+    if budget_s is not None:
+        policy = replace(policy, time_budget_s=budget_s)
     current, unchanged = [], set()
     if family == "replan":
         first = plan(inv, demands, [], policy)
         inv, demands, current, unchanged = converged_replan(rng, inv, demands, first)
     STEP_TIMES.clear()
+    POLISH_TIMES.clear()
     t0 = time.perf_counter()
     p = plan(inv, demands, current, policy)
     took = time.perf_counter() - t0
     step = sum(STEP_TIMES) if STEP_TIMES else None
+    polish = sum(POLISH_TIMES) if POLISH_TIMES else None
     ref = reference_optimum(inv, demands, policy, p, ref_time) if ref_time > 0 else None
     stacked, fair = compute_view(inv, p, demands)
     row = {"planner": placed_priority(p, demands), "ref": ref, "ffd": ffd(inv, demands, policy),
            "invalid": bool(check_plan(inv, demands, policy, p)), "stacked": stacked, "fair": fair,
-           "time": took, "gap": p.solver.gap, "step": step}
+           "time": took, "gap": p.solver.gap, "step": step, "polish": polish}
     if family != "replan":  # every family re-plans too: converge to its own plan, then perturb
         inv, demands, current, unchanged = converged_replan(rng, inv, demands, p)
+        POLISH_TIMES.clear()
         t0 = time.perf_counter()
         p = plan(inv, demands, current, policy)
         row["replan_time"] = time.perf_counter() - t0
+        row["replan_planner"] = placed_priority(p, demands)
+        row["replan_polish"] = sum(POLISH_TIMES) if POLISH_TIMES else None
         row["replan_invalid"] = bool(check_plan(inv, demands, policy, p))
     row["disrupted"] = sum(1 for iid in p.to_stop if iid in unchanged)
     row["unjustified"] = unjustified(p, demands, current, unchanged)
@@ -227,6 +246,22 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else 0.0
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _case_line(family: str, n: int, r: dict) -> str:
+    """--per-case: placed priority and times of the timed plan and of its re-plan."""
+    ref = r["ref"]
+    optimum = "-" if ref is None else (ref.optimum if ref.optimum is not None else f"{ref.found}..{ref.bound}")
+    line = (f"{family} case {n}: placed {r['planner']} (optimum {optimum}) in {_ms(r['time'])} ms, "
+            f"pattern step {_ms(r['step'])} ms, ruin and recreate {_ms(r['polish'])} ms")
+    if "replan_planner" in r:
+        line += (f"; re-plan placed {r['replan_planner']} in {_ms(r['replan_time'])} ms, "
+                 f"ruin and recreate {_ms(r['replan_polish'])} ms")
+    return line
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=20, help="cases per family")
@@ -234,7 +269,13 @@ def main() -> int:
     ap.add_argument("--ref-time", type=float, default=40.0,
                     help="seconds for the reference per case (0: timing only)")
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--polish-moves", type=int, default=None,
+                    help="ruin-and-recreate moves at most (planner.improve.MAX_MOVES; 0: step off)")
+    ap.add_argument("--budget", type=float, default=None, help="PlannerPolicy.time_budget_s of every case")
+    ap.add_argument("--per-case", action="store_true", help="also print one line per case")
     args = ap.parse_args()
+    if args.polish_moves is not None:
+        improve_module.MAX_MOVES = args.polish_moves
     print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'<found':>6} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} "
           f"{'invalid':>7} {'stacked':>7} {'top>=fair':>9} {'disrupted':>9} {'unjust.':>7} {'p50 ms':>7} {'p95 ms':>7} "
           f"{'max ms':>7} {'ref s':>6} {'step p50':>8}")
@@ -244,7 +285,7 @@ def main() -> int:
         rows = []
         for _ in range(args.cases):
             t0 = time.perf_counter()
-            rows.append(run_case(rng, family, args.ref_time))
+            rows.append(run_case(rng, family, args.ref_time, args.budget))
             rows[-1]["ref_time"] = time.perf_counter() - t0 - rows[-1]["time"]
         refs = [r["ref"] for r in rows]
         proven = [r for r in rows if r["ref"] is not None and r["ref"].optimum is not None]
@@ -259,6 +300,8 @@ def main() -> int:
               f"{pct(times, 0.5) * 1000:>7.1f} {pct(times, 0.95) * 1000:>7.1f} {max(times) * 1000:>7.1f} "
               f"{pct([r['ref_time'] for r in rows], 0.5):>6.1f} "
               f"{pct([r['step'] for r in rows if r['step'] is not None], 0.5) * 1000:>8.1f}", flush=True)
+        if args.per_case:
+            notes += [_case_line(family, n, r) for n, r in enumerate(rows)]
         for n, (r, ref) in enumerate(zip(rows, refs)):
             if ref is None or ref.optimum is None or r["planner"] != ref.optimum:
                 optimum = "unproven" if ref is None or ref.optimum is None else ref.optimum

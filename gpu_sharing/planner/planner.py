@@ -40,8 +40,7 @@ from gpu_sharing.planner.reasons import policy_warnings
 from gpu_sharing.planner.spread import spread
 from gpu_sharing.planner.preempt import disturbed, explain, justified, protected
 from gpu_sharing.planner.fullset import rank_variables, widen
-from gpu_sharing.planner.layout_search import search_layouts
-from gpu_sharing.planner.pattern_master import every_layout, improve
+from gpu_sharing.planner.full_search import search_full_set
 from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_placed_priority
 from gpu_sharing.planner.solution import SolveResult
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
@@ -279,7 +278,7 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     for g in inventory.gpus:
         if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
             candidates[g.index] = [g.compute_mode]
-    bound, found, note = _search_full_set(inventory, demands, policy, specs, full, candidates, kept)
+    bound, found, note = search_full_set(inventory, demands, policy, specs, full, candidates, kept)
     rules = span_rules(build_problem(inventory, demands, policy))
     modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
                                        may_repartition=not policy.repartition_drains_node)
@@ -299,35 +298,11 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
-    bound, found, note = _search_full_set(inventory, demands, policy, specs, full,
-                                          _candidates(inventory, policy, specs, memory))
+    bound, found, note = search_full_set(inventory, demands, policy, specs, full,
+                                         _candidates(inventory, policy, specs, memory))
     modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
     info = _layout_info(placed_weight(packing), bound, found.evaluations, "", note)
     return modes, memory, packing, info, rules, rank_variables(full)
-
-
-def _search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Problem, candidates, kept=None):
-    """The full-set knapsack's bound, its choice packed at a few layouts (layout_search.py),
-    and, when that leaves a gap and nothing is kept, the pattern step (pattern_master.py) over
-    the same candidate modes: a better plan if it finds one, and its LP bound when the
-    candidates are every layout (pinned modes or no NPS choice). Returns (bound, found, note)."""
-    sur = surrogate(full)
-    bound = min(sur.bound, total_weight(demands))
-    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
-    found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
-    if found.placed >= bound or kept:
-        return bound, found, ""
-    better = improve(inventory, demands, policy, specs, candidates, found.modes, found.packing, bound)
-    if better.rounds == 0:
-        return bound, found, ""
-    note = f"; pattern LP ({better.rounds} rounds, {better.columns} columns)"
-    if better.packing is not None:
-        note += f" placed {placed_weight(better.packing)} (layout search {found.placed})"
-        found = replace(found, modes=better.modes, packing=better.packing, placed=placed_weight(better.packing))
-    if better.bound is not None and every_layout(full, candidates) and int(better.bound + 1e-6) < bound:
-        bound = max(found.placed, int(better.bound + 1e-6))
-        note += f", LP bound {bound}"
-    return bound, found, note
 
 
 def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "", note: str = "") -> SolverInfo:

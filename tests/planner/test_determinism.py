@@ -54,7 +54,7 @@ def test_layout_search_plan_does_not_depend_on_the_time_budget():
     """With nothing running on an 8-GPU node the layout search decides by counted work alone:
     a 1 s and a 20 s budget give the same plan, and it is feasible (the pattern step after it
     has a fixed deterministic limit, and does not run below pattern_master.MIN_BUDGET_S)."""
-    inv, demands = _shares_node(6)  # the search uses its whole work limit and keeps a gap: the budget could matter
+    inv, demands = _shares_node(8)  # the searches use their whole work limits and keep a gap: the budget could matter
     short = plan(inv, demands, [], PlannerPolicy(time_budget_s=1.0))
     long = plan(inv, demands, [], PlannerPolicy(time_budget_s=20.0))
     assert _timeless(short) == _timeless(long) and short.solver.gap > 0
