@@ -1,0 +1,204 @@
+"""Pricing: the pattern of one partition type worth most at given prices per rank (pure).
+
+Why: column generation (pattern_master.py) adds the pattern that earns most at the LP's
+prices; a pattern must obey every rule a partition has, or the master's bound and its plans
+are wrong. A partition holds ranks within its usable bytes and by the launcher's CU rule
+(problem.cu_cost, isolation/cu_masks.resolve_cu_counts): compute shares summing to at most 1,
+and the ranks' CUs (floor(share x CUs) for a share, 1 for a rank without one) at most the
+partition's. Neither of the two share rules implies the other (eleven 0.1 shares take 33 of a
+CPX partition's 38 CUs; 0.5 + 0.25 + 0.25 takes 37 and a tenant without a share then has none
+left).
+
+How, exactly and small: ranks with a share are few (at most 1 / the smallest share), so their
+(share units, CUs) sums take few values: a dynamic programming over those reachable sums x
+bytes. Ranks without a share only count: a second table over (ranks, bytes), with the rank
+dimension only where the CUs can bind. The two combine at the end (the shares' CUs leave
+so many ranks). Bytes (and share units, beyond MAX_SHARE_CELLS rows) are rounded only when
+no common unit fits MAX_TABLE_CELLS: up for patterns that fit for sure, down for a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpu_sharing.planner.patterns import Pattern, Space, most_ranks
+from gpu_sharing.planner.problem import SHARE_UNITS, cu_cost
+
+MAX_TABLE_CELLS = 4096
+"""Cells of one pricing table (rows: share sums or counts; columns: bytes). When the ranks'
+byte sizes have no common unit that fits, sizes are rounded (up for the columns, so every
+pattern fits; down for the bound, so it stays a bound). Measured on the benchmark: exact
+tables of 41 x 2,049 cells made the pricing of the shares family 0.5-1.5 s per plan; CPX
+partitions (190-250 byte cells) and shareless SPX ones (2,049) stay exact."""
+MIN_BYTE_CELLS = 256
+"""Byte columns at least, however many rows."""
+MAX_SHARE_CELLS = 40
+"""Share-unit steps of one partition at most (exact for shares that are multiples of 0.025),
+rounded likewise beyond this."""
+_NEG = -np.inf
+
+
+def _grid(sizes: list[int], capacity: int, cells: int, up: bool) -> tuple[list[int], int, bool]:
+    """Sizes and capacity in a unit that gives at most ``cells`` columns: the sizes' common
+    divisor when it does (exact), else capacity / cells with sizes rounded up or down."""
+    unit = math.gcd(*sizes) if sizes else 1
+    if unit and capacity // unit <= cells:
+        return [s // unit for s in sizes], capacity // unit, True
+    unit = -(-capacity // cells)
+    return [(-(-s // unit) if up else s // unit) for s in sizes], capacity // unit, False
+
+
+def _pieces(space: Space, t: int, cls: list[int]) -> list[tuple[int, int]]:
+    """Each class's bounded count split into powers of two: (class, ranks) 0-1 pieces."""
+    out = []
+    for ci in cls:
+        left, piece = most_ranks(space, ci, t), 1
+        while left > 0:
+            out.append((ci, min(piece, left)))
+            left -= min(piece, left)
+            piece *= 2
+    return out
+
+
+@dataclass
+class _Shared:
+    """Ranks with a share: best value per reachable (share units, CUs) sum and bytes."""
+
+    states: list[tuple[int, int]]
+    values: np.ndarray
+    steps: list[tuple[int, int, int, dict[int, tuple[int, int]], np.ndarray]]
+    """Per piece: (class, ranks, bytes, {state after: (row of take, state before)}, take)."""
+
+
+def _shared(pieces, sizes: dict[int, int], shares: dict[int, int], cus: dict[int, int],
+            states: list[tuple[int, int]], cap: int, value: dict[int, float]) -> tuple[_Shared, int]:
+    """The table over ``states`` (every sum the pieces reach, _reachable) x bytes at most:
+    -inf where a sum is not reached. Returns (it, cells)."""
+    index = {key: i for i, key in enumerate(states)}
+    table = np.full((len(states), cap + 1), _NEG)
+    table[index[0, 0]] = 0.0
+    steps, cells = [], 0
+    moves: dict[tuple[int, int], tuple] = {}  # per (share units, CUs) step: the states it links
+    for ci, n in pieces:
+        wb, dr, du = n * sizes[ci], n * shares[ci], n * cus[ci]
+        if wb > cap:
+            continue
+        if (dr, du) not in moves:
+            pairs = [(index[r + dr, u + du], i) for (r, u), i in index.items() if (r + dr, u + du) in index]
+            moves[dr, du] = (np.array([d for d, _s in pairs], dtype=np.intp),
+                             np.array([s for _d, s in pairs], dtype=np.intp),
+                             {d: (row, s) for row, (d, s) in enumerate(pairs)})
+        dst, src, back = moves[dr, du]
+        cand = table[src, : cap + 1 - wb] + n * value[ci]
+        old = table[dst, wb:]
+        take = cand > old + 1e-12
+        table[dst, wb:] = np.maximum(old, cand)
+        cells += len(dst) * (cap + 1 - wb)
+        steps.append((ci, n, wb, back, take))
+    return _Shared(states, table, steps), cells
+
+
+def _counted(pieces, sizes: dict[int, int], rows: int, cap: int, value: dict[int, float]):
+    """Ranks without a share: best value per (ranks at most, bytes at most); one row when the
+    count cannot bind. Returns (table, steps, cells)."""
+    table = np.zeros((rows + 1, cap + 1))
+    steps, cells = [], 0
+    for ci, n in pieces:
+        wb, wk = n * sizes[ci], (n if rows else 0)
+        if wb > cap or wk > rows:
+            continue
+        cand = table[: rows + 1 - wk, : cap + 1 - wb] + n * value[ci]
+        old = table[wk:, wb:]  # a view: updated in place below
+        take = cand > old + 1e-12
+        np.maximum(old, cand, out=old)
+        cells += table.size
+        steps.append((ci, n, wk, wb, take))
+    return table, steps, cells
+
+
+def _undominated(space: Space, t: int, cls: list[int], value: dict[int, float], kind: dict[int, tuple]) -> list[int]:
+    """``cls`` without the classes some pattern never needs: within one kind (same share units
+    and CUs a rank), a class worth no more and no smaller than classes before it whose ranks
+    may fill the kind's most ranks on the partition (a rank of it in a pattern can become
+    one of theirs: same shares and CUs, no more bytes, no less value). Exact, and in the
+    shares family most classes (a model at tp 1, 2, 4, 8) go."""
+    pt = space.types[t]
+    out = []
+    by_kind: dict[tuple, list[int]] = {}
+    for ci in cls:
+        by_kind.setdefault(kind[ci], []).append(ci)
+    for (units, cus), members in sorted(by_kind.items()):
+        most = pt.capacity_bytes // min(space.classes[ci].bytes_per_rank for ci in members)
+        if units:
+            most = min(most, SHARE_UNITS // units, pt.cus // cus)
+        kept: list[int] = []
+        for ci in sorted(members, key=lambda ci: (-value[ci], space.classes[ci].bytes_per_rank, ci)):
+            size = space.classes[ci].bytes_per_rank
+            cover = sum(most_ranks(space, k, t) for k in kept if space.classes[k].bytes_per_rank <= size)
+            if cover < most:
+                kept.append(ci)
+        out += kept
+    return sorted(out)
+
+
+def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool, int]:
+    """The pattern of type ``t`` with the highest total ``value`` (per rank of each class).
+    Returns (its value, the pattern, exact, cells: the table cells computed, the work done).
+    With ``up`` the pattern fits for sure; without, the value is an upper bound (sizes
+    rounded down)."""
+    pt = space.types[t]
+    cls = [ci for ci in pt.admits if value.get(ci, 0.0) > 1e-9]
+    if not cls:
+        return 0.0, (), True, 0
+    kind = {ci: (space.classes[ci].share_units,
+                 cu_cost(space.classes[ci].demand.compute_share, pt.cus) if space.classes[ci].share_units else 1)
+            for ci in cls}
+    cls = _undominated(space, t, cls, value, kind)
+    shared = [ci for ci in cls if space.classes[ci].share_units]
+    free = [ci for ci in cls if not space.classes[ci].share_units]
+    scap, exact_s, shares = 0, True, {}
+    if shared:
+        units = [space.classes[ci].share_units for ci in shared]
+        grid, scap, exact_s = _grid(units + [SHARE_UNITS], SHARE_UNITS, MAX_SHARE_CELLS, up)
+        shares = dict(zip(shared, grid))
+    cus = {ci: kind[ci][1] for ci in shared}
+    spieces, fpieces = _pieces(space, t, shared), _pieces(space, t, free)
+    states = _reachable(spieces, shares, cus, scap, pt.cus)
+    most_free = min(sum(n for _ci, n in fpieces),  # ranks without a share one partition may hold
+                    pt.capacity_bytes // min((space.classes[ci].bytes_per_rank for ci in free), default=1))
+    rows = min(most_free, pt.cus) if most_free > pt.cus - max(u for _r, u in states) else 0
+    byte_cells = max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (len(states) + rows + 1))
+    grid, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], pt.capacity_bytes, byte_cells, up)
+    sizes = dict(zip(cls, grid))
+    sh, cells = _shared(spieces, sizes, shares, cus, states, cap, value)
+    counted, fsteps, fcells = _counted(fpieces, sizes, rows, cap, value)
+    krow = np.array([min(pt.cus - u, rows) for _r, u in states], dtype=np.intp)
+    total = sh.values + counted[krow][:, ::-1]  # ranks with shares in b bytes, the rest in what they leave
+    s, b = (int(i) for i in np.unravel_index(int(np.argmax(total)), total.shape))
+    best, k, fb = float(total[s, b]), int(krow[s]), cap - b
+    counts: dict[int, int] = {}
+    for ci, n, wb, back, take in reversed(sh.steps):
+        if s in back and b >= wb and take[back[s][0], b - wb]:
+            counts[ci] = counts.get(ci, 0) + n
+            s, b = back[s][1], b - wb
+    for ci, n, wk, wb, take in reversed(fsteps):
+        if k >= wk and fb >= wb and take[k - wk, fb - wb]:
+            counts[ci] = counts.get(ci, 0) + n
+            k, fb = k - wk, fb - wb
+    return best, tuple(sorted(counts.items())), exact_b and exact_s, cells + fcells + total.size
+
+
+def _reachable(pieces, shares, cus, scap: int, cap_cus: int) -> list[tuple[int, int]]:
+    """The (share units, CUs) sums the share pieces reach (for the table's size): per kind of
+    rank, any count up to the ranks its pieces hold."""
+    counts: dict[tuple[int, int], int] = {}
+    for ci, n in pieces:
+        counts[shares[ci], cus[ci]] = counts.get((shares[ci], cus[ci]), 0) + n
+    seen = {(0, 0)}
+    for (dr, du), most in sorted(counts.items()):
+        seen = {(r + k * dr, u + k * du) for r, u in seen for k in range(most + 1)
+                if r + k * dr <= scap and u + k * du <= cap_cus}
+    return sorted(seen)
