@@ -19,6 +19,7 @@ no common unit fits MAX_TABLE_CELLS: up for patterns that fit for sure, down for
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -51,11 +52,11 @@ def _grid(sizes: list[int], capacity: int, cells: int, up: bool) -> tuple[list[i
     return [(-(-s // unit) if up else s // unit) for s in sizes], capacity // unit, False
 
 
-def _pieces(space: Space, t: int, cls: list[int]) -> list[tuple[int, int]]:
-    """Each class's bounded count split into powers of two: (class, ranks) 0-1 pieces."""
+def _pieces(most: dict[int, int], cls: list[int]) -> list[tuple[int, int]]:
+    """Each class's bounded count (``most``) split into powers of two: (class, ranks) 0-1 pieces."""
     out = []
     for ci in cls:
-        left, piece = most_ranks(space, ci, t), 1
+        left, piece = most[ci], 1
         while left > 0:
             out.append((ci, min(piece, left)))
             left -= min(piece, left)
@@ -67,31 +68,25 @@ def _pieces(space: Space, t: int, cls: list[int]) -> list[tuple[int, int]]:
 class _Shared:
     """Ranks with a share: best value per reachable (share units, CUs) sum and bytes."""
 
-    states: list[tuple[int, int]]
+    states: tuple[tuple[int, int], ...]
     values: np.ndarray
     steps: list[tuple[int, int, int, dict[int, tuple[int, int]], np.ndarray]]
     """Per piece: (class, ranks, bytes, {state after: (row of take, state before)}, take)."""
 
 
 def _shared(pieces, sizes: dict[int, int], shares: dict[int, int], cus: dict[int, int],
-            states: list[tuple[int, int]], cap: int, value: dict[int, float]) -> tuple[_Shared, int]:
+            states: tuple[tuple[int, int], ...], cap: int, value: dict[int, float]) -> tuple[_Shared, int]:
     """The table over ``states`` (every sum the pieces reach, _reachable) x bytes at most:
     -inf where a sum is not reached. Returns (it, cells)."""
     index = {key: i for i, key in enumerate(states)}
     table = np.full((len(states), cap + 1), _NEG)
     table[index[0, 0]] = 0.0
     steps, cells = [], 0
-    moves: dict[tuple[int, int], tuple] = {}  # per (share units, CUs) step: the states it links
     for ci, n in pieces:
-        wb, dr, du = n * sizes[ci], n * shares[ci], n * cus[ci]
+        wb = n * sizes[ci]
         if wb > cap:
             continue
-        if (dr, du) not in moves:
-            pairs = [(index[r + dr, u + du], i) for (r, u), i in index.items() if (r + dr, u + du) in index]
-            moves[dr, du] = (np.array([d for d, _s in pairs], dtype=np.intp),
-                             np.array([s for _d, s in pairs], dtype=np.intp),
-                             {d: (row, s) for row, (d, s) in enumerate(pairs)})
-        dst, src, back = moves[dr, du]
+        dst, src, back = _links(states, n * shares[ci], n * cus[ci])
         cand = table[src, : cap + 1 - wb] + n * value[ci]
         old = table[dst, wb:]
         take = cand > old + 1e-12
@@ -99,6 +94,16 @@ def _shared(pieces, sizes: dict[int, int], shares: dict[int, int], cus: dict[int
         cells += len(dst) * (cap + 1 - wb)
         steps.append((ci, n, wb, back, take))
     return _Shared(states, table, steps), cells
+
+
+@functools.lru_cache(maxsize=1024)
+def _links(states: tuple[tuple[int, int], ...], dr: int, du: int):
+    """The rows a step of (``dr`` share units, ``du`` CUs) links: (after, before, {after: (row,
+    before)}), cached (a plan's rounds ask the same few)."""
+    index = {key: i for i, key in enumerate(states)}
+    pairs = [(index[r + dr, u + du], i) for (r, u), i in index.items() if (r + dr, u + du) in index]
+    return (np.array([d for d, _s in pairs], dtype=np.intp), np.array([s for _d, s in pairs], dtype=np.intp),
+            {d: (row, s) for row, (d, s) in enumerate(pairs)})
 
 
 def _counted(pieces, sizes: dict[int, int], rows: int, cap: int, value: dict[int, float]):
@@ -119,7 +124,8 @@ def _counted(pieces, sizes: dict[int, int], rows: int, cap: int, value: dict[int
     return table, steps, cells
 
 
-def _undominated(space: Space, t: int, cls: list[int], value: dict[int, float], kind: dict[int, tuple]) -> list[int]:
+def _undominated(space: Space, t: int, cls: list[int], value: dict[int, float], kind: dict[int, tuple],
+                 ranks: dict[int, int]) -> list[int]:
     """``cls`` without the classes some pattern never needs: within one kind (same share units
     and CUs a rank), a class worth no more and no smaller than classes before it whose ranks
     may fill the kind's most ranks on the partition (a rank of it in a pattern can become
@@ -137,8 +143,7 @@ def _undominated(space: Space, t: int, cls: list[int], value: dict[int, float], 
         kept: list[int] = []
         for ci in sorted(members, key=lambda ci: (-value[ci], space.classes[ci].bytes_per_rank, ci)):
             size = space.classes[ci].bytes_per_rank
-            cover = sum(most_ranks(space, k, t) for k in kept if space.classes[k].bytes_per_rank <= size)
-            if cover < most:
+            if sum(ranks[k] for k in kept if space.classes[k].bytes_per_rank <= size) < most:
                 kept.append(ci)
         out += kept
     return sorted(out)
@@ -156,7 +161,8 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     kind = {ci: (space.classes[ci].share_units,
                  cu_cost(space.classes[ci].demand.compute_share, pt.cus) if space.classes[ci].share_units else 1)
             for ci in cls}
-    cls = _undominated(space, t, cls, value, kind)
+    ranks = {ci: most_ranks(space, ci, t) for ci in cls}
+    cls = _undominated(space, t, cls, value, kind, ranks)
     shared = [ci for ci in cls if space.classes[ci].share_units]
     free = [ci for ci in cls if not space.classes[ci].share_units]
     scap, exact_s, shares = 0, True, {}
@@ -165,7 +171,7 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
         grid, scap, exact_s = _grid(units + [SHARE_UNITS], SHARE_UNITS, MAX_SHARE_CELLS, up)
         shares = dict(zip(shared, grid))
     cus = {ci: kind[ci][1] for ci in shared}
-    spieces, fpieces = _pieces(space, t, shared), _pieces(space, t, free)
+    spieces, fpieces = _pieces(ranks, shared), _pieces(ranks, free)
     states = _reachable(spieces, shares, cus, scap, pt.cus)
     most_free = min(sum(n for _ci, n in fpieces),  # ranks without a share one partition may hold
                     pt.capacity_bytes // min((space.classes[ci].bytes_per_rank for ci in free), default=1))
@@ -191,14 +197,22 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     return best, tuple(sorted(counts.items())), exact_b and exact_s, cells + fcells + total.size
 
 
-def _reachable(pieces, shares, cus, scap: int, cap_cus: int) -> list[tuple[int, int]]:
+def _reachable(pieces, shares, cus, scap: int, cap_cus: int) -> tuple[tuple[int, int], ...]:
     """The (share units, CUs) sums the share pieces reach (for the table's size): per kind of
     rank, any count up to the ranks its pieces hold."""
     counts: dict[tuple[int, int], int] = {}
     for ci, n in pieces:
         counts[shares[ci], cus[ci]] = counts.get((shares[ci], cus[ci]), 0) + n
+    return _sums(tuple(sorted((k, min(n, cap_cus // k[1], scap // k[0] if k[0] else n)) for k, n in counts.items())),
+                 scap, cap_cus)
+
+
+@functools.lru_cache(maxsize=256)
+def _sums(counts: tuple, scap: int, cap_cus: int) -> tuple[tuple[int, int], ...]:
+    """Every sum of up to ``most`` steps of each (share units, CUs) step, within the caps (the
+    same few a plan's rounds ask again: cached)."""
     seen = {(0, 0)}
-    for (dr, du), most in sorted(counts.items()):
+    for (dr, du), most in counts:
         seen = {(r + k * dr, u + k * du) for r, u in seen for k in range(most + 1)
                 if r + k * dr <= scap and u + k * du <= cap_cus}
-    return sorted(seen)
+    return tuple(sorted(seen))
