@@ -183,7 +183,8 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     counted, fsteps, fcells = _counted(fpieces, sizes, rows, cap, value)
     krow = np.array([min(pt.cus - u, rows) for _r, u in states], dtype=np.intp)
     total = sh.values + counted[krow][:, ::-1]  # ranks with shares in b bytes, the rest in what they leave
-    s, b = (int(i) for i in np.unravel_index(int(np.argmax(total)), total.shape))
+    first = int(np.flatnonzero(total.ravel() >= total.max() - 1e-9)[0])  # of the best, the least shares and bytes
+    s, b = (int(i) for i in np.unravel_index(first, total.shape))
     best, k, fb = float(total[s, b]), int(krow[s]), cap - b
     counts: dict[int, int] = {}
     for ci, n, wb, back, take in reversed(sh.steps):
