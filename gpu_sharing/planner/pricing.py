@@ -9,11 +9,14 @@ partition's. Neither of the two share rules implies the other (eleven 0.1 shares
 CPX partition's 38 CUs; 0.5 + 0.25 + 0.25 takes 37 and a tenant without a share then has none
 left).
 
-How, exactly and small: ranks with a share are few (at most 1 / the smallest share), so their
-(share units, CUs) sums take few values: a dynamic programming over those reachable sums x
-bytes. Ranks without a share only count: a second table over (ranks, bytes), with the rank
-dimension only where the CUs can bind. The two combine at the end (the shares' CUs leave
-so many ranks). Bytes (and share units, beyond MAX_SHARE_CELLS rows) are rounded only when
+How, exactly and small: shares summing to at most 1 take at most the partition's CUs
+(floor(share x CUs) <= share x CUs), so the CUs bind only where ranks without a share could
+outnumber what the shares leave. Where they cannot (every partition of the benchmark's
+families), one table over (share units, bytes), as before the CU rule. Where they can: ranks
+with a share are few (at most 1 / the smallest share), so their (share units, CUs) sums take
+few values: a table over those reachable sums x bytes; ranks without a share only count: a
+second table over (ranks, bytes); the two combine at the end (the shares' CUs leave so many
+ranks). Bytes (and share units, beyond MAX_SHARE_CELLS rows) are rounded only when
 no common unit fits MAX_TABLE_CELLS: up for patterns that fit for sure, down for a bound.
 """
 
@@ -106,47 +109,31 @@ def _links(states: tuple[tuple[int, int], ...], dr: int, du: int):
             {d: (row, s) for row, (d, s) in enumerate(pairs)})
 
 
-def _counted(pieces, sizes: dict[int, int], rows: int, cap: int, value: dict[int, float]):
-    """Ranks without a share: best value per (ranks at most, bytes at most); one row when the
-    count cannot bind. Returns (table, steps, cells)."""
+def _dense(pieces, sizes: dict[int, int], rows: int, cap: int, value: dict[int, float]):
+    """Best value per (rows at most, bytes at most), each piece (class, ranks, rows it takes):
+    share units when the CUs cannot bind, else ranks without a share counted. Returns
+    (table, steps, cells)."""
     table = np.zeros((rows + 1, cap + 1))
     steps, cells = [], 0
-    for ci, n in pieces:
-        wb, wk = n * sizes[ci], (n if rows else 0)
-        if wb > cap or wk > rows:
+    for ci, n, wr in pieces:
+        wb = n * sizes[ci]
+        if wb > cap or wr > rows:
             continue
-        cand = table[: rows + 1 - wk, : cap + 1 - wb] + n * value[ci]
-        old = table[wk:, wb:]  # a view: updated in place below
+        cand = table[: rows + 1 - wr, : cap + 1 - wb] + n * value[ci]
+        old = table[wr:, wb:]  # a view: updated in place below
         take = cand > old + 1e-12
         np.maximum(old, cand, out=old)
         cells += table.size
-        steps.append((ci, n, wk, wb, take))
+        steps.append((ci, n, wr, wb, take))
     return table, steps, cells
 
 
-def _undominated(space: Space, t: int, cls: list[int], value: dict[int, float], kind: dict[int, tuple],
-                 ranks: dict[int, int]) -> list[int]:
-    """``cls`` without the classes some pattern never needs: within one kind (same share units
-    and CUs a rank), a class worth no more and no smaller than classes before it whose ranks
-    may fill the kind's most ranks on the partition (a rank of it in a pattern can become
-    one of theirs: same shares and CUs, no more bytes, no less value). Exact, and in the
-    shares family most classes (a model at tp 1, 2, 4, 8) go."""
-    pt = space.types[t]
-    out = []
-    by_kind: dict[tuple, list[int]] = {}
-    for ci in cls:
-        by_kind.setdefault(kind[ci], []).append(ci)
-    for (units, cus), members in sorted(by_kind.items()):
-        most = pt.capacity_bytes // min(space.classes[ci].bytes_per_rank for ci in members)
-        if units:
-            most = min(most, SHARE_UNITS // units, pt.cus // cus)
-        kept: list[int] = []
-        for ci in sorted(members, key=lambda ci: (-value[ci], space.classes[ci].bytes_per_rank, ci)):
-            size = space.classes[ci].bytes_per_rank
-            if sum(ranks[k] for k in kept if space.classes[k].bytes_per_rank <= size) < most:
-                kept.append(ci)
-        out += kept
-    return sorted(out)
+def _back(steps, r: int, b: int, counts: dict[int, int]) -> None:
+    """Walk a _dense table back from (``r``, ``b``), adding what it took to ``counts``."""
+    for ci, n, wr, wb, take in reversed(steps):
+        if r >= wr and b >= wb and take[r - wr, b - wb]:
+            counts[ci] = counts.get(ci, 0) + n
+            r, b = r - wr, b - wb
 
 
 def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool, int]:
@@ -158,11 +145,7 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     cls = [ci for ci in pt.admits if value.get(ci, 0.0) > 1e-9]
     if not cls:
         return 0.0, (), True, 0
-    kind = {ci: (space.classes[ci].share_units,
-                 cu_cost(space.classes[ci].demand.compute_share, pt.cus) if space.classes[ci].share_units else 1)
-            for ci in cls}
     ranks = {ci: most_ranks(space, ci, t) for ci in cls}
-    cls = _undominated(space, t, cls, value, kind, ranks)
     shared = [ci for ci in cls if space.classes[ci].share_units]
     free = [ci for ci in cls if not space.classes[ci].share_units]
     scap, exact_s, shares = 0, True, {}
@@ -170,17 +153,19 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
         units = [space.classes[ci].share_units for ci in shared]
         grid, scap, exact_s = _grid(units + [SHARE_UNITS], SHARE_UNITS, MAX_SHARE_CELLS, up)
         shares = dict(zip(shared, grid))
-    cus = {ci: kind[ci][1] for ci in shared}
+    cus = {ci: cu_cost(space.classes[ci].demand.compute_share, pt.cus) for ci in shared}
     spieces, fpieces = _pieces(ranks, shared), _pieces(ranks, free)
     states = _reachable(spieces, shares, cus, scap, pt.cus)
     most_free = min(sum(n for _ci, n in fpieces),  # ranks without a share one partition may hold
                     pt.capacity_bytes // min((space.classes[ci].bytes_per_rank for ci in free), default=1))
     rows = min(most_free, pt.cus) if most_free > pt.cus - max(u for _r, u in states) else 0
+    if not rows:  # the CUs cannot bind: shares alone (shares summing to 1 take at most the CUs)
+        return _by_shares(space, cls, spieces + fpieces, shares, scap, pt.capacity_bytes, value, up, exact_s)
     byte_cells = max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (len(states) + rows + 1))
     grid, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], pt.capacity_bytes, byte_cells, up)
     sizes = dict(zip(cls, grid))
     sh, cells = _shared(spieces, sizes, shares, cus, states, cap, value)
-    counted, fsteps, fcells = _counted(fpieces, sizes, rows, cap, value)
+    counted, fsteps, fcells = _dense([(ci, n, n) for ci, n in fpieces], sizes, rows, cap, value)
     krow = np.array([min(pt.cus - u, rows) for _r, u in states], dtype=np.intp)
     total = sh.values + counted[krow][:, ::-1]  # ranks with shares in b bytes, the rest in what they leave
     first = int(np.flatnonzero(total.ravel() >= total.max() - 1e-9)[0])  # of the best, the least shares and bytes
@@ -191,11 +176,21 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
         if s in back and b >= wb and take[back[s][0], b - wb]:
             counts[ci] = counts.get(ci, 0) + n
             s, b = back[s][1], b - wb
-    for ci, n, wk, wb, take in reversed(fsteps):
-        if k >= wk and fb >= wb and take[k - wk, fb - wb]:
-            counts[ci] = counts.get(ci, 0) + n
-            k, fb = k - wk, fb - wb
+    _back(fsteps, k, fb, counts)
     return best, tuple(sorted(counts.items())), exact_b and exact_s, cells + fcells + total.size
+
+
+def _by_shares(space: Space, cls, pieces, shares, scap: int, capacity_bytes: int, value, up: bool, exact_s: bool):
+    """Pricing over (share units, bytes) only, one table: where no rank without a share can
+    run out of CUs (price)."""
+    grid, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], capacity_bytes,
+                               max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (scap + 1)), up)
+    sizes = dict(zip(cls, grid))
+    table, steps, cells = _dense([(ci, n, n * shares.get(ci, 0)) for ci, n in pieces], sizes, scap, cap, value)
+    r, b = scap, cap  # capacities: the corner holds the best
+    counts: dict[int, int] = {}
+    _back(steps, r, b, counts)
+    return float(table[r, b]), tuple(sorted(counts.items())), exact_b and exact_s, cells
 
 
 def _reachable(pieces, shares, cus, scap: int, cap_cus: int) -> tuple[tuple[int, int], ...]:
