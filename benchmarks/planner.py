@@ -305,7 +305,8 @@ def main() -> int:
         for n, (r, ref) in enumerate(zip(rows, refs)):
             if ref is None or ref.optimum is None or r["planner"] != ref.optimum:
                 optimum = "unproven" if ref is None or ref.optimum is None else ref.optimum
-                notes.append(f"{family} case {n}: planner {r['planner']} (claims gap {r['gap']:.3f}), reference "
+                notes.append(f"{family} case {n}: planner {r['planner']} (claims gap {r['gap']:.3f}) in "
+                             f"{r['time'] * 1000:.0f} ms (step {(r['step'] or 0.0) * 1000:.0f} ms), reference "
                              f"found {ref.found if ref else '-'}, bound {ref.bound if ref else '-'}, optimum {optimum}: "
                              f"{ref.how if ref else 'not computed'}")
     for n in notes:

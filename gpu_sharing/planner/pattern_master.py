@@ -34,8 +34,9 @@ from ortools.sat.python import cp_model
 from gpu_sharing.planner import exact
 from gpu_sharing.planner.fill import placed_weight
 from gpu_sharing.planner.packing import Packing, build_slots
-from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of, price,
+from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of,
                                          to_packing, type_index, valid)
+from gpu_sharing.planner.pricing import price
 from gpu_sharing.planner.types import PlannerPolicy
 
 MAX_ROUNDS = 30

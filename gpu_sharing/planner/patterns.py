@@ -3,43 +3,30 @@
 Why: the layout search packs the knapsack's choice greedily, and on fragmented partitions
 (CPX: 64 partitions of 24-32 GiB) or with compute shares the greedy leaves 0.3-3.4% of the
 optimum unplaced (docs/planner-benchmark.md). What a partition holds is a *pattern*: how many
-ranks of each (model, tp) class it carries, within its usable bytes and compute shares
-summing to at most 1. Partitions with the same hive, size and GPU pins are interchangeable
+ranks of each (model, tp) class it carries, within its usable bytes, compute shares summing
+to at most 1 and its CUs (the launcher's rule, problem.cu_cost). Partitions with the same
+hive, size, CUs and GPU pins are interchangeable
 (a *type*), so a plan is, up to naming, how many partitions of each type take each pattern
 plus how many instances of each class each hive runs. Counting patterns instead of
 assigning ranks keeps the model small whatever the number of GPUs.
 
 Here: the partition types and GPU kinds of a node over each GPU's candidate modes (a kind's
-GPUs are interchangeable; a mode gives it so many partitions of each type), the best pattern
-for given prices of one rank per class (dynamic programming over shares and bytes: the
-pricing step of column generation), and the way back from counts to named instances on
-concrete partitions, with the planner's own checks (``valid``).
+GPUs are interchangeable; a mode gives it so many partitions of each type; the pricing step
+of column generation, the best pattern at given prices, is pricing.py), and the way back
+from counts to named instances on concrete partitions, with the planner's own checks
+(``valid``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.fill import fill_free_room
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.planner.packing import Assignment, Packing, Slot, _occupy, build_slots, items_for
-from gpu_sharing.planner.problem import SHARE_UNITS, PlacementClass, placement_classes, rank_fits
+from gpu_sharing.planner.problem import SHARE_UNITS, PlacementClass, cu_cost, cus_fit, placement_classes, rank_fits
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
-
-MAX_TABLE_CELLS = 4096
-"""Cells of one pricing table (compute-share rows x byte columns). When the ranks' byte
-sizes have no common unit that fits, sizes are rounded (up for the columns, so every pattern
-fits; down for the bound, so it stays a bound). Measured on the benchmark: exact tables of
-41 x 2,049 cells made the pricing of the shares family 0.5-1.5 s per plan; CPX partitions
-(190-250 byte cells) and shareless SPX ones (2,049) stay exact."""
-MIN_BYTE_CELLS = 256
-"""Byte columns at least, however many share rows."""
-MAX_SHARE_CELLS = 40
-"""Rows of the pricing table (compute shares), rounded likewise beyond this."""
 
 Pattern = tuple[tuple[int, int], ...]
 """((class index, ranks), ...) sorted by class: what one partition holds."""
@@ -54,6 +41,8 @@ class PartType:
     total_bytes: int
     barred: tuple[int, ...]
     """Demand indices whose GPU pins exclude these partitions."""
+    cus: int
+    """CUs of each partition (problem.cu_cost turns compute shares into them)."""
     admits: tuple[int, ...]
     """Class indices whose rank fits an empty partition of this type."""
 
@@ -84,7 +73,7 @@ class Space:
 
 def _key(demands, pinned: list[int], s: Slot) -> tuple:
     return (s.hive, s.capacity_bytes, s.total_bytes,
-            tuple(i for i in pinned if s.ref.gpu not in demands[i].allowed_gpus))
+            tuple(i for i in pinned if s.ref.gpu not in demands[i].allowed_gpus), s.cus)
 
 
 def build_space(inventory, demands, policy: PlannerPolicy, specs, candidates: dict[int, list]) -> Space:
@@ -109,10 +98,11 @@ def build_space(inventory, demands, policy: PlannerPolicy, specs, candidates: di
             sig.append((m, tuple(sorted(counts.items()))))
         kinds.setdefault((inventory.gpu(g).hive_id, tuple(sig)), []).append(g)
     types = []
-    for (hive, cap, total, barred) in sorted(keys, key=keys.get):
+    for (hive, cap, total, barred, cus) in sorted(keys, key=keys.get):
         admits = tuple(ci for ci, c in enumerate(classes) if c.demand_index not in barred
-                       and rank_fits(demands[c.demand_index], c.tp, cap, total, free_tp=True))
-        types.append(PartType(hive, cap, total, barred, admits))
+                       and rank_fits(demands[c.demand_index], c.tp, cap, total, free_tp=True)
+                       and cus_fit(cus, 0, demands[c.demand_index].compute_share))
+        types.append(PartType(hive, cap, total, barred, cus, admits))
     out = tuple(Kind(tuple(members), tuple(m for m, _c in sig), tuple(c for _m, c in sig))
                 for (_h, sig), members in sorted(kinds.items(), key=lambda kv: kv[1][0]))
     return Space(tuple(demands), tuple(classes), tuple(types), out)
@@ -126,92 +116,16 @@ def type_index(space: Space, slot: Slot) -> int | None:
     pinned = [i for i, d in enumerate(space.demands) if d.allowed_gpus is not None]
     key = _key(space.demands, pinned, slot)
     return next((t for t, pt in enumerate(space.types)
-                 if (pt.hive, pt.capacity_bytes, pt.total_bytes, pt.barred) == key), None)
+                 if (pt.hive, pt.capacity_bytes, pt.total_bytes, pt.barred, pt.cus) == key), None)
 
 
-def most_ranks(space: Space, ci: int, capacity_bytes: int) -> int:
-    """Ranks of one class a partition may hold: bytes, shares, and one rank per instance."""
-    c = space.classes[ci]
-    most = min(capacity_bytes // max(1, c.bytes_per_rank), space.demands[c.demand_index].replicas)
+def most_ranks(space: Space, ci: int, t: int) -> int:
+    """Ranks of one class a partition of type ``t`` may hold: bytes, shares, CUs, and one rank
+    per instance."""
+    c, pt = space.classes[ci], space.types[t]
+    most = min(pt.capacity_bytes // max(1, c.bytes_per_rank), space.demands[c.demand_index].replicas,
+               pt.cus // max(1, cu_cost(c.demand.compute_share, pt.cus)))
     return min(most, SHARE_UNITS // c.share_units) if c.share_units else most
-
-
-def _grid(sizes: list[int], capacity: int, cells: int, up: bool) -> tuple[list[int], int, bool]:
-    """Sizes and capacity in a unit that gives at most ``cells`` columns: the sizes' common
-    divisor when it does (exact), else capacity / cells with sizes rounded up or down."""
-    unit = math.gcd(*sizes) if sizes else 1
-    if unit and capacity // unit <= cells:
-        return [s // unit for s in sizes], capacity // unit, True
-    unit = -(-capacity // cells)
-    return [(-(-s // unit) if up else s // unit) for s in sizes], capacity // unit, False
-
-
-@dataclass
-class _Table:
-    """The pricing table of one type: best value per (shares, bytes) left, and how to walk back."""
-
-    classes: list[int]
-    sizes: list[int]
-    shares: list[int]
-    values: np.ndarray
-    pieces: list[tuple[int, int, int, int, np.ndarray]]
-    exact: bool
-
-    def pattern(self, r: int, b: int) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for ci, n, ws, wb, take in reversed(self.pieces):
-            if r >= ws and b >= wb and take[r - ws, b - wb]:
-                counts[ci] = counts.get(ci, 0) + n
-                r, b = r - ws, b - wb
-        return counts
-
-
-def _table(space: Space, t: int, value: dict[int, float], up: bool) -> _Table | None:
-    """Dynamic programming over (shares, bytes), each class's bounded count split into powers
-    of two (0-1 pieces); None when no class is worth anything."""
-    pt = space.types[t]
-    cls = [ci for ci in pt.admits if value.get(ci, 0.0) > 1e-9]
-    if not cls:
-        return None
-    shares = [space.classes[ci].share_units for ci in cls]
-    if any(shares):
-        sh, scap, exact_s = _grid([s for s in shares if s] + [SHARE_UNITS], SHARE_UNITS, MAX_SHARE_CELLS, up)
-        unit_map = dict(zip([s for s in shares if s], sh))
-        shares = [unit_map.get(s, 0) for s in shares]
-    else:
-        scap, exact_s = 0, True
-    sizes, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], pt.capacity_bytes,
-                                max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (scap + 1)), up)
-    table = np.zeros((scap + 1, cap + 1))
-    pieces: list[tuple[int, int, int, int, np.ndarray]] = []
-    for ci, b, s in zip(cls, sizes, shares):
-        left, piece = most_ranks(space, ci, pt.capacity_bytes), 1
-        while left > 0:
-            n = min(piece, left)
-            left -= n
-            piece *= 2
-            wb, ws = n * b, n * s
-            if wb > cap or ws > scap:
-                break
-            cand = table[: scap + 1 - ws, : cap + 1 - wb] + n * value[ci]
-            old = table[ws:, wb:]  # a view: updated in place below
-            take = cand > old + 1e-12
-            np.maximum(old, cand, out=old)
-            pieces.append((ci, n, ws, wb, take))
-    return _Table(cls, sizes, shares, table, pieces, exact_b and exact_s)
-
-
-def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool, int]:
-    """The pattern of type ``t`` with the highest total ``value`` (per rank of each class).
-    Returns (its value, the pattern, exact, cells: the table cells computed, the work done).
-    With ``up`` the pattern fits for sure; without, the value is an upper bound (sizes
-    rounded down)."""
-    tab = _table(space, t, value, up)
-    if tab is None:
-        return 0.0, (), True, 0
-    r, b = tab.values.shape[0] - 1, tab.values.shape[1] - 1
-    cells = len(tab.pieces) * tab.values.size
-    return float(tab.values[r, b]), tuple(sorted(tab.pattern(r, b).items())), tab.exact, cells
 
 
 def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) -> Pattern:
@@ -221,14 +135,20 @@ def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) ->
     counts = dict(pattern)
     left = pt.capacity_bytes - sum(space.classes[ci].bytes_per_rank * n for ci, n in counts.items())
     share_left = SHARE_UNITS - sum(space.classes[ci].share_units * n for ci, n in counts.items())
+    cus_left = pt.cus - sum(_cus(space, ci, pt.cus) * n for ci, n in counts.items())
     for ci in sorted(pt.admits, key=lambda ci: (-value.get(ci, 0.0) / space.classes[ci].bytes_per_rank, ci)):
         c = space.classes[ci]
-        n = min(left // c.bytes_per_rank, most_ranks(space, ci, pt.capacity_bytes) - counts.get(ci, 0),
-                share_left // c.share_units if c.share_units else left)
+        n = min(left // c.bytes_per_rank, most_ranks(space, ci, t) - counts.get(ci, 0),
+                share_left // c.share_units if c.share_units else left, cus_left // _cus(space, ci, pt.cus))
         if n > 0 and value.get(ci, 0.0) > 0:
             counts[ci] = counts.get(ci, 0) + n
             left, share_left = left - n * c.bytes_per_rank, share_left - n * c.share_units
+            cus_left -= n * _cus(space, ci, pt.cus)
     return tuple(sorted(counts.items()))
+
+
+def _cus(space: Space, ci: int, cus: int) -> int:
+    return max(1, cu_cost(space.classes[ci].demand.compute_share, cus))
 
 
 def patterns_of(space: Space, packing: Packing) -> dict[PartitionRef, Pattern]:

@@ -15,6 +15,7 @@ import random
 import pytest
 from builders import GIB, demand, gpu
 from reference_optimum import brute_force, check_plan, placed_priority
+from test_planner import launcher_accepts
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import Inventory
@@ -23,8 +24,8 @@ from gpu_sharing.planner.assemble import to_plan
 from gpu_sharing.planner.fill import placed_weight
 from gpu_sharing.planner.packing import Packing, build_slots, items_for
 from gpu_sharing.planner.pattern_master import improve
-from gpu_sharing.planner.patterns import build_space, most_ranks, price, to_packing, valid
-from gpu_sharing.planner.problem import SHARE_UNITS
+from gpu_sharing.planner.patterns import build_space, to_packing, valid
+from gpu_sharing.planner.pricing import price
 from gpu_sharing.planner.types import GpuPolicy, PlannerPolicy, SolverInfo
 
 
@@ -68,16 +69,20 @@ def test_from_nothing_the_step_reaches_the_brute_force_optimum(seed):
     assert placed_priority(p, demands) == exact
 
 
-def _best_by_enumeration(space, t, value):
-    """Every pattern of type t (counts up to most_ranks), the best total value within bytes and shares."""
+def _best_by_enumeration(space, t, value, cu_rule: bool = True):
+    """Every pattern of type t (counts up to the model's replicas and the partition's bytes), the
+    best total value the launcher accepts: within bytes, shares summing to at most 1, and
+    CUs as cu_masks.resolve_cu_counts gives them (its own code, not the planner's)."""
     pt = space.types[t]
     cls = [ci for ci in pt.admits if value.get(ci, 0) > 0]
-    ranges = [range(most_ranks(space, ci, pt.capacity_bytes) + 1) for ci in cls]
+    ranges = [range(min(space.classes[ci].demand.replicas, pt.capacity_bytes // space.classes[ci].bytes_per_rank) + 1)
+              for ci in cls]
     best = 0.0
     for counts in itertools.product(*ranges):
         used = sum(space.classes[ci].bytes_per_rank * n for ci, n in zip(cls, counts))
-        shares = sum(space.classes[ci].share_units * n for ci, n in zip(cls, counts))
-        if used <= pt.capacity_bytes and shares <= SHARE_UNITS:
+        tenants = {f"{ci}-{k}": space.classes[ci].demand.compute_share for ci, n in zip(cls, counts) for k in range(n)}
+        if used <= pt.capacity_bytes and (launcher_accepts(pt.cus, tenants) if cu_rule else
+                                          sum(v or 0.0 for v in tenants.values()) <= 1.0 + 1e-9):
             best = max(best, sum(value[ci] * n for ci, n in zip(cls, counts)))
     return best
 
@@ -98,6 +103,31 @@ def test_pricing_finds_the_best_pattern_exhaustive_enumeration_finds(seed):
         assert exact  # the benchmark-like sizes share a unit: no rounding
         assert found == pytest.approx(_best_by_enumeration(space, t, value))
         assert sum(value[ci] * n for ci, n in pattern) == pytest.approx(found)  # its pattern is worth that
+
+
+def test_pricing_on_cpx_partitions_obeys_the_launchers_cu_rule():
+    """CPX partitions (38 CUs) full of small ranks, with 0.1-0.5 shares and ranks without one,
+    where both halves of the CU rule bind (eleven 0.1 shares take 33 CUs but sum to 1.1;
+    0.5 + 0.25 + 0.25 leaves no CU for a rank without a share): the pricing finds what
+    exhaustive enumeration under the launcher's own rule finds, and the CU half of the rule
+    changed the best pattern in some of the cases."""
+    binding = 0
+    for seed in range(6):
+        rng = random.Random(100 + seed)
+        inv = Inventory((gpu(0, "MI300X", "CPX"),))
+        demands = [demand(f"m{i}", rng.choice([0.5, 1.5, 3]), rng.randint(3, 12), rng.randint(0, 9), tps=(1,),
+                          share=share) for i, share in enumerate(rng.sample([None, None, 0.1, 0.25, 0.5], 3))]
+        policy = PlannerPolicy(gpus=(GpuPolicy(0, C.CPX),))
+        space = build_space(inv, demands, policy, {0: get_spec("MI300X")}, {0: [C.CPX]})
+        (t,) = range(len(space.types))
+        for _ in range(4):
+            value = {ci: rng.uniform(0.1, 10.0) for ci in space.types[t].admits}
+            found, pattern, exact, _cells = price(space, t, value)
+            assert exact
+            assert found == pytest.approx(_best_by_enumeration(space, t, value))
+            assert sum(value[ci] * n for ci, n in pattern) == pytest.approx(found)
+            binding += found < _best_by_enumeration(space, t, value, cu_rule=False) - 1e-9
+    assert binding > 0
 
 
 def test_counts_that_do_not_split_lose_an_instance_not_validity():
