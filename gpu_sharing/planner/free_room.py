@@ -161,18 +161,7 @@ class FreeRoom:
         for h in self._hives:
             found = []
             total = 0
-            for k, (gpu, frees, order, smallest) in enumerate(zip(h.gpus, h.frees, h.orders, h.smallest)):
-                i = bisect_left(frees, need)  # free >= need (hence the rank fits the capacity)
-                n = len(frees) - i
-                if not n or (allowed is not None and gpu not in allowed):
-                    continue
-                if smallest < least or not h.compute_fits_all(k, share):
-                    fit = [s for s in order[i:] if s.total_bytes >= least and s.fits(0, share)]
-                    if not fit:
-                        continue
-                    n = len(fit)
-                else:
-                    fit = None
+            for gpu, i, n, fit, order in _gpus_with_room(h, need, share, allowed, least):
                 found.append((-n, gpu in siblings, gpu, i, fit, order))  # GPUs differ: sorting stops at gpu
                 total += n
             if total < tp:
@@ -201,18 +190,8 @@ class FreeRoom:
         best = None
         for h in self._hives:
             top = None
-            for k, (gpu, frees, order, smallest) in enumerate(zip(h.gpus, h.frees, h.orders, h.smallest)):
-                i = bisect_left(frees, need)
-                n = len(frees) - i
-                if not n or (allowed is not None and gpu not in allowed):
-                    continue
-                if smallest < least or not h.compute_fits_all(k, share):
-                    fit = [s for s in order[i:] if s.total_bytes >= least and s.fits(0, share)]
-                    if not fit:
-                        continue
-                    n, tightest = len(fit), fit[0]
-                else:
-                    tightest = order[i]
+            for gpu, i, n, fit, order in _gpus_with_room(h, need, share, allowed, least):
+                tightest = fit[0] if fit is not None else order[i]
                 if top is None or n > top[0] or (n == top[0] and top[1] and gpu not in siblings):
                     top = (n, gpu in siblings, tightest)
             if top is not None:
@@ -221,3 +200,21 @@ class FreeRoom:
                 if best is None or key < best[0]:
                     best = (key, [s])
         return best
+
+
+def _gpus_with_room(h: _Hive, need: int, share: float, allowed, least: int):
+    """Per GPU of ``h`` with a partition that takes one more rank of ``need`` bytes (and
+    ``share``, GPU allowed, partition of at least ``least`` total bytes): (gpu, i, n, fit, order),
+    ``n`` partitions fit, tightest first: ``fit`` lists them, or is None when they are all of
+    ``order[i:]`` (compute and size cannot refuse any there: one bisection answered)."""
+    for k, (gpu, frees, order, smallest) in enumerate(zip(h.gpus, h.frees, h.orders, h.smallest)):
+        i = bisect_left(frees, need)  # free >= need (hence the rank fits the capacity)
+        n = len(frees) - i
+        if not n or (allowed is not None and gpu not in allowed):
+            continue
+        if smallest < least or not h.compute_fits_all(k, share):
+            fit = [s for s in order[i:] if s.total_bytes >= least and s.fits(0, share)]
+            if fit:
+                yield gpu, i, len(fit), fit, order
+        else:
+            yield gpu, i, n, None, order
