@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-import pytest
 from builders import GIB, demand, gpu, node
 from hypothesis import given, settings, strategies as st
 
@@ -122,13 +121,12 @@ def test_idle_gpu_keeps_its_mode_when_the_optimum_allows():
     assert modes[1] == C.CPX and not any(t.gpu == 1 for t in p.to_repartition)
 
 
-@pytest.mark.xfail(strict=True, reason="found by hypothesis in issue 19 work, on main too: the full-set CP-SAT "
-                   "search (fullset.widen) given the layout search's plan as a hint stops at bound 8 in its "
-                   "deterministic time; without the hint it proves 6 at once")
 def test_full_set_search_proves_the_optimum_on_two_cpx_gpus():
     """2 GPUs pinned to CPX; a tp=1-only 21.5 GiB model and two 90 GiB models: the plan places
     the optimum (6, the brute force's) and should prove it (gap 0), as
-    test_placed_priority_equals_independent_brute_force asks."""
+    test_placed_priority_equals_independent_brute_force asks. Found by hypothesis: the full-set
+    search hinted with the layout search's plan ended at bound 7 (fullset.widen now runs it
+    once more without the hint)."""
     inv = Inventory((gpu(0, "MI300X"), gpu(1, "MI325X")))
     demands = [demand("m0", 20, 2, 0, heads=7), demand("m1", 90, 2, 1), demand("m2", 90, 2, 1)]
     policy = PlannerPolicy(gpus=(GpuPolicy(0, C.CPX), GpuPolicy(1, C.CPX)))
