@@ -61,9 +61,7 @@ class _Hive:
         partition of GPU ``k``: then only bytes decide, and the bisection alone answers."""
         if self.shares[k] + share > SHARE_LIMIT:
             return False
-        if not share:
-            return self.cu_rooms[k] >= 1
-        return int(share * self.cus_low[k] + 1e-9) >= 1 and int(share * self.cus_high[k] + 1e-9) <= self.cu_rooms[k]
+        return cu_cost(share, self.cus_low[k]) >= 1 and cu_cost(share, self.cus_high[k]) <= self.cu_rooms[k]
 
 
 class FreeRoom:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.hardware.modes import ComputePartitionMode
 from gpu_sharing.planner.fill import placed_weight
-from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, _occupy, _release, build_slots
+from gpu_sharing.planner.packing import ORDERS, Assignment, Item, Packing, Slot, _occupy, _release, build_slots, occupy_all
 from gpu_sharing.planner.problem import rank_fits
 
 MAX_MOVES = 50
@@ -144,16 +144,8 @@ def mode_slots(inventory, specs, policy, modes: dict[int, ComputePartitionMode],
     return out
 
 
-def _empty(s: Slot) -> Slot:
-    """An empty copy of ``s``: same partition, bytes and CUs."""
-    return Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes, cus=s.cus)
-
-
 def _fresh(slots: dict[PartitionRef, Slot], assignments: dict[str, Assignment]) -> dict[PartitionRef, Slot]:
-    out = {ref: _empty(s) for ref, s in slots.items()}
-    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
-        _occupy(out, a)
-    return out
+    return occupy_all({ref: s.empty() for ref, s in slots.items()}, assignments)
 
 
 def _ruin(rng: random.Random, assignments: dict[str, Assignment], fixed: frozenset[str], gpus: list[int],
@@ -231,7 +223,7 @@ def improve(packing: Packing, bound: int, modes: dict[int, ComputePartitionMode]
         if switch is not None:
             g, mode = switch
             undo_switch = (g, modes[g], _set_partitions(
-                slots, room, g, [_empty(s) for s in layouts[g][mode]]))
+                slots, room, g, [s.empty() for s in layouts[g][mode]]))
             modes[g] = mode
         pool = sorted([a.item for a in ruined] + unplaced, key=ORDERS["priority"])
         added = _recreate(room, slots, assignments, pool)

@@ -50,6 +50,15 @@ class Slot:
         cost = int(share * self.cus + 1e-9)
         return self.share_used + share <= 1.0 + 1e-9 and 1 <= cost <= self.cus - self.cus_used
 
+    def empty(self) -> "Slot":
+        """An empty copy: same partition, bytes and CUs."""
+        return Slot(self.ref, self.hive, self.capacity_bytes, self.total_bytes, cus=self.cus)
+
+    def within_limits(self) -> bool:
+        """Bytes, compute shares and CUs (problem.cu_cost's sum) within the partition's: what a
+        set of placements made without ``fits`` (decoded counts) is checked against."""
+        return self.used_bytes <= self.capacity_bytes and self.share_used <= 1.0 + 1e-9 and self.cus_used <= self.cus
+
 
 @dataclass(frozen=True)
 class Item:
@@ -126,6 +135,13 @@ def _occupy(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s.share_used += a.item.demand.compute_share or 0.0
         s.cus_used += cu_cost(a.item.demand.compute_share, s.cus)
         s.occupants.append(a.item.instance_id)
+
+
+def occupy_all(slots: dict[PartitionRef, Slot], assignments: dict[str, Assignment]) -> dict[PartitionRef, Slot]:
+    """``slots`` with every assignment occupied, in instance order (the same sums in any run); returned for chaining."""
+    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
+        _occupy(slots, a)
+    return slots
 
 
 def _release(slots: dict[PartitionRef, Slot], a: Assignment) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.fill import fill_free_room
 from gpu_sharing.hardware.modes import ComputePartitionMode
-from gpu_sharing.planner.packing import Assignment, Packing, Slot, _occupy, build_slots, items_for
+from gpu_sharing.planner.packing import Assignment, Packing, Slot, build_slots, items_for, occupy_all
 from gpu_sharing.planner.problem import SHARE_UNITS, PlacementClass, cu_cost, cus_fit, placement_classes, rank_fits
 from gpu_sharing.planner.types import ModelDemand, PlannerPolicy
 
@@ -236,10 +236,8 @@ def to_packing(space: Space, slots: dict[PartitionRef, Slot], chosen: dict[tuple
             used[d.name] = replica + 1
             item = items[d.instance_id(replica)]
             assignments[item.instance_id] = Assignment(item, c.tp, refs, c.bytes_per_rank)
-    fresh = {ref: Slot(s.ref, s.hive, s.capacity_bytes, s.total_bytes, cus=s.cus) for ref, s in slots.items()}  # empty
-    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
-        _occupy(fresh, a)
-    if any(s.used_bytes > s.capacity_bytes or s.share_used > 1.0 + 1e-9 or s.cus_used > s.cus for s in fresh.values()):
+    fresh = occupy_all({ref: s.empty() for ref, s in slots.items()}, assignments)
+    if not all(s.within_limits() for s in fresh.values()):
         return None
     unplaced = [i for iid, i in sorted(items.items()) if iid not in assignments]
     return fill_free_room(Packing(assignments, unplaced, {}, fresh), policy)
@@ -261,5 +259,4 @@ def valid(space: Space, packing: Packing) -> bool:
         per_model[d.name] = per_model.get(d.name, 0) + 1
     if any(per_model.get(d.name, 0) > d.replicas for d in space.demands):
         return False
-    return all(x.used_bytes <= x.capacity_bytes and x.share_used <= 1.0 + 1e-9 and x.cus_used <= x.cus
-               for x in packing.slots.values())
+    return all(x.within_limits() for x in packing.slots.values())

@@ -24,7 +24,7 @@ from __future__ import annotations
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.assemble import compute_units, partition_cus
-from gpu_sharing.planner.packing import Assignment, Packing, _occupy, build_slots
+from gpu_sharing.planner.packing import Assignment, Packing, build_slots, occupy_all
 from gpu_sharing.planner.problem import rank_fits
 from gpu_sharing.planner.types import PlannerPolicy
 
@@ -69,10 +69,7 @@ def _target(inventory, policy: PlannerPolicy, a: Assignment, gpu: int, modes, me
 
 
 def _rebuild(inventory, modes, specs, policy, assignments) -> dict:
-    slots = build_slots(inventory, modes, specs, policy)
-    for a in sorted(assignments.values(), key=lambda a: a.item.instance_id):
-        _occupy(slots, a)
-    return slots
+    return occupy_all(build_slots(inventory, modes, specs, policy), assignments)
 
 
 def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing: Packing, running: set[str],
