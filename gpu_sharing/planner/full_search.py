@@ -23,12 +23,12 @@ def search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Prob
     same candidate modes: a better plan if it finds one, and its LP bound when the candidates
     are every layout (pinned modes or no NPS choice); then, when a gap is still left, ruin and
     recreate (improve.py) polishes the plan, kept instances and their GPUs untouched.
-    Returns (bound, found, note)."""
+    Returns (bound, found, note, what the bound is: "knapsack" or "pattern LP")."""
     sur = surrogate(full)
     bound = min(sur.bound, total_weight(demands))
     chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
     found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
-    note = ""
+    note, source = "", "knapsack"
     if found.placed < bound and not kept:
         better = improve(inventory, demands, policy, specs, candidates, found.modes, found.packing, bound)
         if better.rounds:
@@ -39,6 +39,7 @@ def search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Prob
         if better.bound is not None and every_layout(full, candidates) and int(better.bound + 1e-6) < bound:
             bound = max(found.placed, int(better.bound + 1e-6))
             note += f", LP bound {bound}"
+            source = "pattern LP"
     moves = moves_for(policy.time_budget_s)
     if found.placed < bound and moves:
         polished = ruin_and_recreate(found.packing, bound, found.modes,
@@ -47,4 +48,4 @@ def search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Prob
         if polished.gained > 0:
             found = replace(found, modes=polished.modes, packing=polished.packing, placed=polished.placed)
         note += f"; ruin and recreate: +{polished.gained} in {polished.moves} moves"
-    return bound, found, note
+    return bound, found, note, source

@@ -278,11 +278,11 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     for g in inventory.gpus:
         if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
             candidates[g.index] = [g.compute_mode]
-    bound, found, note = search_full_set(inventory, demands, policy, specs, full, candidates, kept)
+    bound, found, note, source = search_full_set(inventory, demands, policy, specs, full, candidates, kept)
     rules = span_rules(build_problem(inventory, demands, policy))
     modes, packing = _second_objective(inventory, current, policy, found.modes, memory, found.packing, rules,
                                        may_repartition=not policy.repartition_drains_node)
-    info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ", note)
+    info = _layout_info(placed_weight(packing), bound, found.evaluations, "kept what runs; ", note, source)
     plan_ = to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
     return plan_, (modes, memory, packing, info, rules), rank_variables(full)
 
@@ -298,15 +298,15 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
-    bound, found, note = search_full_set(inventory, demands, policy, specs, full,
+    bound, found, note, source = search_full_set(inventory, demands, policy, specs, full,
                                          _candidates(inventory, policy, specs, memory))
     modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
-    info = _layout_info(placed_weight(packing), bound, found.evaluations, "", note)
+    info = _layout_info(placed_weight(packing), bound, found.evaluations, "", note, source)
     return modes, memory, packing, info, rules, rank_variables(full)
 
 
-def _layout_info(placed: int, bound: int, evaluations: int, prefix: str = "", note: str = "") -> SolverInfo:
-    name = "full-set pattern LP bound" if "LP bound" in note else "full-set knapsack bound"
+def _layout_info(placed: int, bound: int, evaluations: int, prefix: str, note: str, source: str) -> SolverInfo:
+    name = f"full-set {source} bound"
     verdict = f"optimal: it reaches the {name}" if placed >= bound else f"{name} {bound}"
     return SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
                       f"{prefix}layout search ({evaluations} layouts or choices packed){note}: {verdict}")

@@ -72,7 +72,7 @@ def _layout_search(inv, demands, policy):
     full = build_problem(inv, demands, policy, full=True)
     with pytest.MonkeyPatch.context() as m:
         _without_the_step(m)
-        bound, found, _note = full_search.search_full_set(inv, demands, policy, specs, full, candidates)
+        bound, found, _note, _source = full_search.search_full_set(inv, demands, policy, specs, full, candidates)
     return found, bound, mode_slots(inv, specs, policy, found.modes, candidates)
 
 
