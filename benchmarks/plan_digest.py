@@ -1,6 +1,6 @@
 """A digest of every plan the planner benchmark makes, to show a speed change left every plan as it was.
 
-    python benchmarks/plan_digest.py [--seeds 1,2,3] [--cases 5] [--families small,auto,...] [--full]
+    python benchmarks/plan_digest.py [--seeds 1,2,3] [--cases 5] [--families small,auto,...] [--budget S] [--full]
 
 For each family and seed it builds the same cases as benchmarks/planner.py (same random
 streams) and runs the same plans as its run_case: the timed plan and the re-plan after it
@@ -10,7 +10,9 @@ the placements sorted (instance, partitions, tp, bytes per rank, CUs), what stop
 unplaceable replicas with their reasons and the solver's name, objective, bound and status;
 ``--full`` prints that text itself instead of its hash. The last line hashes all lines. Run it
 before and after a change and compare the outputs byte for byte (no timing is printed); the
-last line is the same with or without ``--full``.
+last line is the same with or without ``--full``. ``--budget`` sets every case's
+PlannerPolicy.time_budget_s, as benchmarks/planner.py's option does (below 1 s the pattern
+step does not run, so the steps after it show).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import hashlib
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,10 +48,12 @@ def describe(p, demands) -> str:
     return "\n".join(parts)
 
 
-def plans_of_case(rng: random.Random, family: str):
+def plans_of_case(rng: random.Random, family: str, budget_s: float | None = None):
     """(label, plan, demands) for every plan benchmarks/planner.py's run_case makes, in order."""
     base = "auto" if family == "replan" else family
     inv, demands, policy = make_case(rng, base)
+    if budget_s is not None:
+        policy = replace(policy, time_budget_s=budget_s)
     current = []
     if family == "replan":
         first = plan(inv, demands, [], policy)
@@ -66,6 +71,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--cases", type=int, default=5)
     ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--budget", type=float, default=None, help="PlannerPolicy.time_budget_s of every case")
     ap.add_argument("--full", action="store_true", help="print each plan's text instead of its hash")
     args = ap.parse_args()
     everything = hashlib.sha256()
@@ -73,7 +79,7 @@ def main() -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             rng = random.Random(f"{seed}-{family}")
             for case in range(args.cases):
-                for label, p, demands in plans_of_case(rng, family):
+                for label, p, demands in plans_of_case(rng, family, args.budget):
                     text = describe(p, demands)
                     body = text if args.full else hashlib.sha256(text.encode()).hexdigest()
                     line = f"{family} seed={seed} case={case} {label} {body}"

@@ -83,47 +83,69 @@ class _Room:
         for ref in sorted(slots, key=lambda r: (r.gpu, r.index)):
             self.on_gpu.setdefault(ref.gpu, []).append(slots[ref])
         self._eligible: dict[int, dict[tuple[str, int], list[Slot]]] = {g: {} for g in self.on_gpu}
+        self._flat: dict[tuple[str, int], list[Slot]] = {}
+        """(model, tp) -> every GPU's eligible partitions in (GPU, index) order; dropped on a switch."""
 
     def switch(self, gpu: int, slots: list[Slot]) -> None:
         """``gpu`` now has these partitions (another compute mode)."""
         self.on_gpu[gpu] = sorted(slots, key=lambda s: s.ref.index)
         self._eligible[gpu] = {}
+        self._flat = {}
 
     def eligible(self, item: Item, tp: int) -> list[Slot]:
-        d, key, out = item.demand, (item.model, tp), []
+        d, key = item.demand, (item.model, tp)
+        out = self._flat.get(key)
+        if out is not None:
+            return out
+        out = []
         for g, slots in self.on_gpu.items():
             cache = self._eligible[g]
             if key not in cache:
                 cache[key] = [s for s in slots if (d.allowed_gpus is None or g in d.allowed_gpus)
                               and rank_fits(d, tp, s.capacity_bytes, s.total_bytes, free_tp=True)]
             out += cache[key]
+        self._flat[key] = out
         return out
 
     def best_fit(self, item: Item) -> Assignment | None:
-        """The tp and partitions of one hive that leave the least room unused, or None."""
+        """The tp and partitions of one hive that leave the least room unused, or None: over
+        every tp, the smallest (largest slack of the chosen partitions, tp, hive), where a
+        hive's chosen partitions are its ``tp`` smallest by (slack, GPU, index). Slot.fits is
+        written inline (bytes, compute share, CUs: problem.cu_cost), and a candidate that
+        cannot beat the best so far (its slack is no smaller) is not collected: this runs
+        ~10^4 times a plan."""
         d = item.demand
-        best = None
-        most = max(s.capacity_bytes - s.used_bytes for slots in self.on_gpu.values() for s in slots)
+        share = d.compute_share or 0.0
+        best = None  # (slack, tp, refs, need)
         for tp in sorted(d.bytes_per_rank_by_tp):
             need = d.bytes_per_rank_by_tp[tp]
-            if need > most:  # no partition has the room: skip the scan
-                continue
-            by_hive: dict[int, list[tuple[int, int, int, Slot]]] = {}
+            # a later tp (or hive) wins only with strictly less slack than the best so far
+            limit = best[0] if best is not None else None
+            groups: dict[int, list[tuple]] = {}
             for s in self.eligible(item, tp):
-                if s.fits(need, d.compute_share):  # bytes, compute share and CUs (problem.cu_cost)
-                    by_hive.setdefault(s.hive, []).append((s.capacity_bytes - s.used_bytes - need, s.ref.gpu,
-                                                           s.ref.index, s))
-            for hive, group in sorted(by_hive.items()):
+                slack = s.capacity_bytes - s.used_bytes - need
+                if slack < 0 or (limit is not None and slack >= limit):
+                    continue
+                if share:
+                    cost = int(share * s.cus + 1e-9)
+                    if s.share_used + share > 1.0 + 1e-9 or cost < 1 or cost > s.cus - s.cus_used:
+                        continue
+                elif s.cus_used >= s.cus:
+                    continue
+                ref = s.ref
+                groups.setdefault(s.hive, []).append((slack, ref.gpu, ref.index, ref))
+            for hive in sorted(groups):
+                group = groups[hive]
                 if len(group) < tp:
                     continue
-                chosen = group if len(group) == tp else heapq.nsmallest(tp, group)
-                key = (max(c[0] for c in chosen), tp, hive)
-                if best is None or key < best[0]:
-                    best = (key, tp, chosen, need)
+                chosen = [min(group)] if tp == 1 else heapq.nsmallest(tp, group)
+                slack = chosen[-1][0]
+                if best is None or slack < best[0]:
+                    best = (slack, tp, chosen, need)
         if best is None:
             return None
-        _key, tp, chosen, need = best
-        return Assignment(item, tp, tuple(sorted(c[3].ref for c in chosen)), need)
+        _slack, tp, chosen, need = best
+        return Assignment(item, tp, tuple(sorted(c[3] for c in chosen)), need)
 
 
 def _consolidation(slots: dict[PartitionRef, Slot]) -> float:
