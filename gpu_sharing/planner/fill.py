@@ -71,20 +71,26 @@ def fill_free_room(packing: Packing, policy: PlannerPolicy, rules: SpanRules | N
 
 def fill_in_order(slots: dict, queue: list[Item], assignments: dict[str, Assignment],
                   placed_gpus: dict[str, set[int]], policy: PlannerPolicy, rules: SpanRules | None,
-                  room: FreeRoom | None) -> list[Item]:
+                  room: FreeRoom | None, most_lost: int | None = None) -> list[Item] | None:
     """fill_free_room's loop over ``queue`` (already in priority order): places what fits into
-    ``assignments`` and ``placed_gpus`` (through ``room`` when given) and returns the rest."""
+    ``assignments`` and ``placed_gpus`` (through ``room`` when given) and returns the rest.
+    ``most_lost``: the caller wants the result only while the replicas left weigh at most this
+    much (the layout search, for a packing that must beat its best so far); past it, None."""
     still = []
+    lost = 0
     failed: set[str] = set()  # over the full set a replica fits wherever its model's does: one miss is enough
     for item in queue:
         if rules is None and item.model in failed:
-            still.append(item)
-            continue
-        a = (choose_free(slots, item, placed_gpus, policy, room) if rules is None
-             else _choose(slots, item, placed_gpus, policy, rules))
+            a = None
+        else:
+            a = (choose_free(slots, item, placed_gpus, policy, room) if rules is None
+                 else _choose(slots, item, placed_gpus, policy, rules))
         if a is None:
             still.append(item)
             failed.add(item.model)
+            lost += item.weight
+            if most_lost is not None and lost > most_lost:
+                return None
             continue
         if room is not None:
             room.occupy(a)

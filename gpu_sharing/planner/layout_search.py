@@ -61,6 +61,7 @@ class PackCache:
     def __init__(self, inventory, demands, policy: PlannerPolicy, specs) -> None:
         self.inventory, self.policy, self.specs = inventory, policy, specs
         self.items = items_for(demands)
+        self.total = sum(item.weight for item in self.items)
         self._ranked: dict[str, list[Item]] = {}
         self._layouts: dict[tuple, tuple] = {}
         self._chosen: dict[tuple, frozenset[str]] = {}
@@ -101,17 +102,24 @@ class PackCache:
 
 
 def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dict[str, int], order: str,
-            kept: dict[str, RunningInstance] | None = None, cache: PackCache | None = None) -> Packing:
+            kept: dict[str, RunningInstance] | None = None, cache: PackCache | None = None,
+            beat: int = -1) -> Packing | None:
     """The running instances in ``kept`` where they are (on GPUs that keep their mode), then the
     replicas in ``chosen`` (model -> count, kept ones included) in ``order`` (ORDERS: "size" is
     largest first, "priority" highest first), then the rest by priority. ``cache``: what
-    packings of the same inventory, demands and policy share."""
+    packings of the same inventory, demands and policy share. ``beat``: the packing is wanted
+    only if it places more priority than this; None as soon as the replicas that missed
+    (room only shrinks: a miss stays a miss) leave no more than ``beat`` to place. Same
+    packing otherwise: the search keeps only a strictly better one, so its result is unchanged
+    and about half of its packings stop early."""
     cache = cache or PackCache(inventory, demands, policy, specs)
+    most_lost = cache.total - beat - 1
     slots, shape = cache.slots(modes)
     assignments, placed_gpus = {}, {}
     first = cache.chosen(chosen) if not kept else _keep(inventory, modes, slots, chosen, kept, cache.items,
                                                          assignments, placed_gpus)
     failed: set[str] = set()  # room only shrinks: a model that missed once misses again
+    lost = 0
     room = FreeRoom(slots, shape, cache.degrees)
     for item in cache.ranked(order):
         if item.instance_id not in first:
@@ -119,14 +127,17 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
         a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
         if a is None:
             failed.add(item.model)
+            lost += item.weight
+            if lost > most_lost:
+                return None
             continue
         room.occupy(a)
         assignments[item.instance_id] = a
         placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)
     # then the missed and the rest by priority (fill.fill_free_room's order and loop)
     queue = [item for item in cache.ranked("priority") if item.instance_id not in assignments]
-    still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room)
-    return Packing(assignments, still, {}, slots)
+    still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room, most_lost)
+    return None if still is None else Packing(assignments, still, {}, slots)
 
 
 def _keep(inventory, modes, slots, chosen: dict[str, int], kept: dict[str, RunningInstance], items,
@@ -161,27 +172,25 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
     gpus = sorted(candidates)
     current = {g.index: g.compute_mode for g in inventory.gpus}
     start = {i: (current[i] if current[i] in candidates[i] else candidates[i][0]) for i in gpus}
-    tried: dict[tuple, int] = {}
+    tried: set[tuple] = set()
     cache = PackCache(inventory, demands, policy, specs)
     best: list = [None]  # (modes, chosen, packing, placed, order)
 
-    def evaluate(modes: dict, want: dict[str, int], orders: tuple[str, ...] = PACK_ORDERS) -> int:
+    def evaluate(modes: dict, want: dict[str, int], orders: tuple[str, ...] = PACK_ORDERS) -> None:
         key = (tuple(modes[i] for i in gpus), tuple(sorted(want.items())))
-        if key in tried:
-            return tried[key]
-        if len(tried) >= max_evaluations:
-            return -1
-        w = -1
+        if key in tried or len(tried) >= max_evaluations:
+            return
+        tried.add(key)
         for order in orders:
-            packing = pack_at(inventory, demands, policy, specs, modes, want, order, kept, cache)
+            packing = pack_at(inventory, demands, policy, specs, modes, want, order, kept, cache,
+                              -1 if best[0] is None else best[0][3])
+            if packing is None:  # it could not place more than the best so far
+                continue
             placed = placed_weight(packing)
             if best[0] is None or placed > best[0][3]:
                 best[0] = (dict(modes), dict(want), packing, placed, order)
-            w = max(w, placed)
             if placed >= bound:
                 break
-        tried[key] = w
-        return w
 
     def done() -> bool:
         return best[0][3] >= bound or len(tried) >= max_evaluations
