@@ -67,6 +67,14 @@ class PackCache:
         self._chosen: dict[tuple, frozenset[str]] = {}
         self.degrees: dict = {}
         """FreeRoom's answers per demand, shared by every packing."""
+        self.traces: dict[tuple, list[tuple[Item, Assignment | None]]] = {}
+        """(layout, order) -> the first phase of one packing there, in order: each replica
+        and where it went (None: it missed). Another packing at that layout and order that
+        meets the same replicas in the same order makes the same choices (same room, same
+        models placed and missed), so it takes them from here instead of asking FreeRoom
+        again: the search's variants of the chosen set (one replica fewer, least priority per
+        byte first) share most of their first phase with the plan they vary."""
+        self.last_trace: list[tuple[Item, Assignment | None]] = []
 
     def ranked(self, order: str) -> list[Item]:
         out = self._ranked.get(order)
@@ -121,10 +129,19 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
     failed: set[str] = set()  # room only shrinks: a model that missed once misses again
     lost = 0
     room = FreeRoom(slots, shape, cache.degrees)
+    trace_key = (tuple(sorted(modes.items())), order)
+    known = cache.traces.get(trace_key, ())
+    trace = cache.last_trace = []
     for item in cache.ranked(order):
         if item.instance_id not in first:
             continue
-        a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
+        step = len(trace)
+        if step < len(known) and known[step][0] is item:
+            a = known[step][1]  # the same replicas so far in the same order: the same choice
+        else:
+            known = ()
+            a = None if item.model in failed else choose_free(slots, item, placed_gpus, policy, room)
+        trace.append((item, a))
         if a is None:
             failed.add(item.model)
             lost += item.weight
@@ -137,6 +154,7 @@ def pack_at(inventory, demands, policy: PlannerPolicy, specs, modes, chosen: dic
     # then the missed and the rest by priority (fill.fill_free_room's order and loop)
     queue = [item for item in cache.ranked("priority") if item.instance_id not in assignments]
     still = fill_in_order(slots, queue, assignments, placed_gpus, policy, None, room, most_lost)
+    cache.traces.setdefault(trace_key, trace)
     return None if still is None else Packing(assignments, still, {}, slots)
 
 
@@ -189,6 +207,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
             placed = placed_weight(packing)
             if best[0] is None or placed > best[0][3]:
                 best[0] = (dict(modes), dict(want), packing, placed, order)
+                cache.traces[(tuple(sorted(modes.items())), order)] = cache.last_trace  # what the variants vary
             if placed >= bound:
                 break
 
