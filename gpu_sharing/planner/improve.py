@@ -110,7 +110,7 @@ class _Room:
                 continue
             by_hive: dict[int, list[tuple[int, int, int, Slot]]] = {}
             for s in self.eligible(item, tp):
-                if s.fits(need, d.compute_share):  # bytes, compute share and CUs (problem.cu_cost)
+                if s.fits(need, d.cu_request):  # bytes, compute share and CUs (problem.cu_cost)
                     by_hive.setdefault(s.hive, []).append((s.capacity_bytes - s.used_bytes - need, s.ref.gpu,
                                                            s.ref.index, s))
             for hive, group in sorted(by_hive.items()):

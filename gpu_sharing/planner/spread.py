@@ -141,7 +141,7 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
                          for iid, a in assignments.items()}, gpu_cus)
         tops = [a for a in assignments.values() if a.item.weight == top_weight]
         top_refs = {r for a in tops for r in a.refs}
-        short = sorted((a for a in tops if not a.item.demand.compute_share
+        short = sorted((a for a in tops if not a.item.demand.cu_request
                         and got[a.item.instance_id] < fair[a.item.instance_id] - 1),
                        key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9), a.item.instance_id))
         move = None
@@ -156,7 +156,7 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
                 room = sorted((s for ref, s in slots.items() if ref not in top_refs
                                and (d.allowed_gpus is None or ref.gpu in d.allowed_gpus)
                                and rank_fits(d, guest.tp, s.capacity_bytes, s.total_bytes, free_tp=True)
-                               and s.fits(guest.bytes_per_rank, d.compute_share)),
+                               and s.fits(guest.bytes_per_rank, d.cu_request)),
                               key=lambda s: (len(s.occupants), s.used_bytes - s.capacity_bytes, s.ref))
                 if room:
                     move = (guest, room[0].ref)

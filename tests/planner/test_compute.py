@@ -135,3 +135,47 @@ def test_a_tenant_without_a_share_is_not_stacked_on_shares_summing_to_one():
     assert sorted(x.instance_id for x in p.placements) == ["a-0", "a-1"]
     reason = p.unplaceable[0].reason
     assert "the partition's compute is taken" in reason and "floor(share x CUs)" in reason
+
+
+def _example_with_cu_count(cus: int):
+    """config/gpu-sharing.yaml with the 0.5B model's limits.compute_share replaced by
+    limits.cu_count: ``cus``, through the config loader and build_demands (sizing included)."""
+    from pathlib import Path
+
+    from gpu_sharing.config.loader import parse_config_text
+    from gpu_sharing.reconcile.demands import build_demands
+
+    path = Path(__file__).resolve().parents[2] / "config" / "gpu-sharing.yaml"
+    text = path.read_text()
+    assert "compute_share: 0.5" in text
+    config = parse_config_text(text.replace("compute_share: 0.5", f"cu_count: {cus}"), str(path))
+    demands, _policy, problems = build_demands(config, config_dir=path.parent)
+    assert problems == ()
+    return next(d for d in demands if d.name == "qwen2.5-0.5b")
+
+
+def test_limits_cu_count_reaches_the_planner_and_its_cu_rule():
+    """Two 0.5B replicas with limits.cu_count 200 cannot share one 304-CU SPX partition (the
+    launcher refuses 400 CUs), nor use a 152-CU DPX partition at all; on two GPUs each gets
+    its 200 CUs. A tenant without a limit beside a count gets what the count leaves."""
+    small = _example_with_cu_count(200)
+    assert small.cu_count == 200 and small.compute_share is None and small.cu_request == 200
+    spx = plan(node(1), [small], [], PlannerPolicy(gpus=(GpuPolicy(0, C.SPX),)))
+    assert [x.instance_id for x in spx.placements] == ["qwen2.5-0.5b-0"]
+    assert "compute is taken" in spx.unplaceable[0].reason
+    dpx = plan(node(1), [small], [], PlannerPolicy(gpus=(GpuPolicy(0, C.DPX),)))
+    assert dpx.placements == () and len(dpx.unplaceable) == 2
+    two = plan(node(2), [small], [], PlannerPolicy(gpus=(GpuPolicy(0, C.SPX), GpuPolicy(1, C.SPX))))
+    assert sorted(x.compute_units for x in two.placements) == [200, 200]
+    beside = plan(node(1), [_example_with_cu_count(300), demand("plain", 4, 1, 0)], [],
+                  PlannerPolicy(gpus=(GpuPolicy(0, C.SPX),)))
+    got = {x.model: x.compute_units for x in beside.placements}
+    assert got == {"qwen2.5-0.5b": 300, "plain": 4}
+    for p in (spx, two, beside):
+        tenants: dict = {}
+        for x in p.placements:
+            for r in x.partitions:
+                tenants.setdefault(r, {})[x.instance_id] = 300 if x.model == "qwen2.5-0.5b" and p is beside else (
+                    200 if x.model == "qwen2.5-0.5b" else None)
+        for here in tenants.values():
+            resolve_cu_counts(cu_count=MI300X_CUS, requests=here)
