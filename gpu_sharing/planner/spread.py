@@ -17,6 +17,8 @@ Then the highest-priority instances (``_favour_the_top``): where one is below it
 lower-priority one-rank co-tenants that have not started move off its partitions to other
 partitions with room. On a full node this often finds no room: the fair share is then out of
 reach without placing less priority, which comes first (benchmarks/planner.py's top>=fair).
+Before both, the last tie-break (``_fewer_ranks``): among plans of equal placed priority and
+compute, fewer tensor-parallel ranks (the full-set searches pick any tp that fits).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.assemble import compute_units, partition_cus
-from gpu_sharing.planner.packing import Assignment, Packing, build_slots, occupy_all
+from gpu_sharing.planner.packing import Assignment, Packing, _occupy, _release, build_slots, occupy_all
 from gpu_sharing.planner.problem import rank_fits
 from gpu_sharing.planner.types import PlannerPolicy
 
@@ -78,7 +80,7 @@ def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing:
     specs = {g.index: get_spec(g.model) for g in inventory.gpus}
     modes = dict(modes)
     assignments = dict(packing.assignments)
-    moved_any = False
+    moved_any = _fewer_ranks(inventory, policy, modes, specs, assignments, running)
     while True:
         tenants: dict[int, int] = {}
         for a in assignments.values():
@@ -168,4 +170,47 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
         guest, ref = move
         assignments[guest.item.instance_id] = Assignment(guest.item, guest.tp, (ref,), guest.bytes_per_rank)
         moved = True
+    return moved
+
+
+def _fewer_ranks(inventory, policy: PlannerPolicy, modes: dict, specs, assignments: dict[str, Assignment],
+                 running: set[str]) -> bool:
+    """The tie-break after placed priority and compute: fewer tensor-parallel ranks (less
+    all-reduce traffic, one runtime overhead less per rank). An instance that has not started,
+    at tp > 1, moves to the smallest tp whose ranks fit on some of its own partitions (bytes,
+    share, CUs: Slot.fits with it released), so no other instance loses room and placed priority
+    is unchanged; taken when its CUs do not drop, or stay at its fair share or above (fair_cus,
+    with the GPUs it then occupies). Runs before the empty-GPU moves, which may then use a GPU
+    it leaves. Changes ``assignments`` in place; True when something moved."""
+    wide = sorted(iid for iid, a in assignments.items() if a.tp > 1 and iid not in running
+                  and any(t < a.tp for t in a.item.demand.bytes_per_rank_by_tp))
+    if not wide:
+        return False
+    slots = _rebuild(inventory, modes, specs, policy, assignments)
+    part_cus = partition_cus(inventory, modes)
+    gpu_cus = {g.index: specs[g.index].cu_count for g in inventory.gpus}
+    moved = False
+    for iid in wide:
+        a = assignments[iid]
+        d = a.item.demand
+        _release(slots, a)
+        new = None
+        for tp in sorted(t for t in d.bytes_per_rank_by_tp if t < a.tp):
+            need = d.bytes_per_rank_by_tp[tp]
+            fit = sorted((slots[r] for r in a.refs if rank_fits(d, tp, slots[r].capacity_bytes, slots[r].total_bytes,
+                                                                 free_tp=True) and slots[r].fits(need, d.cu_request)),
+                         key=lambda s: (s.cus_used - s.cus, s.used_bytes - s.capacity_bytes, s.ref))
+            if len(fit) >= tp:
+                new = Assignment(a.item, tp, tuple(sorted(s.ref for s in fit[:tp])), need)
+                break
+        if new is not None:
+            trial = {**assignments, iid: new}
+            before = compute_units(Packing(assignments, [], {}, {}), part_cus)[iid]
+            after = compute_units(Packing(trial, [], {}, {}), part_cus)[iid]
+            fair = fair_cus({k: (x.item.weight * x.tp * x.bytes_per_rank, frozenset(r.gpu for r in x.refs))
+                             for k, x in trial.items()}, gpu_cus)[iid]
+            if after >= before or after >= fair - 1:
+                assignments[iid] = a = new
+                moved = True
+        _occupy(slots, a)
     return moved

@@ -179,3 +179,31 @@ def test_limits_cu_count_reaches_the_planner_and_its_cu_rule():
                     200 if x.model == "qwen2.5-0.5b" else None)
         for here in tenants.values():
             resolve_cu_counts(cu_count=MI300X_CUS, requests=here)
+
+
+def test_fewer_ranks_break_ties_after_priority_and_compute():
+    """spread.py's tie-break: an instance about to start at tp=2 on two GPUs whose rank at tp=1
+    fits one of its own partitions moves to tp=1 (placed priority unchanged, it keeps a whole
+    GPU's CUs, its fair share here); a running one, or one whose tp=1 rank does not fit,
+    stays as it is."""
+    from gpu_sharing.hardware.inventory import PartitionRef
+    from gpu_sharing.planner.packing import Assignment, Item, Packing
+    from gpu_sharing.planner.spread import spread
+
+    inv = node(2)
+    modes = {0: C.SPX, 1: C.SPX}
+    memory = {g.index: g.memory_mode for g in inv.gpus}
+
+    def at_tp2(d):
+        a = Assignment(Item(d.instance_id(0), d.name, 0, d.priority + 1, d), 2,
+                       (PartitionRef(0, 0), PartitionRef(1, 0)), d.bytes_per_rank_by_tp[2])
+        return Packing({a.item.instance_id: a}, [], {}, {})
+
+    small, huge = demand("m", 30, 1, 3, tps=(1, 2)), demand("h", 200, 1, 3, tps=(1, 2))
+    _modes, p = spread(inv, PlannerPolicy(), modes, memory, at_tp2(small), set(), may_repartition=False)
+    (a,) = p.assignments.values()
+    assert a.tp == 1 and len(a.refs) == 1 and a.bytes_per_rank == small.bytes_per_rank_by_tp[1]
+    _modes, p = spread(inv, PlannerPolicy(), modes, memory, at_tp2(small), {"m-0"}, may_repartition=False)
+    assert next(iter(p.assignments.values())).tp == 2
+    _modes, p = spread(inv, PlannerPolicy(), modes, memory, at_tp2(huge), set(), may_repartition=False)
+    assert next(iter(p.assignments.values())).tp == 2
