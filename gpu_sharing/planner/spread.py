@@ -7,7 +7,9 @@ exact solvers count bytes, not compute, so an optimal plan may stack a 70B, an 8
 
 Which instance moves first: the one furthest below its fair CU share. Fair shares
 (``fair_cus``) split the node's CUs in proportion to priority + 1 times the instance's bytes
-(tp x bytes per rank), each capped at the CUs of the GPUs it occupies (it cannot use more);
+(tp x bytes per rank), each capped at what it can use at best where it is (``cu_ceiling``: the
+CUs of its partitions, or its explicit share's or CU count's CUs of them, never more than its
+GPUs');
 what a capped instance cannot use goes to the others (water filling). An empty GPU takes the
 coarsest compute mode that holds the instance (fewest partitions, most CUs per rank), unless
 its mode is pinned or a repartition would drain the node while instances run; the instance
@@ -27,14 +29,23 @@ from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.assemble import compute_units, partition_cus
 from gpu_sharing.planner.packing import Assignment, Packing, _occupy, _release, build_slots, occupy_all
-from gpu_sharing.planner.problem import rank_fits
+from gpu_sharing.planner.problem import cu_cost, rank_fits
 from gpu_sharing.planner.types import PlannerPolicy
 
 
-def fair_cus(instances: dict[str, tuple[int, frozenset[int]]], gpu_cus: dict[int, int]) -> dict[str, float]:
+def cu_ceiling(request: float | int | None, partition_cus) -> int:
+    """The most CUs an instance with this CU request (ModelDemand.cu_request) can get with one
+    rank on each of these partitions (their CUs): its share's or count's CUs on each
+    (problem.cu_cost, whoever shares it), else the whole partition (alone there)."""
+    return sum(cu_cost(request, c) if request else c for c in partition_cus)
+
+
+def fair_cus(instances: dict[str, tuple], gpu_cus: dict[int, int]) -> dict[str, float]:
     """instance id -> its fair CU share of the node (see the module docstring), from
-    instance id -> ((priority + 1) x tp x bytes per rank, the GPUs it occupies)."""
-    demand = {iid: (w, sum(gpu_cus[g] for g in gpus)) for iid, (w, gpus) in instances.items()}
+    instance id -> ((priority + 1) x tp x bytes per rank, the GPUs it occupies[, its
+    cu_ceiling]): each is capped at the CUs of its GPUs and, when given, at its ceiling (an
+    explicit share of a partition, or a CPX partition's 38 CUs, is all it can ever get there)."""
+    demand = {iid: (v[0], min(sum(gpu_cus[g] for g in v[1]), *v[2:])) for iid, v in instances.items()}
     left, out, open_ = float(sum(gpu_cus.values())), {}, set(demand)
     while open_:
         total = sum(demand[i][0] for i in open_) or 1
@@ -47,6 +58,14 @@ def fair_cus(instances: dict[str, tuple[int, frozenset[int]]], gpu_cus: dict[int
             left -= demand[i][1]
         open_ -= capped
     return out
+
+
+def _fair(assignments: dict[str, Assignment], gpu_cus: dict[int, int], part_cus: dict) -> dict[str, float]:
+    """fair_cus of a packing: weights, GPUs and ceilings from its assignments (``part_cus``:
+    assemble.partition_cus at the plan's modes)."""
+    return fair_cus({iid: (a.item.weight * a.tp * a.bytes_per_rank, frozenset(r.gpu for r in a.refs),
+                           cu_ceiling(a.item.demand.cu_request, [part_cus[r.gpu, r.index] for r in a.refs]))
+                     for iid, a in assignments.items()}, gpu_cus)
 
 
 def _target(inventory, policy: PlannerPolicy, a: Assignment, gpu: int, modes, memory, may_repartition: bool):
@@ -93,8 +112,7 @@ def spread(inventory, policy: PlannerPolicy, modes: dict, memory: dict, packing:
         current = Packing(assignments, packing.unplaced, packing.evicted_by, {})
         got = compute_units(current, part_cus)
         gpu_cus = {g.index: specs[g.index].cu_count for g in inventory.gpus}
-        fair = fair_cus({iid: (a.item.weight * a.tp * a.bytes_per_rank, frozenset(r.gpu for r in a.refs))
-                         for iid, a in assignments.items()}, gpu_cus)
+        fair = _fair(assignments, gpu_cus, part_cus)
         movable = sorted((a for iid, a in assignments.items() if iid not in running
                           and len({r.gpu for r in a.refs}) == 1 and tenants[a.refs[0].gpu] > 1),
                          key=lambda a: (got[a.item.instance_id] / max(fair[a.item.instance_id], 1e-9),
@@ -139,8 +157,7 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
     moved = False
     for _ in range(len(assignments)):  # every move takes one co-tenant off a top partition for good
         got = compute_units(Packing(assignments, [], {}, {}), part_cus)
-        fair = fair_cus({iid: (a.item.weight * a.tp * a.bytes_per_rank, frozenset(r.gpu for r in a.refs))
-                         for iid, a in assignments.items()}, gpu_cus)
+        fair = _fair(assignments, gpu_cus, part_cus)
         tops = [a for a in assignments.values() if a.item.weight == top_weight]
         top_refs = {r for a in tops for r in a.refs}
         short = sorted((a for a in tops if not a.item.demand.cu_request
@@ -207,8 +224,7 @@ def _fewer_ranks(inventory, policy: PlannerPolicy, modes: dict, specs, assignmen
             trial = {**assignments, iid: new}
             before = compute_units(Packing(assignments, [], {}, {}), part_cus)[iid]
             after = compute_units(Packing(trial, [], {}, {}), part_cus)[iid]
-            fair = fair_cus({k: (x.item.weight * x.tp * x.bytes_per_rank, frozenset(r.gpu for r in x.refs))
-                             for k, x in trial.items()}, gpu_cus)[iid]
+            fair = _fair(trial, gpu_cus, part_cus)[iid]
             if after >= before or after >= fair - 1:
                 assignments[iid] = a = new
                 moved = True

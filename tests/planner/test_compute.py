@@ -207,3 +207,25 @@ def test_fewer_ranks_break_ties_after_priority_and_compute():
     assert next(iter(p.assignments.values())).tp == 2
     _modes, p = spread(inv, PlannerPolicy(), modes, memory, at_tp2(huge), set(), may_repartition=False)
     assert next(iter(p.assignments.values())).tp == 2
+
+
+def test_fair_share_is_capped_at_what_an_instance_can_get_where_it_is():
+    """The fair CU share counts an explicit share and small partitions: a priority-9 model with
+    a 0.25 share can never get more than 76 of an SPX partition's 304 CUs, and a tp=1 model on
+    a pinned CPX node no more than 38 CUs; the plans give both that (benchmarks' top>=fair held
+    in 13 of 35 plans when the cap was the GPUs' CUs)."""
+    from gpu_sharing.planner.spread import cu_ceiling, fair_cus
+
+    assert cu_ceiling(0.25, [304]) == 76 and cu_ceiling(None, [38, 38]) == 76 and cu_ceiling(100, [304]) == 100
+    shared = [demand("top", 20, 1, 9, share=0.25, tps=(1,)), demand("low", 20, 3, 0, tps=(1,))]
+    cpx = [demand("top", 10, 1, 9, tps=(1,)), demand("low", 2, 2, 0, tps=(1,))]
+    for demands, policy, part_cus, ceiling in ((shared, PlannerPolicy(gpus=(GpuPolicy(0, C.SPX),)), MI300X_CUS, 76),
+                                               (cpx, PlannerPolicy(gpus=(GpuPolicy(0, C.CPX),)), 38, 38)):
+        p = plan(node(1), demands, [], policy)
+        prio = {d.name: d.priority for d in demands}
+        fair = fair_cus({x.instance_id: ((prio[x.model] + 1) * x.tp * x.memory_bytes_per_rank,
+                                         frozenset(r.gpu for r in x.partitions),
+                                         cu_ceiling(x.compute_share, [part_cus] * x.tp))
+                         for x in p.placements}, {0: MI300X_CUS})
+        top = next(x for x in p.placements if x.model == "top")
+        assert fair["top-0"] <= ceiling and top.compute_units == ceiling >= fair["top-0"] - 1
