@@ -17,8 +17,10 @@ may take another tp there (it has not started yet). The move repeats while an em
 shared GPU remain and some instance fits.
 Then the highest-priority instances (``_favour_the_top``): where one is below its fair share,
 lower-priority one-rank co-tenants that have not started move off its partitions to other
-partitions with room. On a full node this often finds no room: the fair share is then out of
-reach without placing less priority, which comes first (benchmarks/planner.py's top>=fair).
+partitions with room; on a full node, where no room is left, a one-rank top instance instead
+trades places with a lower-priority instance on a partition with more CUs per tenant
+(``_swap_a_top``). What is still short is out of reach without placing less priority, which
+comes first (benchmarks/planner.py's top>=fair).
 Before both, the last tie-break (``_fewer_ranks``): among plans of equal placed priority and
 compute, fewer tensor-parallel ranks (the full-set searches pick any tp that fits).
 """
@@ -183,11 +185,67 @@ def _favour_the_top(inventory, policy: PlannerPolicy, modes: dict, specs, assign
             if move:
                 break
         if move is None:
-            return moved
+            swap = _swap_a_top(policy, short, assignments, slots, running, top_weight, part_cus) if short else None
+            if swap is None:
+                return moved
+            for a in swap:
+                assignments[a.item.instance_id] = a
+            moved = True
+            continue
         guest, ref = move
         assignments[guest.item.instance_id] = Assignment(guest.item, guest.tp, (ref,), guest.bytes_per_rank)
         moved = True
     return moved
+
+
+def _swap_a_top(policy: PlannerPolicy, short: list[Assignment], assignments: dict[str, Assignment], slots: dict,
+                running: set[str], top_weight: int, part_cus: dict) -> tuple[Assignment, Assignment] | None:
+    """When no co-tenant can leave (a full node): a one-rank top instance below its fair share
+    that has not started trades places with a lower-priority one-rank instance that has not
+    started, on a partition with more CUs per tenant (bytes, share, CUs and partition size
+    checked by Slot.fits and rank_fits both ways; no replica onto a GPU of a sibling). Tenant
+    counts stay, so taken when that top instance gets more CUs and no top instance fewer.
+    Returns the two new assignments, or None."""
+    got = compute_units(Packing(assignments, [], {}, {}), part_cus)
+    tops = [iid for iid, a in assignments.items() if a.item.weight == top_weight]
+    for t in short:
+        if t.item.instance_id in running or len(t.refs) != 1:
+            continue
+        d, p_ref = t.item.demand, t.refs[0]
+        here = slots[p_ref]
+        per_tenant = part_cus[p_ref.gpu, p_ref.index] / len(here.occupants)
+        siblings = {r.gpu for a in assignments.values() if a.item.model == t.item.model and a is not t for r in a.refs}
+        for q_ref, there in sorted(slots.items(), key=lambda kv: (len(kv[1].occupants), kv[0])):
+            if (q_ref == p_ref or not there.occupants or part_cus[q_ref.gpu, q_ref.index] / len(there.occupants) <= per_tenant
+                    or (policy.spread_replicas and q_ref.gpu in siblings)
+                    or (d.allowed_gpus is not None and q_ref.gpu not in d.allowed_gpus)
+                    or not rank_fits(d, t.tp, there.capacity_bytes, there.total_bytes, free_tp=True)):
+                continue
+            for gid in sorted(there.occupants):
+                g = assignments[gid]
+                gd = g.item.demand
+                if (gid in running or g.item.weight >= top_weight or len(g.refs) != 1
+                        or (gd.allowed_gpus is not None and p_ref.gpu not in gd.allowed_gpus)
+                        or not rank_fits(gd, g.tp, here.capacity_bytes, here.total_bytes, free_tp=True)):
+                    continue
+                new_t = Assignment(t.item, t.tp, (q_ref,), t.bytes_per_rank)
+                new_g = Assignment(g.item, g.tp, (p_ref,), g.bytes_per_rank)
+                _release(slots, t)
+                _release(slots, g)
+                ok = there.fits(t.bytes_per_rank, d.cu_request)
+                if ok:
+                    _occupy(slots, new_t)
+                    ok = here.fits(g.bytes_per_rank, gd.cu_request)
+                    _release(slots, new_t)
+                _occupy(slots, t)
+                _occupy(slots, g)
+                if not ok:
+                    continue
+                after = compute_units(Packing({**assignments, t.item.instance_id: new_t, gid: new_g}, [], {}, {}),
+                                      part_cus)
+                if after[t.item.instance_id] > got[t.item.instance_id] and all(after[x] >= got[x] for x in tops):
+                    return new_t, new_g
+    return None
 
 
 def _fewer_ranks(inventory, policy: PlannerPolicy, modes: dict, specs, assignments: dict[str, Assignment],

@@ -229,3 +229,25 @@ def test_fair_share_is_capped_at_what_an_instance_can_get_where_it_is():
                          for x in p.placements}, {0: MI300X_CUS})
         top = next(x for x in p.placements if x.model == "top")
         assert fair["top-0"] <= ceiling and top.compute_units == ceiling >= fair["top-0"] - 1
+
+
+def test_a_top_instance_trades_places_on_a_full_node():
+    """Two full MI300X: the priority-9 instance splits GPU 0 with two others while GPU 1 holds
+    two; no co-tenant fits elsewhere, so the top instance trades places with the same-sized
+    priority-0 instance on GPU 1: 152 CUs instead of 101, placed priority unchanged; a running
+    top instance stays."""
+    from gpu_sharing.hardware.inventory import PartitionRef
+    from gpu_sharing.planner.packing import Assignment, Item, Packing
+    from gpu_sharing.planner.spread import spread
+
+    inv = node(2)
+    where = {"top": 0, "a": 0, "b": 0, "c": 1, "d": 1}
+    demands = {n: demand(n, 120 if n == "c" else 60, 1, 9 if n == "top" else 0, tps=(1,)) for n in where}
+    packing = Packing({f"{n}-0": Assignment(Item(f"{n}-0", n, 0, d.priority + 1, d), 1, (PartitionRef(where[n], 0),),
+                                            d.bytes_per_rank_by_tp[1]) for n, d in demands.items()}, [], {}, {})
+    modes, memory = {0: C.SPX, 1: C.SPX}, {g.index: g.memory_mode for g in inv.gpus}
+    _m, p = spread(inv, PlannerPolicy(), modes, memory, packing, set(), may_repartition=False)
+    assert p.assignments["top-0"].refs[0].gpu == 1 and p.assignments["d-0"].refs[0].gpu == 0
+    assert all(s.within_limits() for s in p.slots.values())
+    _m, p = spread(inv, PlannerPolicy(), modes, memory, packing, {"top-0"}, may_repartition=False)
+    assert p.assignments["top-0"].refs[0].gpu == 0
