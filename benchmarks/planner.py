@@ -33,7 +33,8 @@ Columns:
   stacked    plans with an empty GPU while another GPU holds two or more instances.
   top>=fair  plans where the highest-priority instance gets at least its fair CU share
              (gpu_sharing/planner/spread.py: the node's CUs in proportion to priority x bytes,
-             capped at the CUs of the GPUs it occupies).
+             each capped at what it can get at best on its partitions: their CUs, or its
+             compute share of them).
   disrupted  in the re-plan, running instances of unchanged models the plan stops or moves:
              priority evictions by strictly higher-priority replicas are allowed.
   unjust.    of those, instances for which the plan starts nothing of strictly higher priority
@@ -70,7 +71,7 @@ from gpu_sharing.hardware.modes import ComputePartitionMode as C, MemoryPartitio
 import gpu_sharing.planner.improve as improve_module  # noqa: E402
 import gpu_sharing.planner.full_search as search_module  # noqa: E402
 from gpu_sharing.planner import plan  # noqa: E402
-from gpu_sharing.planner.spread import fair_cus  # noqa: E402
+from gpu_sharing.planner.spread import cu_ceiling, fair_cus  # noqa: E402
 from gpu_sharing.planner.types import GpuPolicy, ModelDemand, PlannerPolicy, RunningInstance  # noqa: E402
 
 GIB = 1024**3
@@ -150,9 +151,13 @@ def compute_view(inv: Inventory, p, demands) -> tuple[bool, bool]:
         return stacked, True
 
     prio = {d.name: d.priority for d in demands}
+    modes = {t.gpu: t.compute_mode for t in p.gpus}
+    part_cus = {r: get_spec(inv.gpu(r.gpu).model).cus_per_partition(modes[r.gpu]) for x in p.placements
+                for r in x.partitions}
     fair = fair_cus({x.instance_id: ((prio[x.model] + 1) * x.tp * x.memory_bytes_per_rank,
-                                     frozenset(r.gpu for r in x.partitions)) for x in p.placements},
-                    {g.index: get_spec(g.model).cu_count for g in inv.gpus})
+                                     frozenset(r.gpu for r in x.partitions),
+                                     cu_ceiling(x.compute_share, [part_cus[r] for r in x.partitions]))
+                     for x in p.placements}, {g.index: get_spec(g.model).cu_count for g in inv.gpus})
     top = max(p.placements, key=lambda x: (prio[x.model], x.instance_id))
     return stacked, top.compute_units >= fair[top.instance_id] - 1
 

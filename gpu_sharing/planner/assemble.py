@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.planner.packing import Packing
-from gpu_sharing.planner.problem import partition_cus as partition_cus_of
+from gpu_sharing.planner.problem import cu_cost, partition_cus as partition_cus_of
 from gpu_sharing.planner.reasons import unplaceable_reasons
 from gpu_sharing.planner.types import (Action, ActionKind, GpuTarget, Placement, Plan, PlannerPolicy, RunningInstance,
                                        SolverInfo, Unplaceable)
@@ -31,7 +31,8 @@ def partition_cus(inventory, modes) -> dict:
 
 def compute_units(packing: Packing, cus: dict) -> dict[str, int]:
     """instance id -> CUs over all its ranks, by isolation/cu_masks.py's rule: an explicit
-    share gets floor(share x CUs); instances without one split what the shares leave equally."""
+    share gets floor(share x CUs), a CU count (limits.cu_count) that count; instances without
+    either split what the others leave equally."""
     tenants: dict[tuple[int, int], list] = {}
     for a in packing.assignments.values():
         for r in a.refs:
@@ -39,9 +40,9 @@ def compute_units(packing: Packing, cus: dict) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, here in tenants.items():
         total = cus.get(key, 0)
-        explicit = {a.item.instance_id: int(a.item.demand.compute_share * total + 1e-9)
-                    for a in here if a.item.demand.compute_share}
-        rest = [a for a in here if not a.item.demand.compute_share]
+        explicit = {a.item.instance_id: cu_cost(a.item.demand.cu_request, total)
+                    for a in here if a.item.demand.cu_request}  # a share or a CU count
+        rest = [a for a in here if not a.item.demand.cu_request]
         left = max(0, total - sum(explicit.values()))
         for a in here:
             got = explicit.get(a.item.instance_id, left // len(rest) if rest else 0)

@@ -42,7 +42,7 @@ def _dominates(prob: Problem, g: GpuChoices) -> bool:
         if not local:
             continue
         b1 = d.bytes_per_rank_by_tp.get(1)
-        if d.compute_share or b1 is None or local.get(coarsest(g)) != 1:
+        if d.cu_request or b1 is None or local.get(coarsest(g)) != 1:
             return False
         if any(b1 > tp * d.bytes_per_rank_by_tp[tp] for tp in local.values()):
             return False

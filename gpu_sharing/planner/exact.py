@@ -107,7 +107,7 @@ def _cus_cover_tenants(m, prob: Problem, g: GpuChoices, k: int, active: list[int
     per tenant without one), in each layout that has this slot; left out where it cannot bind."""
     for o in active:
         cus = g.layouts[o].cus[k]
-        costs = [(cu_cost(prob.classes[ci].demand.compute_share, cus), v, most) for ci, v, most in here]
+        costs = [(cu_cost(prob.classes[ci].demand.cu_request, cus), v, most) for ci, v, most in here]
         if sum(c * most for c, _v, most in costs) <= cus:
             continue
         con = m.Add(sum(c * v for c, v, _most in costs) <= cus)

@@ -104,7 +104,7 @@ class FreeRoom:
             old = s.capacity_bytes - s.used_bytes
             s.used_bytes += nbytes
             s.share_used += share
-            s.cus_used += cu_cost(a.item.demand.compute_share, s.cus)
+            s.cus_used += cu_cost(a.item.demand.cu_request, s.cus)
             s.occupants.append(iid)
             if gpus is None or len(gpus) == len(refs):
                 self._move(s, old)
@@ -135,7 +135,7 @@ class FreeRoom:
         """(tp, bytes per rank, what a miss is remembered under), smallest tp first."""
         known = self._tps.get(id(d))
         if known is None or known[0] is not d:
-            key = (d.allowed_gpus, d.min_partition_bytes, d.compute_share or 0.0)
+            key = (d.allowed_gpus, d.min_partition_bytes, d.cu_request or 0.0)
             known = self._tps[id(d)] = (d, [(tp, d.bytes_per_rank_by_tp[tp], (tp, *key))
                                             for tp in sorted(d.bytes_per_rank_by_tp)])
         return known[1]
@@ -146,7 +146,7 @@ class FreeRoom:
         index), tightest partitions inside; the hive with the smallest (GPUs used, spread, slack,
         hive) wins (fill.choose_free's rule). Fitting: bytes, compute share, GPU allowed and
         partition size (problem.rank_fits over the full set and Slot.fits)."""
-        share = d.compute_share or 0.0
+        share = d.cu_request or 0.0  # a CU count fails compute_fits_all: Slot.fits decides
         allowed, least = d.allowed_gpus, d.min_partition_bytes
         best = None
         for h in self._hives:
@@ -176,7 +176,7 @@ class FreeRoom:
         """The best tp=1 choice as (key, [slot]), or None: per hive the GPU with the most fitting
         partitions, then one without a sibling, then the lowest index; its tightest partition;
         the hive with the smallest (1, spread, slack, hive) wins (fill.choose_free's rule)."""
-        share = d.compute_share or 0.0
+        share = d.cu_request or 0.0  # a CU count fails compute_fits_all: Slot.fits decides
         allowed, least = d.allowed_gpus, d.min_partition_bytes
         best = None
         for h in self._hives:

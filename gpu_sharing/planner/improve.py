@@ -122,11 +122,11 @@ class _Room:
         """The tp and partitions of one hive that leave the least room unused, or None: over
         every tp, the smallest (largest slack of the chosen partitions, tp, hive), where a
         hive's chosen partitions are its ``tp`` smallest by (slack, GPU, index). Slot.fits is
-        written inline (bytes, compute share, CUs: problem.cu_cost), and a candidate that
+        written inline for a tenant without a share or count (Slot.fits otherwise), and a candidate that
         cannot beat the best so far (its slack is no smaller) is not collected: this runs
         ~10^4 times a plan."""
         d = item.demand
-        share = d.compute_share or 0.0
+        request = d.cu_request
         most = self._most
         for g, known in most.items():
             if known is None:
@@ -144,9 +144,8 @@ class _Room:
                     slack = s.capacity_bytes - s.used_bytes - need
                     if slack < 0 or (limit is not None and slack >= limit):
                         continue
-                    if share:
-                        cost = int(share * s.cus + 1e-9)
-                        if s.share_used + share > 1.0 + 1e-9 or cost < 1 or cost > s.cus - s.cus_used:
+                    if request:  # a share or a CU count (limits.cu_count): Slot.fits
+                        if not s.fits(need, request):
                             continue
                     elif s.cus_used >= s.cus:
                         continue

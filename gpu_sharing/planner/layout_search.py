@@ -169,7 +169,7 @@ def _keep(inventory, modes, slots, chosen: dict[str, int], kept: dict[str, Runni
         run = kept.get(item.instance_id)
         if run is not None and all(ref.gpu in same and ref in slots for ref in run.partitions):
             a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
-            if all(slots[ref].fits(a.bytes_per_rank, item.demand.compute_share) for ref in a.refs):
+            if all(slots[ref].fits(a.bytes_per_rank, item.demand.cu_request) for ref in a.refs):
                 _occupy(slots, a)
                 assignments[item.instance_id] = a
                 placed_gpus.setdefault(item.model, set()).update(r.gpu for r in a.refs)

@@ -56,7 +56,7 @@ def _groups(prob: Problem) -> tuple[list[_Group], dict[tuple[int, int, int], lis
             if len(kinds) > 1:
                 return None
             spans = kinds.pop()
-            keys.setdefault((c.tp, c.bytes_per_rank, c.share_units, c.demand.compute_share or 0.0, spans, where),
+            keys.setdefault((c.tp, c.bytes_per_rank, c.share_units, c.demand.cu_request or 0.0, spans, where),
                             []).append(ci)
     groups, slots = [], {}
     for (tp, b, units, share, spans, where), cis in sorted(keys.items(),

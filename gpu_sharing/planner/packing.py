@@ -40,13 +40,16 @@ class Slot:
     cus_used: int = 0
     """Sum of problem.cu_cost over the ranks placed here."""
 
-    def fits(self, nbytes: int, share: float | None) -> bool:
+    def fits(self, nbytes: int, share: float | int | None) -> bool:
+        """``share``: the demand's cu_request (a share, a CU count or None)."""
         if self.used_bytes + nbytes > self.capacity_bytes:
             return False
         # problem.cus_fit written inline (this runs in the greedy's inner loop, ~10^5 calls a plan):
         # one CU for a tenant without a share, floor(share x CUs + 1e-9) >= 1 for a share
         if not share:
             return self.cus_used < self.cus
+        if type(share) is int:  # a CU count (limits.cu_count): CUs only, no share
+            return share <= self.cus - self.cus_used
         cost = int(share * self.cus + 1e-9)
         return self.share_used + share <= 1.0 + 1e-9 and 1 <= cost <= self.cus - self.cus_used
 
@@ -133,7 +136,7 @@ def _occupy(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s = slots[ref]
         s.used_bytes += a.bytes_per_rank
         s.share_used += a.item.demand.compute_share or 0.0
-        s.cus_used += cu_cost(a.item.demand.compute_share, s.cus)
+        s.cus_used += cu_cost(a.item.demand.cu_request, s.cus)
         s.occupants.append(a.item.instance_id)
 
 
@@ -149,7 +152,7 @@ def _release(slots: dict[PartitionRef, Slot], a: Assignment) -> None:
         s = slots[ref]
         s.used_bytes -= a.bytes_per_rank
         s.share_used -= a.item.demand.compute_share or 0.0
-        s.cus_used -= cu_cost(a.item.demand.compute_share, s.cus)
+        s.cus_used -= cu_cost(a.item.demand.cu_request, s.cus)
         s.occupants.remove(a.item.instance_id)
 
 
@@ -172,7 +175,7 @@ def span_rules(prob: Problem) -> SpanRules:
 def fitting_slots(slots: dict[PartitionRef, Slot], d: ModelDemand, tp: int, free_tp: bool = False) -> list[Slot]:
     """Partitions with room for one more tp-``tp`` rank of ``d`` (bytes, share, GPUs allowed)."""
     need = d.bytes_per_rank_by_tp[tp]
-    share, allowed = d.compute_share, d.allowed_gpus
+    share, allowed = d.cu_request, d.allowed_gpus
     sized: dict[tuple[int, int], bool] = {}  # rank_fits per partition size: a node has few sizes
     out = []
     for s in slots.values():
@@ -238,7 +241,7 @@ def _in_place(slots: dict[PartitionRef, Slot], item: Item, run: RunningInstance,
         return None
     for r in run.partitions:
         s = slots[r]
-        if not (rank_fits(d, tp, s.capacity_bytes, s.total_bytes) and s.fits(need, d.compute_share)):
+        if not (rank_fits(d, tp, s.capacity_bytes, s.total_bytes) and s.fits(need, d.cu_request)):
             return None
     return Assignment(item, tp, tuple(run.partitions), need)
 
@@ -262,7 +265,7 @@ def pack(slots: dict[PartitionRef, Slot], items: list[Item], keep: dict[str, Run
         if item is None or not all(r in slots for r in run.partitions):
             continue
         a = Assignment(item, len(run.partitions), tuple(run.partitions), run.memory_bytes_per_rank)
-        if all(slots[r].fits(a.bytes_per_rank, item.demand.compute_share) for r in a.refs):
+        if all(slots[r].fits(a.bytes_per_rank, item.demand.cu_request) for r in a.refs):
             _occupy(slots, a)
             note(a)
     for iid, run in sorted(restart.items()):  # phase 1b: a changed instance restarts where it ran

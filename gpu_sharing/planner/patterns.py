@@ -101,7 +101,7 @@ def build_space(inventory, demands, policy: PlannerPolicy, specs, candidates: di
     for (hive, cap, total, barred, cus) in sorted(keys, key=keys.get):
         admits = tuple(ci for ci, c in enumerate(classes) if c.demand_index not in barred
                        and rank_fits(demands[c.demand_index], c.tp, cap, total, free_tp=True)
-                       and cus_fit(cus, 0, demands[c.demand_index].compute_share))
+                       and cus_fit(cus, 0, demands[c.demand_index].cu_request))
         types.append(PartType(hive, cap, total, barred, cus, admits))
     out = tuple(Kind(tuple(members), tuple(m for m, _c in sig), tuple(c for _m, c in sig))
                 for (_h, sig), members in sorted(kinds.items(), key=lambda kv: kv[1][0]))
@@ -124,7 +124,7 @@ def most_ranks(space: Space, ci: int, t: int) -> int:
     per instance."""
     c, pt = space.classes[ci], space.types[t]
     most = min(pt.capacity_bytes // max(1, c.bytes_per_rank), space.demands[c.demand_index].replicas,
-               pt.cus // max(1, cu_cost(c.demand.compute_share, pt.cus)))
+               pt.cus // max(1, cu_cost(c.demand.cu_request, pt.cus)))
     return min(most, SHARE_UNITS // c.share_units) if c.share_units else most
 
 
@@ -148,7 +148,7 @@ def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) ->
 
 
 def _cus(space: Space, ci: int, cus: int) -> int:
-    return max(1, cu_cost(space.classes[ci].demand.compute_share, cus))
+    return max(1, cu_cost(space.classes[ci].demand.cu_request, cus))
 
 
 def patterns_of(space: Space, packing: Packing) -> dict[PartitionRef, Pattern]:

@@ -47,7 +47,12 @@ def justified(candidate: Plan, keeping: Plan, hit: Sequence[str], guard: dict[st
     return _above(candidate, priority, floor) > _above(keeping, priority, floor)
 
 
+SHOWN = 8
+"""Instances a warning names at most (a plan found by moving whole GPUs may stop dozens)."""
+
+
 def explain(candidate: Plan, hit: Sequence[str], policy: PlannerPolicy) -> str:
     drain = " (node-wide drain)" if candidate.drain_required else ""
+    named = ", ".join(hit[:SHOWN]) + (f" and {len(hit) - SHOWN} more" if len(hit) > SHOWN else "")
     return (f"kept running instances: the plan placing {int(candidate.solver.objective)} would stop or move "
-            f"{', '.join(hit)}{drain} for a gain of equal or lower priority (planner.preempt: {policy.preempt.value})")
+            f"{named}{drain} for a gain of equal or lower priority (planner.preempt: {policy.preempt.value})")

@@ -146,14 +146,14 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     if not cls:
         return 0.0, (), True, 0
     ranks = {ci: most_ranks(space, ci, t) for ci in cls}
-    shared = [ci for ci in cls if space.classes[ci].share_units]
-    free = [ci for ci in cls if not space.classes[ci].share_units]
+    shared = [ci for ci in cls if space.classes[ci].share_units or space.classes[ci].demand.cu_count]  # CUs of their own
+    free = [ci for ci in cls if ci not in shared]
     scap, exact_s, shares = 0, True, {}
     if shared:
         units = [space.classes[ci].share_units for ci in shared]
         grid, scap, exact_s = _grid(units + [SHARE_UNITS], SHARE_UNITS, MAX_SHARE_CELLS, up)
         shares = dict(zip(shared, grid))
-    cus = {ci: cu_cost(space.classes[ci].demand.compute_share, pt.cus) for ci in shared}
+    cus = {ci: cu_cost(space.classes[ci].demand.cu_request, pt.cus) for ci in shared}
     spieces, fpieces = _pieces(ranks, shared), _pieces(ranks, free)
     states = _reachable(spieces, shares, cus, scap, pt.cus)
     most_free = min(sum(n for _ci, n in fpieces),  # ranks without a share one partition may hold

@@ -26,19 +26,23 @@ _CU_EPS = 1e-9
 """isolation/cu_masks.py's tolerance, so that 0.5 x 152 is exactly 76 CUs."""
 
 
-def cu_cost(share: float | None, cus: int) -> int:
+def cu_cost(share: float | int | None, cus: int) -> int:
     """CUs one rank takes from a partition of ``cus`` CUs, by the rule the launcher applies
     (isolation/cu_masks.resolve_cu_counts, lines 52-90): a compute share gets
-    floor(share x CUs + 1e-9) and is refused when that is 0 (line 70); a tenant without a share
-    splits what the shares leave and needs at least one CU of it (lines 84-88). So a set of
-    tenants is accepted iff the shares sum to at most 1 (line 58) and the sum of this cost over
-    the tenants is at most ``cus`` (lines 53, 81, 85): see ``cus_fit``. 0 means "never here"."""
+    floor(share x CUs + 1e-9) and is refused when that is 0 (line 70); an int is a CU count
+    (``limits.cu_count``: ModelDemand.cu_request), refused above the partition's CUs (line 76);
+    a tenant without either splits what the others leave and needs at least one CU of it
+    (lines 84-88). So a set of tenants is accepted iff the shares sum to at most 1 (line 58;
+    counts are not shares) and the sum of this cost over the tenants is at most ``cus``
+    (lines 53, 81, 85): see ``cus_fit``. 0 means "never here"."""
+    if type(share) is int:
+        return share if share <= cus else 0
     if share:
         return math.floor(share * cus + _CU_EPS)
     return 1
 
 
-def cus_fit(cus: int, cus_used: int, share: float | None) -> bool:
+def cus_fit(cus: int, cus_used: int, share: float | int | None) -> bool:
     """Whether one more rank with ``share`` fits a partition of ``cus`` CUs whose tenants
     already take ``cus_used`` (the sum of their ``cu_cost``); the share sum is checked apart."""
     cost = cu_cost(share, cus)
@@ -159,7 +163,7 @@ class Problem:
     def rank_bound(self, g: GpuChoices, slot: int, c: PlacementClass, layouts: tuple[int, ...]) -> int:
         """Most ranks of ``c`` one slot can hold (memory, shares, replicas)."""
         most = max(min(g.layouts[i].capacity_bytes[slot] // max(1, c.bytes_per_rank),
-                       g.layouts[i].cus[slot] // max(1, cu_cost(c.demand.compute_share, g.layouts[i].cus[slot])))
+                       g.layouts[i].cus[slot] // max(1, cu_cost(c.demand.cu_request, g.layouts[i].cus[slot])))
                    for i in layouts)
         if c.share_units:
             most = min(most, SHARE_UNITS // c.share_units)
@@ -176,7 +180,7 @@ def rank_fits(d: ModelDemand, tp: int, capacity_bytes: int, total_bytes: int, fr
 
 def _slot_fits(lay: Layout, slot: int, c: PlacementClass, free_tp: bool = False) -> bool:
     return (slot < lay.partitions and rank_fits(c.demand, c.tp, lay.capacity_bytes[slot], lay.total_bytes[slot], free_tp)
-            and cus_fit(lay.cus[slot], 0, c.demand.compute_share))
+            and cus_fit(lay.cus[slot], 0, c.demand.cu_request))
 
 
 def coarsest(g: GpuChoices) -> int:
@@ -211,7 +215,7 @@ def _holding_tp(lay: Layout, d: ModelDemand) -> int | None:
         sizes[size] = sizes.get(size, 0) + 1
     for tp in sorted(d.bytes_per_rank_by_tp):
         if sum(n for (cap, total, cus), n in sizes.items()
-               if rank_fits(d, tp, cap, total) and cus_fit(cus, 0, d.compute_share)) >= tp:
+               if rank_fits(d, tp, cap, total) and cus_fit(cus, 0, d.cu_request)) >= tp:
             return tp
     return None
 

@@ -147,7 +147,7 @@ def unplaceable_reason(item: Item, inventory, specs, policy: PlannerPolicy, memo
                      "(the planner maximises the sum of priority+1 over placed replicas); raise its priority or "
                      "add GPUs")
     parts.append(f"largest free space left is {_gb(largest_free)}")
-    if any(s.capacity_bytes - s.used_bytes >= need and not s.fits(need, d.compute_share) for s in packing.slots.values()):
+    if any(s.capacity_bytes - s.used_bytes >= need and not s.fits(need, d.cu_request) for s in packing.slots.values()):
         parts.append("where that space is, the partition's compute is taken (shares sum to at most 1; a share gets "
                      "floor(share x CUs) CUs, every tenant without one at least one CU)")
     return "; ".join(parts)

@@ -110,7 +110,7 @@ def _assign(prob: Problem, counts: dict[int, int], time_budget_s: float) -> dict
         if any(c.share_units for c, _v in here):
             m.Add(sum(c.share_units * v for c, v in here) <= SHARE_UNITS)
         cus = g.layouts[0].cus[0]
-        m.Add(sum(cu_cost(c.demand.compute_share, cus) * v for c, v in here) <= cus)  # problem.cus_fit
+        m.Add(sum(cu_cost(c.demand.cu_request, cus) * v for c, v in here) <= cus)  # problem.cus_fit
     for ci, n in counts.items():
         m.Add(sum(v for (_g, cc), v in x.items() if cc == ci) == n)
     s = cp_model.CpSolver()
@@ -140,7 +140,7 @@ def pack_surrogate(prob: Problem, sur: Surrogate, time_budget_s: float = 0.05) -
     for size, i in order:
         c = prob.classes[tp1[i]]
         fits = [gpu for gpu in sorted(free) if free[gpu] >= size and shares[gpu] + c.share_units <= SHARE_UNITS
-                and cus_fit(by_gpu[gpu].layouts[0].cus[0], cus_used[gpu], c.demand.compute_share)
+                and cus_fit(by_gpu[gpu].layouts[0].cus[0], cus_used[gpu], c.demand.cu_request)
                 and prob.admits(by_gpu[gpu], 0, c)]
         if not fits:
             ranks = _assign(prob, {tp1[i]: n for i, n in chosen.items()}, time_budget_s)
@@ -150,7 +150,7 @@ def pack_surrogate(prob: Problem, sur: Surrogate, time_budget_s: float = 0.05) -
         gpu = min(fits, key=lambda gpu: (free[gpu], gpu))  # best fit
         free[gpu] -= size
         shares[gpu] += c.share_units
-        cus_used[gpu] += cu_cost(c.demand.compute_share, by_gpu[gpu].layouts[0].cus[0])
+        cus_used[gpu] += cu_cost(c.demand.cu_request, by_gpu[gpu].layouts[0].cus[0])
         ranks[gpu, 0, tp1[i]] = ranks.get((gpu, 0, tp1[i]), 0) + 1
     solution = Solution({g.gpu: 0 for g in prob.gpus}, ranks,
                         {(ci, ("gpu", gpu)): n for (gpu, _k, ci), n in ranks.items()})

@@ -32,6 +32,19 @@ class ModelDemand:
     allowed_gpus: tuple[int, ...] | None = None
     attention_heads: int | None = None
     """tp must divide this (when known)."""
+    cu_count: int | None = None
+    """``limits.cu_count``: a whole CU count each rank takes on its partition (the launcher's int
+    request, isolation/cu_masks.resolve_cu_counts); set instead of ``compute_share``."""
+
+    def __post_init__(self) -> None:
+        if self.compute_share is not None:  # an int share would read as a CU count (cu_request)
+            object.__setattr__(self, "compute_share", float(self.compute_share))
+
+    @property
+    def cu_request(self) -> int | float | None:
+        """What the launcher's CU rule takes (isolation/cu_masks.CuRequest): the CU count (int),
+        else the share (float), else None. problem.cu_cost and packing.Slot.fits read it."""
+        return self.cu_count if self.cu_count is not None else self.compute_share
 
     def instance_id(self, replica: int) -> str:
         return f"{self.name}-{replica}"

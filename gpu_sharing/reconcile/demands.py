@@ -75,7 +75,8 @@ def demand_for(model: ModelSettings, config: Config, *, catalog, measured, confi
     return ModelDemand(name=model.name, replicas=model.replicas if replicas is None else replicas,
                        priority=model.priority, bytes_per_rank_by_tp=sizes, fingerprint=model_fingerprint(model, config),
                        compute_share=model.limits.compute_share, min_partition_bytes=min_partition,
-                       allowed_gpus=tuple(model.gpus) if model.gpus is not None else None, attention_heads=heads)
+                       allowed_gpus=tuple(model.gpus) if model.gpus is not None else None, attention_heads=heads,
+                       cu_count=model.limits.cu_count)
 
 
 def build_demands(config: Config, *, config_dir: Path | None = None, measured: MeasuredSizes | None = None,

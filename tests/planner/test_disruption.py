@@ -96,7 +96,7 @@ def test_replan_keeping_search_repartitions_an_idle_gpu_without_building_exact_m
     """The re-plan's layout search keeps a-0 where it runs and may change only GPU 1 (nothing
     runs there); its plan reaches the full-set knapsack bound, so it is proven optimal and
     neither SCIP's nor CP-SAT's model is built."""
-    from gpu_sharing.planner import planner as planner_module
+    from gpu_sharing.planner import first_pass as planner_module  # where the exact models are called
 
     def _never(*_a, **_k):
         raise AssertionError("an exact model was built for a plan the keeping search proved")
@@ -152,10 +152,10 @@ def test_random_replans_with_a_priority_zero_newcomer_never_stop_what_runs():
 def test_large_node_replan_with_a_gap_builds_no_exact_model(monkeypatch):
     """8 x MI300X, one 171.5 GiB x replica per GPU: a 21.5 GiB tp=1 newcomer fits the free bytes
     in all but no GPU's, so the keeping search leaves a gap. Above 1,500 full-set rank variables
-    (planner.LAYOUT_FIRST_EXACT_MAX_RANK_VARS) neither SCIP's nor CP-SAT's model is built after
+    (planner.LAYOUT_FIRST_EXACT_MAX_RANK_VARS; first_pass.py builds them) neither SCIP's nor CP-SAT's model is built after
     it: at priority 0 the keeping plan stands; at priority 9 the first pass's greedy still
     evicts an x replica (priority 5) for it."""
-    from gpu_sharing.planner import planner as planner_module
+    from gpu_sharing.planner import first_pass as planner_module  # where the exact models are called
 
     def _never(*_a, **_k):
         raise AssertionError("an exact model was built on a large node's re-plan")
@@ -171,3 +171,30 @@ def test_large_node_replan_with_a_gap_builds_no_exact_model(monkeypatch):
     high = plan(inv, [*base, demand("n", 20, 1, 9, tps=(1,))], running, PlannerPolicy())
     assert "n-0" in {x.instance_id for x in high.placements} and [u.model for u in high.unplaceable] == ["x"]
     assert [i for i in high.to_stop if i.startswith("x")] == ["x-0"]
+
+
+def test_large_node_replan_says_when_the_policy_forbids_a_better_plan(monkeypatch):
+    """8 x MI300X, one 61.5 GiB x replica per GPU (priority 5): a 151.5 GiB tp=1 newcomer fits
+    only if one x replica moves next to another. Above 1,500 full-set rank variables no exact
+    model is built (planner.LAYOUT_FIRST_EXACT_MAX_RANK_VARS; first_pass.py builds them), yet the plan that moves an x
+    replica is still found and held back by planner.preempt, and the plan says so; any_gain
+    takes it."""
+    from gpu_sharing.planner import first_pass as planner_module  # where the exact models are called
+
+    def _never(*_a, **_k):
+        raise AssertionError("an exact model was built on a large node's re-plan")
+
+    for name in ("solve_by_configurations", "solve_placed_priority", "solve_least_disruption"):
+        monkeypatch.setattr(planner_module, name, _never)
+    inv = node(8)
+    base = [demand("x", 60, 8, 5, tps=(1,))] + [demand(f"s{i}", 2, 1, 1) for i in range(4)]
+    first = plan(inv, base, [], PlannerPolicy())
+    assert len({p.gpu for p in first.placements if p.model == "x"}) == 8
+    inv, running = converged(inv, first), running_from(first, base)
+    for prio in (0, 5):
+        p = plan(inv, [*base, demand("z", 150, 1, prio, tps=(1,))], running, PlannerPolicy())
+        assert p.to_stop == () and p.disruption == 0 and [u.model for u in p.unplaceable] == ["z"]
+        assert any("would stop or move x-" in w and "planner.preempt: strictly_higher_priority" in w
+                   for w in p.warnings)
+    gain = plan(inv, [*base, demand("z", 150, 1, 0, tps=(1,))], running, PlannerPolicy(preempt=PreemptPolicy.ANY_GAIN))
+    assert "z-0" in {x.instance_id for x in gain.placements} and gain.unplaceable == () and gain.disruption >= 1
