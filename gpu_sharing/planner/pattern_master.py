@@ -29,13 +29,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ortools.linear_solver import pywraplp
-from ortools.sat.python import cp_model
 
 from gpu_sharing.planner import exact
 from gpu_sharing.planner.fill import placed_weight
 from gpu_sharing.planner.packing import Packing, build_slots
 from gpu_sharing.planner.patterns import (Pattern, Space, assign_modes, build_space, complete, patterns_of,
                                          to_packing, type_index, valid)
+from gpu_sharing.planner.pattern_mip import solve_integer
 from gpu_sharing.planner.pricing import price
 from gpu_sharing.planner.types import PlannerPolicy
 
@@ -229,77 +229,6 @@ def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
                                       for t in range(len(space.types))])
 
 
-def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, at_least: int, at_most: int,
-                  deterministic_s: float, guard_s: float, barred: set = frozenset()):
-    """Integer counts of the layouts, columns and instances (CP-SAT, one worker, limited in
-    deterministic time): the most placed priority, at least ``at_least`` (the starting plan,
-    given as ``hint``), at most ``at_most``. A partition holding a ranks of a tp>1 class needs
-    a instances of it (each rank is a different instance). Returns (layout counts, pattern
-    counts, instances, placed) or None. ``barred``: layouts (kind, mode) no such plan uses.
-
-    Only columns that a plan placing ``at_least`` may use are passed (improve: reduced-cost
-    fixing. At the LP's duals every column costs its reduced cost, and a plan's value is at
-    most the LP value minus what its columns cost, so a column costing more than the LP value
-    minus ``at_least`` is in no such plan): far fewer columns, a faster search."""
-    m = cp_model.CpModel()
-    w = {}
-    capterms = {t: [] for t in range(len(space.types))}
-    for q, kind in enumerate(space.kinds):
-        vs = []
-        for li, parts in enumerate(kind.parts):
-            w[q, li] = v = m.NewIntVar(0, 0 if (q, li) in barred else len(kind.gpus), "")
-            vs.append(v)
-            for t, count in parts:
-                capterms[t].append(-count * v)
-        m.Add(sum(vs) == len(kind.gpus))
-    x = {(t, p): m.NewIntVar(0, space.most(t), "") for t, p in columns}
-    linkterms = {}
-    for (t, p), v in x.items():
-        capterms[t].append(v)
-        for ci, a in p:
-            linkterms.setdefault((ci, space.types[t].hive), []).append(-a * v)
-    for t, terms in capterms.items():
-        if terms:
-            m.Add(sum(terms) <= 0)
-    n = {}
-    for (ci, h), terms in sorted(linkterms.items()):
-        c = space.classes[ci]
-        n[ci, h] = m.NewIntVar(0, space.demands[c.demand_index].replicas, "")
-        m.Add(c.tp * n[ci, h] + sum(terms) <= 0)
-    for i, d in enumerate(space.demands):
-        mine = [v for (ci, _h), v in n.items() if space.classes[ci].demand_index == i]
-        if len(mine) > 1:
-            m.Add(sum(mine) <= d.replicas)
-    for (t, p), v in x.items():
-        h = space.types[t].hive
-        spread = [(ci, a) for ci, a in p if a >= 2 and space.classes[ci].tp >= 2]
-        if spread:
-            used = m.NewBoolVar("")
-            m.Add(v == 0).OnlyEnforceIf(used.Not())
-            for ci, a in spread:
-                m.Add(n[ci, h] >= a).OnlyEnforceIf(used)
-    obj = sum(space.classes[ci].weight * v for (ci, _h), v in n.items())
-    m.Add(obj >= at_least)
-    m.Add(obj <= at_most)
-    m.Maximize(obj)
-    for name, vars_ in (("w", w), ("x", x), ("n", n)):
-        for k, v in vars_.items():
-            m.AddHint(v, hint[name].get(k, 0))
-    s = cp_model.CpSolver()
-    s.parameters.num_workers = 1
-    s.parameters.random_seed = 0
-    s.parameters.max_deterministic_time = deterministic_s
-    s.parameters.max_time_in_seconds = guard_s  # a guard only, far above (measured: wall <= 9x det under load)
-    s.parameters.linearization_level = 2  # the LP over the columns is what closes the gap
-    if s.Solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
-
-    def value(vars_: dict) -> dict:
-        return {k: s.Value(v) for k, v in vars_.items() if s.Value(v)}
-    inst = value(n)
-    return value(w), value(x), inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items())
-
-
 def _start(space: Space, modes, packing: Packing) -> dict:
     """The starting plan in the master's terms (seed columns and the MIP's hint)."""
     index = {(space.demands[c.demand_index].name, c.tp): ci for ci, c in enumerate(space.classes)}
@@ -366,8 +295,8 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
         found = solve_integer(space, useful, start, placed, at_most, MIP_DETERMINISTIC_S,
                               exact.WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
                               barred) if slack >= 0 else None
-        if found is not None and found[3] > placed:
-            out = _decode(space, inventory, specs, policy, modes, *found[:3])
+        if found is not None and found.placed > placed:
+            out = _decode(space, inventory, specs, policy, modes, found.layouts, found.counts, found.instances)
             if out is not None and placed_weight(out[1]) > placed:
                 best = out
     return Improved(best[0] if best else None, best[1] if best else None, lp_bound, rounds, len(master.x))

@@ -19,7 +19,7 @@ from counts to named instances on concrete partitions, with the planner's own ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpu_sharing.hardware.inventory import PartitionRef
 from gpu_sharing.planner.fill import fill_free_room
@@ -64,6 +64,9 @@ class Space:
     classes: tuple[PlacementClass, ...]
     types: tuple[PartType, ...]
     kinds: tuple[Kind, ...]
+    ranks_memo: dict = field(default_factory=dict, compare=False, repr=False)
+    """most_ranks per (class, type), filled as asked: the pricing and the completion ask the
+    same few thousand times a plan (measured: 4-5% of the pattern step)."""
 
     def most(self, t: int) -> int:
         """Partitions of type t the node can have at once."""
@@ -122,10 +125,13 @@ def type_index(space: Space, slot: Slot) -> int | None:
 def most_ranks(space: Space, ci: int, t: int) -> int:
     """Ranks of one class a partition of type ``t`` may hold: bytes, shares, CUs, and one rank
     per instance."""
-    c, pt = space.classes[ci], space.types[t]
-    most = min(pt.capacity_bytes // max(1, c.bytes_per_rank), space.demands[c.demand_index].replicas,
-               pt.cus // max(1, cu_cost(c.demand.cu_request, pt.cus)))
-    return min(most, SHARE_UNITS // c.share_units) if c.share_units else most
+    got = space.ranks_memo.get((ci, t))
+    if got is None:
+        c, pt = space.classes[ci], space.types[t]
+        got = min(pt.capacity_bytes // max(1, c.bytes_per_rank), space.demands[c.demand_index].replicas,
+                  pt.cus // max(1, cu_cost(c.demand.cu_request, pt.cus)))
+        got = space.ranks_memo[ci, t] = min(got, SHARE_UNITS // c.share_units) if c.share_units else got
+    return got
 
 
 def complete(space: Space, t: int, pattern: Pattern, value: dict[int, float]) -> Pattern:

@@ -57,14 +57,20 @@ def _grid(sizes: list[int], capacity: int, cells: int, up: bool) -> tuple[list[i
 
 def _pieces(most: dict[int, int], cls: list[int]) -> list[tuple[int, int]]:
     """Each class's bounded count (``most``) split into powers of two: (class, ranks) 0-1 pieces."""
+    return list(_split(tuple((ci, most[ci]) for ci in cls)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(counts: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """_pieces of ((class, most), ...), cached (a plan's rounds ask the same few again)."""
     out = []
-    for ci in cls:
-        left, piece = most[ci], 1
+    for ci, most in counts:
+        left, piece = most, 1
         while left > 0:
             out.append((ci, min(piece, left)))
             left -= min(piece, left)
             piece *= 2
-    return out
+    return tuple(out)
 
 
 @dataclass

@@ -207,3 +207,45 @@ def test_on_a_pinned_cpx_node_the_step_places_more_whatever_the_wall_clock_guard
     assert step > search and placed_priority(p, demands) >= step
     lp_bound = int(status.split("LP bound ")[1].split(":")[0].split(";")[0])
     assert p.solver.bound == lp_bound >= placed_priority(p, demands)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_listing_behind_the_exact_finish_finds_every_maximal_pattern_enumeration_finds(seed):
+    """benchmarks/pattern_listing.py measures how many patterns an exact finish of the step would
+    have to list (every maximal pattern worth at least a floor); its search must miss none:
+    against every count vector, within bytes and the launcher's own CU rule, that no further
+    rank of any class can join."""
+    from pattern_listing import near
+
+    rng = random.Random(50 + seed)
+    inv = Inventory((gpu(0, rng.choice(["MI300X", "MI325X"]), "SPX"),))
+    demands = [demand(f"m{i}", rng.choice([6, 14, 30, 60]), rng.randint(1, 3), rng.randint(0, 9),
+                      tps=rng.choice([(1, 2), (1,), (2, 4)]), share=rng.choice([None, 0.2, 0.25, 0.5]))
+               for i in range(3)]
+    specs = {0: get_spec(inv.gpus[0].model)}
+    space = build_space(inv, demands, PlannerPolicy(), specs, {0: [C.SPX, C.QPX]})
+    listed = 0
+    for t, pt in enumerate(space.types):
+        value = {ci: rng.choice([0.0, rng.uniform(0.1, 10.0)]) for ci in pt.admits}
+        cls = list(pt.admits)
+        caps = [min(space.classes[ci].demand.replicas, pt.capacity_bytes // space.classes[ci].bytes_per_rank)
+                for ci in cls]
+
+        def fits(counts) -> bool:
+            used = sum(space.classes[ci].bytes_per_rank * n for ci, n in zip(cls, counts))
+            tenants = {f"{ci}-{k}": space.classes[ci].demand.compute_share for ci, n in zip(cls, counts)
+                       for k in range(n)}
+            return used <= pt.capacity_bytes and launcher_accepts(pt.cus, tenants)
+        feasible = [c for c in itertools.product(*(range(m + 1) for m in caps)) if fits(c)]
+        best = max(sum(value[ci] * n for ci, n in zip(cls, c)) for c in feasible)
+        floor = 0.7 * best
+        expected = set()
+        for c in feasible:
+            grown = [tuple(n + (j == i) for j, n in enumerate(c)) for i in range(len(cls)) if c[i] < caps[i]]
+            if sum(value[ci] * n for ci, n in zip(cls, c)) >= floor - 1e-9 and not any(fits(g) for g in grown):
+                expected.add(tuple(sorted((ci, n) for ci, n in zip(cls, c) if n)))
+        found, _nodes, complete = near(space, t, value, floor, 10**6)
+        assert complete
+        assert {p for _v, p in found} == expected
+        listed += len(expected)
+    assert listed >= 3  # a real listing, not an empty one
