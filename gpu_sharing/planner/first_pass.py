@@ -19,7 +19,7 @@ from gpu_sharing.planner.exact import keepable, solve_least_disruption, solve_pl
 from gpu_sharing.planner.mip import solve_by_configurations
 from gpu_sharing.planner.packing import Packing, SpanRules, _occupy, build_slots, items_for, pack, span_rules
 from gpu_sharing.planner.problem import Problem, build_problem, coarsest, narrow, total_weight
-from gpu_sharing.planner.solution import SolveResult
+from gpu_sharing.planner.solution import SolveResult, gap
 from gpu_sharing.planner.surrogate import pack_surrogate, surrogate
 from gpu_sharing.planner.types import PlannerPolicy, SolverInfo
 
@@ -35,11 +35,11 @@ fillings took 2.4 s to build in Python and 4.5 s for SCIP's root node on an 8-GP
 far past a 2 s budget (a deterministic size limit, so the same input always takes one path)."""
 
 
-def _specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
+def gpu_specs(inventory: Inventory) -> dict[int, GpuModelSpec]:
     return {g.index: get_spec(g.model) for g in inventory.gpus}
 
 
-def _memory_targets(inventory: Inventory, policy: PlannerPolicy, specs) -> dict[int, MemoryPartitionMode]:
+def memory_targets(inventory: Inventory, policy: PlannerPolicy, specs) -> dict[int, MemoryPartitionMode]:
     pinned = {p.gpu: p.memory_mode for p in policy.gpus if p.memory_mode is not None}
     out = {}
     for g in inventory.gpus:
@@ -54,7 +54,7 @@ def _memory_targets(inventory: Inventory, policy: PlannerPolicy, specs) -> dict[
     return out
 
 
-def _candidates(inventory, policy, specs, memory) -> dict[int, list[ComputePartitionMode]]:
+def candidate_modes(inventory, policy, specs, memory) -> dict[int, list[ComputePartitionMode]]:
     pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
     out = {}
     for g in inventory.gpus:
@@ -84,11 +84,11 @@ def _evaluate(inventory, demands, current, policy, specs, modes, rules, keepable
     return best
 
 
-def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules,
+def greedy_at(inventory, demands, current, policy, specs, memory, prob: Problem, rules: SpanRules,
             keep_ids: set[str] | None = None):
     """Pack at the current modes (valid ones; pinned modes win): what runs stays, nothing is
     repartitioned. Good enough whenever it places every replica, and a start for CP-SAT."""
-    candidates = _candidates(inventory, policy, specs, memory)
+    candidates = candidate_modes(inventory, policy, specs, memory)
     modes = {g.index: (g.compute_mode if g.compute_mode in candidates[g.index] else candidates[g.index][0])
              for g in inventory.gpus}
     keep_ids = set(keepable(prob, current)) if keep_ids is None else keep_ids
@@ -96,18 +96,18 @@ def _greedy(inventory, demands, current, policy, specs, memory, prob: Problem, r
     return modes, best, sum(a.item.weight for a in best.assignments.values())
 
 
-def _first_pass(inventory, demands, current, policy, kept_placed: int = -1, prove: bool = True,
+def run_first_pass(inventory, demands, current, policy, kept_placed: int = -1, prove: bool = True,
                 size_rule: int = 0):
     """The fast first pass under the placement rules (problem.py): greedy, then a proof on the
     problem dominance.py reduces (unless not ``prove``), then least disruption, skipped when the
     proven priority is no more than ``kept_placed`` (the re-plan's keeping search: its plan wins
     such a tie anyway). ``size_rule``: the rank variables above which plan() does not prove (its
     status names it)."""
-    specs = _specs(inventory)
-    memory = _memory_targets(inventory, policy, specs)
+    specs = gpu_specs(inventory)
+    memory = memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
-    modes, best, greedy_placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules)
+    modes, best, greedy_placed = greedy_at(inventory, demands, current, policy, specs, memory, prob, rules)
     everything = total_weight(demands)
     note = "greedy at the current modes"
     if greedy_placed >= everything:
@@ -115,7 +115,7 @@ def _first_pass(inventory, demands, current, policy, kept_placed: int = -1, prov
                           status=f"optimal: every replica placed ({note})")
         return modes, memory, best, info, rules
     if not prove:  # a large node's re-plan: the keeping search's plan stands unless this greedy beats it
-        info = SolverInfo("greedy", float(greedy_placed), float(everything), _gap(greedy_placed, everything),
+        info = SolverInfo("greedy", float(greedy_placed), float(everything), gap(greedy_placed, everything),
                           status=f"{note}; exact models not built (a re-plan above {size_rule} "
                                  "full-set rank variables)")
         return modes, memory, best, info, rules
@@ -128,7 +128,7 @@ def _first_pass(inventory, demands, current, policy, kept_placed: int = -1, prov
     if first.solution is None or first.objective <= greedy_placed:
         bound = max(first.bound, greedy_placed) if first.solution is not None else everything
         verdict = f"{first.solver} proved it optimal" if proven else f"{first.solver} {first.status.lower()}, best bound {bound}"
-        info = SolverInfo("greedy", float(greedy_placed), float(bound), _gap(greedy_placed, bound),
+        info = SolverInfo("greedy", float(greedy_placed), float(bound), gap(greedy_placed, bound),
                           first.wall_time_s, f"{note}; {verdict}")
         return modes, memory, best, info, rules
     found = to_full(allowed, first.solution)
@@ -148,15 +148,15 @@ def _first_pass(inventory, demands, current, policy, kept_placed: int = -1, prov
     memory = {g: lay.memory for g, lay in chosen.items()}
     packing = to_packing(prob, solution, demands, current)
     if not current:
-        modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, modes, memory, packing)
-    info = SolverInfo(first.solver, float(first.objective), float(first.bound), _gap(first.objective, first.bound),
+        modes, packing = stay_in_current_modes(inventory, policy, specs, prob, rules, modes, memory, packing)
+    info = SolverInfo(first.solver, float(first.objective), float(first.bound), gap(first.objective, first.bound),
                       first.wall_time_s,
                       f"placed priority {first.status.lower()} (greedy at the current modes reached {greedy_placed}); "
                       f"least-disruption phase {phase2}")
     return modes, memory, packing, info, rules
 
 
-def _stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanRules, modes, memory, packing: Packing):
+def stay_in_current_modes(inventory, policy, specs, prob: Problem, rules: SpanRules, modes, memory, packing: Packing):
     """With nothing running, the least-disruption phase is skipped; still, a GPU the proof
     moved to another compute mode goes back to its current one when everything placed on it
     fits there too (same placed priority, one repartition fewer)."""
@@ -213,5 +213,3 @@ def _prove(prob: Problem, hint, time_budget_s: float, known: int, second_opinion
                        best.solution, best.solver)
 
 
-def _gap(objective: int, bound: int) -> float:
-    return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)

@@ -25,6 +25,7 @@ from gpu_sharing.planner.exact import solve_least_disruption, solve_placed_prior
 from gpu_sharing.planner.fill import fill_free_room, placed_weight
 from gpu_sharing.planner.packing import Packing
 from gpu_sharing.planner.problem import Problem, build_problem, narrow, total_weight
+from gpu_sharing.planner.solution import gap
 from gpu_sharing.planner.surrogate import surrogate
 from gpu_sharing.planner.types import PlannerPolicy, SolverInfo
 
@@ -46,8 +47,6 @@ class Widened:
     info: SolverInfo
 
 
-def _gap(objective: int, bound: int) -> float:
-    return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)
 
 
 def rank_variables(prob: Problem) -> int:
@@ -93,7 +92,7 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
     search, scope = _search_space(full, modes, memory)
     if search is None:
         return Widened(modes, memory, packing, replace(
-            info, objective=float(placed), bound=float(bound), gap=_gap(placed, bound),
+            info, objective=float(placed), bound=float(bound), gap=gap(placed, bound),
             status=f"{info.status}; full feasible set: bound {bound}, search skipped ({scope})"))
     hint = solution_from_packing(search, inventory, modes, packing)
     res = solve_placed_priority(search, hint, policy.time_budget_s * FULL_SHARE, at_most=bound)
@@ -116,7 +115,7 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
         bound = max(bound, placed)
         verdict = "proved it optimal" if placed >= bound else f"{res.status.lower()}, best bound {bound}"
         return Widened(modes, memory, packing, replace(
-            info, objective=float(placed), bound=float(bound), gap=_gap(placed, bound), wall_time_s=wall,
+            info, objective=float(placed), bound=float(bound), gap=gap(placed, bound), wall_time_s=wall,
             status=f"{info.status}; full feasible set ({scope}): cp-sat {verdict}"))
     solution = res.solution
     if current:
@@ -132,6 +131,6 @@ def widen(inventory, demands, current, policy: PlannerPolicy, modes, memory, pac
     placed = placed_weight(packing)
     bound = max(bound, placed)
     return Widened(modes, memory, packing, SolverInfo(
-        "cp-sat", float(placed), float(bound), _gap(placed, bound), wall,
+        "cp-sat", float(placed), float(bound), gap(placed, bound), wall,
         f"{info.status}; full feasible set ({scope}): cp-sat {res.status.lower()} placed {placed} "
         f"(starting plan {int(info.objective)}), bound {bound}"))

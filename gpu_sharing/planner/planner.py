@@ -34,8 +34,9 @@ from gpu_sharing.hardware.inventory import Inventory
 from gpu_sharing.planner.assemble import to_plan
 from gpu_sharing.planner.exact import keepable
 from gpu_sharing.planner.fill import choose_free, fill_free_room, placed_weight
-from gpu_sharing.planner.first_pass import (_candidates, _first_pass, _gap, _greedy, _memory_targets, _specs,
-                                            _stay_in_current_modes)
+from gpu_sharing.planner.first_pass import (candidate_modes, gpu_specs, greedy_at, memory_targets, run_first_pass,
+                                            stay_in_current_modes)
+from gpu_sharing.planner.solution import gap
 from gpu_sharing.planner.full_search import search_full_set
 from gpu_sharing.planner.fullset import rank_variables, widen
 from gpu_sharing.planner.improve import improve as ruin_and_recreate, moves_for
@@ -66,9 +67,9 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
          policy: PlannerPolicy) -> Plan:
     exact_after = True  # the full-set search (fullset.py) after the first pass
     kept_plan, moved = None, None
-    specs = _specs(inventory)
+    specs = gpu_specs(inventory)
     if (current and not policy.prefer_local_tp  # a re-plan: first what keeps every protected instance
-            and _memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
+            and memory_targets(inventory, policy, specs) == {g.index: g.memory_mode for g in inventory.gpus}):
         kept_plan, kept_parts, kept_vars = _keep_search(inventory, demands, current, policy)
         if kept_plan.solver.gap == 0:
             return kept_plan
@@ -77,7 +78,7 @@ def plan(inventory: Inventory, demands: Sequence[ModelDemand], current: Sequence
         modes, memory, packing, info, rules, rank_vars = _layout_first(inventory, demands, policy)
         exact_after = info.gap > 0 and rank_vars <= LAYOUT_FIRST_EXACT_MAX_RANK_VARS
     else:
-        modes, memory, packing, info, rules = _first_pass(inventory, demands, current, policy,
+        modes, memory, packing, info, rules = run_first_pass(inventory, demands, current, policy,
                                                           _placed(kept_plan, demands) if kept_plan else -1, exact_after,
                                                           LAYOUT_FIRST_EXACT_MAX_RANK_VARS)
         if kept_plan is not None and placed_weight(packing) <= _placed(kept_plan, demands):
@@ -141,7 +142,7 @@ def _moving_search(inventory, demands, policy: PlannerPolicy, kept_parts, bound:
         return None
     placed = placed_weight(moved.packing)
     return moved.modes, memory, moved.packing, SolverInfo(
-        "layout-search", float(placed), float(max(bound, placed)), _gap(placed, int(bound)), 0.0,
+        "layout-search", float(placed), float(max(bound, placed)), gap(placed, int(bound)), 0.0,
         f"{info.status}; {note}; moving running instances too (ruin and recreate, nothing fixed): "
         f"+{moved.gained} in {moved.moves} moves")
 
@@ -203,20 +204,20 @@ def _second_objective(inventory, current, policy: PlannerPolicy, modes, memory, 
 def _keeping_plan(inventory, demands, current, policy: PlannerPolicy, best: SolverInfo) -> Plan:
     """Every running instance that may stay stays: the current modes (no repartition, so no
     drain), what runs kept, the rest packed around it and the final fill."""
-    specs = _specs(inventory)
+    specs = gpu_specs(inventory)
     memory = {g.index: g.memory_mode for g in inventory.gpus}
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     # what may stay is judged over the feasible set the plans were made in: an instance the
     # full-set search placed at tp=2 across GPUs is not restarted because rule 2 would not place it so
     where = prob if policy.prefer_local_tp else build_problem(inventory, demands, policy, full=True)
-    modes, packing, _placed = _greedy(inventory, demands, current, policy, specs, memory, prob, rules,
+    modes, packing, _placed = greedy_at(inventory, demands, current, policy, specs, memory, prob, rules,
                                       set(keepable(where, current)))
     packing = fill_free_room(packing, policy, rules if policy.prefer_local_tp else None)
     modes, packing = _second_objective(inventory, current, policy, modes, memory, packing, rules, may_repartition=False)
     placed = placed_weight(packing)
     bound = max(int(best.bound), placed)
-    info = SolverInfo("greedy", float(placed), float(bound), _gap(placed, bound), best.wall_time_s,
+    info = SolverInfo("greedy", float(placed), float(bound), gap(placed, bound), best.wall_time_s,
                       f"kept what runs (planner.preempt: {policy.preempt.value}); best plan found placed "
                       f"{int(best.objective)}")
     return to_plan(inventory, demands, current, policy, modes, memory, packing, info, policy_warnings(inventory, policy))
@@ -230,13 +231,13 @@ def _keep_search(inventory, demands, current, policy: PlannerPolicy):
     least-disruption phase; when it reaches the full-set knapsack bound it is proven optimal
     and the exact models are not built at all. Not run when a pinned memory mode is to be
     applied (plan() checks): that needs a reload, which the exact phases weigh."""
-    specs = _specs(inventory)
+    specs = gpu_specs(inventory)
     memory = {g.index: g.memory_mode for g in inventory.gpus}
     full = build_problem(inventory, demands, policy, full=True)
     guard = protected(current, demands)
     kept = {iid: run for iid, (_ci, run) in keepable(full, current).items() if iid in guard}
     held = {ref.gpu for run in kept.values() for ref in run.partitions}
-    candidates = _candidates(inventory, policy, specs, memory)
+    candidates = candidate_modes(inventory, policy, specs, memory)
     for g in inventory.gpus:
         if (g.index in held or policy.repartition_drains_node) and g.compute_mode in candidates[g.index]:
             candidates[g.index] = [g.compute_mode]
@@ -255,14 +256,14 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
     bound is proven optimal at once. Otherwise its plan goes to the full-set search (fullset.py)
     with the gap. No exact model under the first pass's rules is built: its plans are in the
     full set too, and the search starts from the current modes, as the greedy does."""
-    specs = _specs(inventory)
-    memory = _memory_targets(inventory, policy, specs)
+    specs = gpu_specs(inventory)
+    memory = memory_targets(inventory, policy, specs)
     prob = build_problem(inventory, demands, policy)
     rules = span_rules(prob)
     full = build_problem(inventory, demands, policy, full=True)
     bound, found, note, source = search_full_set(inventory, demands, policy, specs, full,
-                                         _candidates(inventory, policy, specs, memory))
-    modes, packing = _stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
+                                         candidate_modes(inventory, policy, specs, memory))
+    modes, packing = stay_in_current_modes(inventory, policy, specs, prob, rules, found.modes, memory, found.packing)
     info = _layout_info(placed_weight(packing), bound, found.evaluations, "", note, source)
     return modes, memory, packing, info, rules, rank_variables(full)
 
@@ -270,5 +271,5 @@ def _layout_first(inventory, demands, policy: PlannerPolicy):
 def _layout_info(placed: int, bound: int, evaluations: int, prefix: str, note: str, source: str) -> SolverInfo:
     name = f"full-set {source} bound"
     verdict = f"optimal: it reaches the {name}" if placed >= bound else f"{name} {bound}"
-    return SolverInfo("layout-search", float(placed), float(max(bound, placed)), _gap(placed, bound), 0.0,
+    return SolverInfo("layout-search", float(placed), float(max(bound, placed)), gap(placed, bound), 0.0,
                       f"{prefix}layout search ({evaluations} layouts or choices packed){note}: {verdict}")

@@ -31,3 +31,8 @@ class SolveResult:
     wall_time_s: float
     solution: Solution | None
     solver: str = "cp-sat"
+
+
+def gap(objective: float, bound: float) -> float:
+    """Relative gap of a plan's placed priority to its bound (0 when the bound is 0 or below it)."""
+    return 0.0 if bound <= 0 else max(0.0, (bound - objective) / bound)

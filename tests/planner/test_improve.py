@@ -66,9 +66,9 @@ def _layout_search(inv, demands, policy):
     """What plan() hands to the step at a budget below pattern_master.MIN_BUDGET_S: the layout
     search's packing, modes and bound."""
     policy = replace(policy, time_budget_s=0.5)
-    specs = planner_module._specs(inv)
-    memory = planner_module._memory_targets(inv, policy, specs)
-    candidates = planner_module._candidates(inv, policy, specs, memory)
+    specs = planner_module.gpu_specs(inv)
+    memory = planner_module.memory_targets(inv, policy, specs)
+    candidates = planner_module.candidate_modes(inv, policy, specs, memory)
     full = build_problem(inv, demands, policy, full=True)
     with pytest.MonkeyPatch.context() as m:
         _without_the_step(m)
@@ -128,7 +128,7 @@ def test_a_gpu_switches_mode_when_its_partitions_then_hold_more():
     inv = Inventory((gpu(0, "MI300X", "SPX"),))
     demands = [demand("a", 10, 8, 1, tps=(1,), share=0.5)]
     policy = PlannerPolicy()
-    specs = planner_module._specs(inv)
+    specs = planner_module.gpu_specs(inv)
     layouts = mode_slots(inv, specs, policy, {0: C.SPX}, {0: [C.SPX, C.CPX]})
     empty = Packing({}, items_for(demands), {}, build_slots(inv, {0: C.SPX}, specs, policy))
     out = improve(empty, 16, {0: C.SPX}, layouts)
@@ -145,7 +145,7 @@ def test_the_step_leaves_every_tenant_its_cus():
     inv = Inventory((gpu(0, "MI300X", "SPX"),))
     demands = [demand("a", 10, 2, 5, tps=(1,), share=0.5), demand("b", 2, 1, 0, tps=(1,))]
     policy = PlannerPolicy()
-    specs = planner_module._specs(inv)
+    specs = planner_module.gpu_specs(inv)
     layouts = mode_slots(inv, specs, policy, {0: C.SPX}, {0: [C.SPX]})
     empty = Packing({}, items_for(demands), {}, build_slots(inv, {0: C.SPX}, specs, policy))
     out = improve(empty, 13, {0: C.SPX}, layouts)

@@ -161,8 +161,8 @@ def test_every_mode_two_hives_pins_and_shares_from_nothing(seed):
 
     inv, demands, policy = small_case(seed)
     specs = {g.index: get_spec(g.model) for g in inv.gpus}
-    memory = pipeline._memory_targets(inv, policy, specs)
-    candidates = pipeline._candidates(inv, policy, specs, memory)
+    memory = pipeline.memory_targets(inv, policy, specs)
+    candidates = pipeline.candidate_modes(inv, policy, specs, memory)
     modes = {g: c[0] for g, c in candidates.items()}
     empty = Packing({}, items_for(demands), {}, build_slots(inv, modes, specs, policy))
     better = improve(inv, demands, policy, specs, candidates, modes, empty, sum((d.priority + 1) * d.replicas
