@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import random
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,21 +50,30 @@ def describe(p, demands) -> str:
 
 
 def plans_of_case(rng: random.Random, family: str, budget_s: float | None = None):
-    """(label, plan, demands) for every plan benchmarks/planner.py's run_case makes, in order."""
+    """(label, plan, demands, seconds) for every plan benchmarks/planner.py's run_case makes, in
+    order; ``seconds``: that plan() call's wall time (planner_knobs.py reports it; the digest
+    does not)."""
     base = "auto" if family == "replan" else family
     inv, demands, policy = make_case(rng, base)
     if budget_s is not None:
         policy = replace(policy, time_budget_s=budget_s)
     current = []
     if family == "replan":
-        first = plan(inv, demands, [], policy)
-        yield "converge", first, demands
+        first, took = _timed_plan(inv, demands, current, policy)
+        yield "converge", first, demands, took
         inv, demands, current, _unchanged = converged_replan(rng, inv, demands, first)
-    p = plan(inv, demands, current, policy)
-    yield "timed", p, demands
+    p, took = _timed_plan(inv, demands, current, policy)
+    yield "timed", p, demands, took
     if family != "replan":
         inv, demands, current, _unchanged = converged_replan(rng, inv, demands, p)
-        yield "replan", plan(inv, demands, current, policy), demands
+        again, took = _timed_plan(inv, demands, current, policy)
+        yield "replan", again, demands, took
+
+
+def _timed_plan(inv, demands, current, policy):
+    t0 = time.perf_counter()
+    p = plan(inv, demands, current, policy)
+    return p, time.perf_counter() - t0
 
 
 def main() -> int:
@@ -79,7 +89,7 @@ def main() -> int:
         for seed in (int(s) for s in args.seeds.split(",")):
             rng = random.Random(f"{seed}-{family}")
             for case in range(args.cases):
-                for label, p, demands in plans_of_case(rng, family, args.budget):
+                for label, p, demands, _seconds in plans_of_case(rng, family, args.budget):
                     text = describe(p, demands)
                     body = text if args.full else hashlib.sha256(text.encode()).hexdigest()
                     line = f"{family} seed={seed} case={case} {label} {body}"
