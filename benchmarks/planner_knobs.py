@@ -7,7 +7,9 @@ A SETTING is ``default`` or ``name:module.CONSTANT=value[,module.CONSTANT=value.
 ``det05:pattern_master.MIP_DETERMINISTIC_S=0.05`` or ``evals8:layout_search.MAX_EVALUATIONS=8``
 (modules under gpu_sharing.planner; values are Python literals). A constant that a function
 of its module took as a default argument (``search_layouts(max_evaluations=MAX_EVALUATIONS)``)
-is rebound there too, when the parameter is the constant's name in lower case.
+is rebound there too, when the parameter is the constant's name in lower case (the planner
+keeps that convention: pattern_master.generate's max_pricing_cells, layout_search's
+max_evaluations).
 
 Why: the planner's result depends on counted work limits (CP-SAT's deterministic time, pricing
 cells and rounds, layouts packed, ruin-and-recreate moves), and a limit that looks better on

@@ -39,9 +39,14 @@ from gpu_sharing.planner.pattern_mip import solve_integer
 from gpu_sharing.planner.pricing import price
 from gpu_sharing.planner.types import PlannerPolicy
 
-MAX_ROUNDS = 30
+MAX_ROUNDS = 60
 """Pricing rounds at most (each: one LP solve and one pricing per partition type). Measured
-on the benchmark's cpx, pinned-tp and shares families: 12-30 rounds to convergence."""
+on the benchmark's auto, cpx, pinned-tp and shares families (seeds 1-12, 165 runs of this
+step, fresh plans and re-plans): 21-25 rounds at the median, at most 48; every auto, cpx and
+pinned-tp run converges within 41 (an exact LP bound), the shares runs stop on
+MAX_PRICING_CELLS first. At 30, 23 of those 114 runs stopped before converging; 60 placed
++11 priority in 6 of 240 fresh plans and -3 in 2 (benchmarks/planner_knobs.py, seeds 1-12;
+docs/planner-benchmark.md, session 7)."""
 MAX_PRICING_CELLS = 40_000_000
 """Pricing table cells computed at most: the counted work of the pricing, which dominates the
 step (60-200 million cells a second on the 2-core development machine, so at most about
@@ -152,7 +157,7 @@ def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int,
 
 
 def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS,
-             max_cells: int = MAX_PRICING_CELLS):
+             max_pricing_cells: int = MAX_PRICING_CELLS):
     """Column generation from ``seeds``: (master, LP value, bound, rounds). With exact pricing
     each round gives a Lagrangian bound too, and it stops as soon as that bound reaches
     ``known`` (a plan that places that much exists: nothing better is left to find).
@@ -164,13 +169,13 @@ def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max
     for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
         master.add(t, complete(space, t, (), {ci: space.classes[ci].weight / space.classes[ci].tp
                                               for ci in pt.admits}))
-    value, bound, rounds = _grow(master, max_rounds, known, max_cells)
+    value, bound, rounds = _grow(master, max_rounds, known, max_pricing_cells)
     return master, value, bound, rounds
 
 
-def _grow(master: _Master, max_rounds: int, known: int, max_cells: int) -> tuple[float, float | None, int]:
+def _grow(master: _Master, max_rounds: int, known: int, max_pricing_cells: int) -> tuple[float, float | None, int]:
     """Pricing rounds until no column earns more than its type's price, or the bound reaches
-    ``known``, or the counted work (``max_rounds``, ``max_cells`` of pricing tables) runs out:
+    ``known``, or the counted work (``max_rounds``, ``max_pricing_cells`` of pricing tables) runs out:
     (LP value, bound, rounds). A round prices the types of the modes the LP uses first and
     the others only when those give no column; only full rounds give a bound. The master's
     last solve is of its final columns (for master.rounded)."""
@@ -182,7 +187,7 @@ def _grow(master: _Master, max_rounds: int, known: int, max_cells: int) -> tuple
         if solved is None:
             return 0.0, None, rounds
         value, pi, mu = solved
-        if rounds > max_rounds or master.work > max_cells:  # out of counted work: the bound of a full round, if any
+        if rounds > max_rounds or master.work > max_pricing_cells:  # out of counted work: a full round's bound, if any
             return value, (bound if bound < float("inf") else None), rounds
         gain: dict[int, float] = {}
         exact = True
