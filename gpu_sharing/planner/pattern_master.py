@@ -56,13 +56,16 @@ at this limit."""
 MIN_BUDGET_S = 1.0
 """Below this time budget the step does not run: its fixed work (MAX_ROUNDS, MAX_PRICING_CELLS
 and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
-MIP_DETERMINISTIC_S = 0.1
+MIP_DETERMINISTIC_S = 0.15
 """CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
-the budget does not change the plan; about 0.25 s of wall time on the 2-core development
-machine, far inside the default 2 s). Measured on the benchmark's cpx, pinned-tp and shares
-families: half of it lost 1-9 placed priority on 6 of 15 cases, twice of it gained 1 on
-one case for 2.5x the time; SCIP over the same model (no presolve, no cuts) at 100 nodes
-took as long and lost on 2 of the shares cases."""
+the budget does not change the plan; at most about 0.25 s of wall time on the 2-core
+development machine, far inside the default 2 s). Measured with benchmarks/planner_knobs.py
+on the benchmark's auto, cpx, shares and pinned-tp families (docs/planner-benchmark.md,
+session 7): from 0.1, 0.15 placed +20 priority in 12 of 240 fresh plans on seeds 1-12 and
++29 in 12 of 240 on seeds 13-24, less in none, for +0-16% p50 and +20-30% p95 of plan()'s
+time in those families; 0.2 gained more on pinned tp (+27 in 12 cases, seeds 1-12) for +40-60%
+p95; 0.05 lost 1-2 in 5 of 120 (seeds 1-6). SCIP over the same model (no presolve, no cuts)
+at 100 nodes took as long as 0.1 and lost on 2 of the shares cases."""
 EPS = 1e-6
 
 
