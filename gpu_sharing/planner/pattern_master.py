@@ -58,7 +58,7 @@ MIN_BUDGET_S = 1.0
 and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
 MIP_DETERMINISTIC_S = 0.15
 """CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
-the budget does not change the plan; at most about 0.25 s of wall time on the 2-core
+the budget does not change the plan; 0.2-0.3 s of wall time at most on the 2-core
 development machine, far inside the default 2 s). Measured with benchmarks/planner_knobs.py
 on the benchmark's auto, cpx, shares and pinned-tp families (docs/planner-benchmark.md,
 session 7): from 0.1, 0.15 placed +20 priority in 12 of 240 fresh plans on seeds 1-12 and
