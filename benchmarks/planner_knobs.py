@@ -23,7 +23,7 @@ it differs from the first setting (+more / -less), and p50 / p95 wall ms of the 
 then every case that differs. Compare settings within one run: wall times move with the
 machine's load, placed priority does not (every limit is counted work).
 
-Exit status: 0, or 2 on a bad SETTING.
+Exit status: 0; 2 on a bad SETTING (or two with one name); 1 when a setting's run fails.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from planner import pct  # noqa: E402
 
 DEFAULT_FAMILIES = "auto,cpx,shares,pinned-tp"
 
@@ -113,11 +115,6 @@ def run_setting(changes, seeds: list[int], cases: int, families: list[str]) -> d
     return out
 
 
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 def report(results: dict[str, dict], families: list[str]) -> list[str]:
     """The table and the differing cases (see the module docstring)."""
     names = list(results)
@@ -136,7 +133,7 @@ def report(results: dict[str, dict], families: list[str]) -> list[str]:
             times = [rows[k][1] for k in keys]
             lines.append(f"{family:<10} {name:<14} {sum(rows[k][0] for k in keys):>7} {diff(0):>6} "
                          f"{sum(rows[k][2] or 0 for k in keys):>7} {diff(2):>6} "
-                         f"{_pct(times, 0.5):>7.1f} {_pct(times, 0.95):>7.1f}")
+                         f"{pct(times, 0.5):>7.1f} {pct(times, 0.95):>7.1f}")
     for name in names[1:]:
         for k, row in results[name].items():
             for i, what in ((0, "timed"), (2, "re-plan")):
@@ -161,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.child:
             print(json.dumps(run_setting(parsed[0][1], seeds, args.cases, families)))
             return 0
+        names = [name for name, _changes in parsed]
+        if len(set(names)) < len(names):
+            raise ValueError(f"two settings share a name: {', '.join(names)}")
         for _name, changes in parsed:  # every module and constant exists, before any long run
             apply_check(changes)
     except ValueError as e:
@@ -171,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         done = subprocess.run([sys.executable, __file__, "--child", "--seeds", args.seeds, "--cases",
                                str(args.cases), "--families", args.families, text],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"planner_knobs: setting {name} failed (exit {done.returncode}):\n{done.stderr}", file=sys.stderr)
+            return 1
         results[name] = json.loads(done.stdout)
     if args.json:
         print(json.dumps(results, indent=1))

@@ -35,6 +35,20 @@ def test_unknown_module_or_constant_exits_2_before_any_run(capsys):
     assert "has no constant NOPE" in capsys.readouterr().err
 
 
+def test_two_settings_with_one_name_exit_2(capsys):
+    assert knobs.main(["a:improve.MAX_MOVES=1", "a:improve.MAX_MOVES=2"]) == 2
+    assert "two settings share a name" in capsys.readouterr().err
+
+
+def test_a_setting_whose_run_fails_exits_1_with_the_childs_error(capsys):
+    """MAX_MOVES=None breaks improve.moves_for inside the child: the parent says which setting
+    failed and shows the child's traceback instead of raising."""
+    args = ["--seeds", "1", "--cases", "1", "--families", "cpx", "broken:improve.MAX_MOVES=None"]
+    assert knobs.main(args) == 1
+    err = capsys.readouterr().err
+    assert "setting broken failed" in err and "TypeError" in err
+
+
 @pytest.fixture
 def restore_layout_search():
     saved = layout_search.MAX_EVALUATIONS, layout_search.search_layouts.__defaults__
