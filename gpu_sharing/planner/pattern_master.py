@@ -57,8 +57,8 @@ MIN_BUDGET_S = 1.0
 """Below this time budget the step does not run: its fixed work (MAX_ROUNDS, MAX_PRICING_CELLS
 and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
 MIP_DETERMINISTIC_S = 0.15
-"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget (so
-the budget does not change the plan; 0.2-0.3 s of wall time at most on the 2-core
+"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget below
+THOROUGH_BUDGET_S (so the budget does not change the plan; 0.2-0.3 s of wall time at most on the 2-core
 development machine, far inside the default 2 s). Measured with benchmarks/planner_knobs.py
 on the benchmark's auto, cpx, shares and pinned-tp families (docs/planner-benchmark.md,
 session 7): from 0.1, 0.15 placed +20 priority in 12 of 240 fresh plans on seeds 1-12 and
@@ -66,6 +66,19 @@ session 7): from 0.1, 0.15 placed +20 priority in 12 of 240 fresh plans on seeds
 time in those families; 0.2 gained more on pinned tp (+27 in 12 cases, seeds 1-12) for +40-60%
 p95; 0.05 lost 1-2 in 5 of 120 (seeds 1-6). SCIP over the same model (no presolve, no cuts)
 at 100 nodes took as long as 0.1 and lost on 2 of the shares cases."""
+THOROUGH_BUDGET_S = 10.0
+"""From this PlannerPolicy.time_budget_s up, the step is thorough: exact pricing tables
+(THOROUGH_TABLE_CELLS), THOROUGH_FACTOR times the pricing cells and CP-SAT's deterministic
+time. Below it the limits above hold whatever the budget, so the default budget's plans do
+not depend on it. Why a step and not a scale: partly finer tables placed less on shares
+(pricing.MAX_TABLE_CELLS 8192: -9 on seeds 1-12), exact tables with 5x the CP-SAT time placed
+more (+18 in 8 of the 20 shares cases of seed 1, +6 in 3 of 20 pinned-tp cases of seeds 1-4,
+less in none; p50 0.6 s, p95 1.2 s: docs/planner-benchmark.md, session 7), so the budget
+chooses between the two measured settings."""
+THOROUGH_FACTOR = 5
+THOROUGH_TABLE_CELLS = 200_000
+"""Cells of one pricing table when thorough: every table of the benchmark's families is then
+exact (no byte rounding; shares stay exact to MAX_SHARE_CELLS steps)."""
 EPS = 1e-6
 
 
@@ -88,8 +101,10 @@ class _Master:
     the patterns give; per model sum n <= replicas. Every row is a constraint (no variable
     upper bounds), so the duals alone price a column."""
 
-    def __init__(self, space: Space):
+    def __init__(self, space: Space, table_cells: int | None = None):
         self.space = space
+        self.table_cells = table_cells
+        """Cells of one pricing table (pricing.price; None: its MAX_TABLE_CELLS)."""
         s = self.s = pywraplp.Solver.CreateSolver("GLOP")
         inf = s.infinity()
         self.cap = [s.Constraint(-inf, 0) for _t in space.types]
@@ -160,13 +175,13 @@ def _prices(space: Space, t: int, mu: dict[tuple[int, int], float]) -> dict[int,
 
 
 def generate(space: Space, seeds: list[tuple[int, Pattern]], known: int = 0, max_rounds: int = MAX_ROUNDS,
-             max_pricing_cells: int = MAX_PRICING_CELLS):
+             max_pricing_cells: int = MAX_PRICING_CELLS, table_cells: int | None = None):
     """Column generation from ``seeds``: (master, LP value, bound, rounds). With exact pricing
     each round gives a Lagrangian bound too, and it stops as soon as that bound reaches
     ``known`` (a plan that places that much exists: nothing better is left to find).
     (Stopping as soon as the bound's integer part is the LP value's was measured: fewer
     columns, and the MIP then missed the optimum on a cpx case.)"""
-    master = _Master(space)
+    master = _Master(space, table_cells)
     for t, p in seeds:
         master.add(t, p)
     for t, pt in enumerate(space.types):  # one greedy column per type at the weights per byte
@@ -197,7 +212,7 @@ def _grow(master: _Master, max_rounds: int, known: int, max_pricing_cells: int) 
         for group in _by_use(master):  # the types of the modes the LP uses first: most columns come from them
             for t in group:
                 prices = _prices(space, t, mu)
-                best, pattern, ok, cells = price(space, t, prices)
+                best, pattern, ok, cells = price(space, t, prices, table_cells=master.table_cells)
                 master.work += cells
                 exact = exact and ok
                 gain[t] = max(0.0, best - pi[t])
@@ -213,7 +228,7 @@ def _grow(master: _Master, max_rounds: int, known: int, max_pricing_cells: int) 
             if exact:  # nothing better than the known plan exists, or no column earns more than its price
                 master.solve()  # its solution, for rounded(), is of the columns it has now
                 return value, bound, rounds
-            return value, _lagrange(space, value, pi, mu), rounds
+            return value, _lagrange(space, value, pi, mu, master.table_cells), rounds
 
 
 def _by_use(master: _Master) -> list[list[int]]:
@@ -230,10 +245,11 @@ def _most_gain(space: Space, gain: list[float]) -> float:
                for kind in space.kinds)
 
 
-def _lagrange(space: Space, value: float, pi: list[float], mu) -> float:
+def _lagrange(space: Space, value: float, pi: list[float], mu, table_cells: int | None) -> float:
     """LP value + the most the partitions could earn over their prices (pricing with sizes
     rounded down: an upper bound when the pricing was not exact)."""
-    return value + _most_gain(space, [max(0.0, price(space, t, _prices(space, t, mu), up=False)[0] - pi[t])
+    return value + _most_gain(space, [max(0.0, price(space, t, _prices(space, t, mu), up=False,
+                                                     table_cells=table_cells)[0] - pi[t])
                                       for t in range(len(space.types))])
 
 
@@ -275,17 +291,27 @@ def every_layout(full, candidates: dict[int, list]) -> bool:
                and len({lay.memory for lay in g.layouts}) == 1 for g in full.gpus)
 
 
+def limits(policy: PlannerPolicy) -> tuple[float, int, int | None]:
+    """(CP-SAT's deterministic s, pricing cells, cells of one pricing table or None for
+    pricing's own) for this budget: the defaults, or thorough ones (THOROUGH_BUDGET_S)."""
+    if policy.time_budget_s >= THOROUGH_BUDGET_S:
+        return (MIP_DETERMINISTIC_S * THOROUGH_FACTOR, MAX_PRICING_CELLS * THOROUGH_FACTOR, THOROUGH_TABLE_CELLS)
+    return MIP_DETERMINISTIC_S, MAX_PRICING_CELLS, None
+
+
 def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes, packing: Packing,
             bound: int) -> Improved:
     """A better plan than ``packing`` (at ``modes``), each GPU in one of its ``candidates``
     modes, and the LP bound over those modes. Nothing when the budget is below
-    MIN_BUDGET_S (the work here is fixed, not scaled)."""
+    MIN_BUDGET_S (the work here does not scale with the budget: limits())."""
     if policy.time_budget_s < MIN_BUDGET_S:
         return Improved(None, None, None, 0, 0)
     placed = placed_weight(packing)
     space = build_space(inventory, demands, policy, specs, candidates)
     start = _start(space, modes, packing)
-    master, _value, lp_bound, rounds = generate(space, sorted(start["x"]), placed)
+    mip_s, pricing_cells, table_cells = limits(policy)
+    master, _value, lp_bound, rounds = generate(space, sorted(start["x"]), placed, max_pricing_cells=pricing_cells,
+                                                table_cells=table_cells)
     at_most = bound if lp_bound is None else min(bound, int(lp_bound + EPS))
     best = None
     if at_most > placed:
@@ -300,8 +326,8 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
         slack = (solved[0] if solved else 0.0) - (placed + 1) + EPS  # what a better plan may lose to reduced costs
         useful = sorted(key for key, v in master.x.items() if abs(v.reduced_cost()) <= slack or key in start["x"])
         barred = {key for key, v in master.w.items() if abs(v.reduced_cost()) > slack and not start["w"].get(key)}
-        found = solve_integer(space, useful, start, placed, at_most, MIP_DETERMINISTIC_S,
-                              exact.WALL_GUARD_FACTOR * max(MIP_DETERMINISTIC_S, policy.time_budget_s / 4),
+        found = solve_integer(space, useful, start, placed, at_most, mip_s,
+                              exact.WALL_GUARD_FACTOR * max(mip_s, policy.time_budget_s / 4),
                               barred) if slack >= 0 else None
         if found is not None and found.placed > placed:
             out = _decode(space, inventory, specs, policy, modes, found.layouts, found.counts, found.instances)

@@ -142,11 +142,13 @@ def _back(steps, r: int, b: int, counts: dict[int, int]) -> None:
             r, b = r - wr, b - wb
 
 
-def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tuple[float, Pattern, bool, int]:
+def price(space: Space, t: int, value: dict[int, float], up: bool = True,
+          table_cells: int | None = None) -> tuple[float, Pattern, bool, int]:
     """The pattern of type ``t`` with the highest total ``value`` (per rank of each class).
     Returns (its value, the pattern, exact, cells: the table cells computed, the work done).
     With ``up`` the pattern fits for sure; without, the value is an upper bound (sizes
-    rounded down)."""
+    rounded down). ``table_cells``: the cells one table may have (None: MAX_TABLE_CELLS)."""
+    table_cells = MAX_TABLE_CELLS if table_cells is None else table_cells
     pt = space.types[t]
     cls = [ci for ci in pt.admits if value.get(ci, 0.0) > 1e-9]
     if not cls:
@@ -166,8 +168,9 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
                     pt.capacity_bytes // min((space.classes[ci].bytes_per_rank for ci in free), default=1))
     rows = min(most_free, pt.cus) if most_free > pt.cus - max(u for _r, u in states) else 0
     if not rows:  # the CUs cannot bind: shares alone (shares summing to 1 take at most the CUs)
-        return _by_shares(space, cls, spieces + fpieces, shares, scap, pt.capacity_bytes, value, up, exact_s)
-    byte_cells = max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (len(states) + rows + 1))
+        return _by_shares(space, cls, spieces + fpieces, shares, scap, pt.capacity_bytes, value, up, exact_s,
+                          table_cells)
+    byte_cells = max(MIN_BYTE_CELLS, table_cells // (len(states) + rows + 1))
     grid, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], pt.capacity_bytes, byte_cells, up)
     sizes = dict(zip(cls, grid))
     sh, cells = _shared(spieces, sizes, shares, cus, states, cap, value)
@@ -186,11 +189,12 @@ def price(space: Space, t: int, value: dict[int, float], up: bool = True) -> tup
     return best, tuple(sorted(counts.items())), exact_b and exact_s, cells + fcells + total.size
 
 
-def _by_shares(space: Space, cls, pieces, shares, scap: int, capacity_bytes: int, value, up: bool, exact_s: bool):
+def _by_shares(space: Space, cls, pieces, shares, scap: int, capacity_bytes: int, value, up: bool, exact_s: bool,
+               table_cells: int):
     """Pricing over (share units, bytes) only, one table: where no rank without a share can
     run out of CUs (price)."""
     grid, cap, exact_b = _grid([space.classes[ci].bytes_per_rank for ci in cls], capacity_bytes,
-                               max(MIN_BYTE_CELLS, MAX_TABLE_CELLS // (scap + 1)), up)
+                               max(MIN_BYTE_CELLS, table_cells // (scap + 1)), up)
     sizes = dict(zip(cls, grid))
     table, steps, cells = _dense([(ci, n, n * shares.get(ci, 0)) for ci, n in pieces], sizes, scap, cap, value)
     r, b = scap, cap  # capacities: the corner holds the best

@@ -13,6 +13,7 @@ from builders import demand, gpu
 from reference_optimum import check_plan
 
 from gpu_sharing.hardware.inventory import Inventory, PartitionRef
+import gpu_sharing.planner.pattern_master as pattern_master
 from gpu_sharing.planner import exact, plan
 from gpu_sharing.planner.layout_search import MAX_EVALUATIONS
 from gpu_sharing.planner.types import PlannerPolicy, RunningInstance
@@ -52,13 +53,42 @@ def test_exact_phases_give_the_same_plan_whatever_the_wall_clock_guard(monkeypat
 
 def test_layout_search_plan_does_not_depend_on_the_time_budget():
     """With nothing running on an 8-GPU node the layout search decides by counted work alone:
-    a 1 s and a 20 s budget give the same plan, and it is feasible (the pattern step after it
-    has a fixed deterministic limit, and does not run below pattern_master.MIN_BUDGET_S)."""
+    a 1 s budget and one just below pattern_master.THOROUGH_BUDGET_S give the same plan, and
+    it is feasible (the pattern step after it has fixed deterministic limits below that budget,
+    and does not run below pattern_master.MIN_BUDGET_S)."""
     inv, demands = _shares_node(8)  # the searches use their whole work limits and keep a gap: the budget could matter
     short = plan(inv, demands, [], PlannerPolicy(time_budget_s=1.0))
-    long = plan(inv, demands, [], PlannerPolicy(time_budget_s=20.0))
+    long = plan(inv, demands, [], PlannerPolicy(time_budget_s=pattern_master.THOROUGH_BUDGET_S - 1))
     assert _timeless(short) == _timeless(long) and short.solver.gap > 0
     assert check_plan(inv, demands, PlannerPolicy(), short) == []
+
+
+def test_a_thorough_budget_prices_exactly_and_gives_cp_sat_more_time(monkeypatch):
+    """From THOROUGH_BUDGET_S up the pattern step runs with its thorough limits (exact pricing
+    tables, 5x the pricing cells and CP-SAT's time), the same ones whatever the budget above:
+    10 s and 20 s give the same plan, and it is feasible."""
+    seen = []
+    real_generate, real_solve = pattern_master.generate, pattern_master.solve_integer
+
+    def generate(*args, **kwargs):
+        seen.append(("generate", kwargs["max_pricing_cells"], kwargs["table_cells"]))
+        return real_generate(*args, **kwargs)
+
+    def solve_integer(space, columns, hint, at_least, at_most, deterministic_s, *rest, **kwargs):
+        seen.append(("mip", deterministic_s))
+        return real_solve(space, columns, hint, at_least, at_most, deterministic_s, *rest, **kwargs)
+    monkeypatch.setattr(pattern_master, "generate", generate)
+    monkeypatch.setattr(pattern_master, "solve_integer", solve_integer)
+    inv, demands = _shares_node(8)
+    plans = [plan(inv, demands, [], PlannerPolicy(time_budget_s=b)) for b in (pattern_master.THOROUGH_BUDGET_S, 20.0)]
+    assert _timeless(plans[0]) == _timeless(plans[1])
+    assert check_plan(inv, demands, PlannerPolicy(), plans[0]) == []
+    factor = pattern_master.THOROUGH_FACTOR
+    assert ("generate", pattern_master.MAX_PRICING_CELLS * factor, pattern_master.THOROUGH_TABLE_CELLS) in seen
+    assert ("mip", pattern_master.MIP_DETERMINISTIC_S * factor) in seen  # this node leaves a gap for the MIP
+    seen.clear()
+    plan(inv, demands, [], PlannerPolicy())  # the default budget: the default limits
+    assert seen[0] == ("generate", pattern_master.MAX_PRICING_CELLS, None)
 
 
 def test_work_on_a_large_node_is_bounded_by_counters():
