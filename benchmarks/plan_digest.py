@@ -70,6 +70,18 @@ def plans_of_case(rng: random.Random, family: str, budget_s: float | None = None
         yield "replan", again, demands, took
 
 
+def every_plan(families: list[str], seeds: list[int], cases: int, budget_s: float | None = None):
+    """(family, seed, case, label, plan, demands, seconds) for every plan of those families,
+    seeds and cases, in the benchmark's order (plans_of_case; each family and seed its own
+    random stream, as benchmarks/planner.py draws it)."""
+    for family in families:
+        for seed in seeds:
+            rng = random.Random(f"{seed}-{family}")
+            for case in range(cases):
+                for label, p, demands, seconds in plans_of_case(rng, family, budget_s):
+                    yield family, seed, case, label, p, demands, seconds
+
+
 def _timed_plan(inv, demands, current, policy):
     t0 = time.perf_counter()
     p = plan(inv, demands, current, policy)
@@ -85,16 +97,13 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="print each plan's text instead of its hash")
     args = ap.parse_args()
     everything = hashlib.sha256()
-    for family in args.families.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            rng = random.Random(f"{seed}-{family}")
-            for case in range(args.cases):
-                for label, p, demands, _seconds in plans_of_case(rng, family, args.budget):
-                    text = describe(p, demands)
-                    body = text if args.full else hashlib.sha256(text.encode()).hexdigest()
-                    line = f"{family} seed={seed} case={case} {label} {body}"
-                    everything.update(f"{family} {seed} {case} {label}\n{text}\n".encode())
-                    print(line, flush=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for family, seed, case, label, p, demands, _s in every_plan(args.families.split(","), seeds, args.cases,
+                                                                args.budget):
+        text = describe(p, demands)
+        body = text if args.full else hashlib.sha256(text.encode()).hexdigest()
+        everything.update(f"{family} {seed} {case} {label}\n{text}\n".encode())
+        print(f"{family} seed={seed} case={case} {label} {body}", flush=True)
     print(f"all {everything.hexdigest()}")
     return 0
 

@@ -16,7 +16,7 @@ cells and rounds, layouts packed, ruin-and-recreate moves), and a limit that loo
 the benchmark's seed often loses on other seeds (docs/planner-benchmark.md, session 7: CP-SAT's
 time raised where the window to the bound is small gained +5 on seeds 1-3 and lost 6 on seeds
 4-6). This runs every setting on the same cases as benchmarks/planner.py and its re-plans
-(plan_digest.plans_of_case: same random streams), one setting after the other in a child
+(plan_digest.every_plan: same random streams), one setting after the other in a child
 process each (a fresh import, so no setting leaks into the next), and prints per family and
 setting: placed priority summed over the timed plans and over the re-plans, the cases where
 it differs from the first setting (+more / -less), and p50 / p95 wall ms of the timed plans;
@@ -33,7 +33,6 @@ import ast
 import importlib
 import inspect
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -99,19 +98,15 @@ def apply(changes: list[tuple[str, str, object]]) -> None:
 def run_setting(changes, seeds: list[int], cases: int, families: list[str]) -> dict:
     """{"family/seed/case": [timed placed, timed ms, re-plan placed]} under ``changes``."""
     apply(changes)
-    from plan_digest import plans_of_case
+    from plan_digest import every_plan
     from reference_optimum import placed_priority
     out = {}
-    for family in families:
-        for seed in seeds:
-            rng = random.Random(f"{seed}-{family}")
-            for case in range(cases):
-                row = out[f"{family}/{seed}/{case}"] = [None, None, None]
-                for label, p, demands, seconds in plans_of_case(rng, family):
-                    if label == "timed":
-                        row[0], row[1] = placed_priority(p, demands), round(seconds * 1000, 1)
-                    elif label == "replan":
-                        row[2] = placed_priority(p, demands)
+    for family, seed, case, label, p, demands, seconds in every_plan(families, seeds, cases):
+        row = out.setdefault(f"{family}/{seed}/{case}", [None, None, None])
+        if label == "timed":
+            row[0], row[1] = placed_priority(p, demands), round(seconds * 1000, 1)
+        elif label == "replan":
+            row[2] = placed_priority(p, demands)
     return out
 
 

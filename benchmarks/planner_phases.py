@@ -2,7 +2,7 @@
 
     python benchmarks/planner_phases.py [--seeds 1,2,3] [--cases 5] [--families auto,cpx,shares,pinned-tp] [--json]
 
-For the fresh (timed) plans of benchmarks/planner.py's cases (plan_digest.plans_of_case, same
+For the fresh (timed) plans of benchmarks/planner.py's cases (plan_digest.every_plan, same
 random streams) it times, around the functions the pipeline calls: the surrogate knapsack
 (``knapsack``), the layout search (``layout``), the pattern step's column generation
 (``colgen``: GLOP and the pricing) and its MIP (``mip``: CP-SAT over the columns), ruin and
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plan_digest import plans_of_case  # noqa: E402
+from plan_digest import every_plan  # noqa: E402
 
 import gpu_sharing.planner.full_search as full_search  # noqa: E402
 import gpu_sharing.planner.pattern_master as pattern_master  # noqa: E402
@@ -65,17 +64,12 @@ def measure(seeds: list[int], cases: int, families: list[str]) -> dict[str, dict
     """{"family/seed/case": {step: ms, "total": ms}} for each fresh plan."""
     out = {}
     with timed_steps() as spent:
-        for family in families:
-            for seed in seeds:
-                rng = random.Random(f"{seed}-{family}")
-                for case in range(cases):
-                    spent.clear()
-                    for label, _p, _demands, seconds in plans_of_case(rng, family):
-                        if label == "timed":
-                            row = {name: round(spent.get(name, 0.0) * 1000, 2) for name, _m, _a in STEPS}
-                            row["total"] = round(seconds * 1000, 2)
-                            out[f"{family}/{seed}/{case}"] = row
-                        spent.clear()
+        for family, seed, case, label, _p, _demands, seconds in every_plan(families, seeds, cases):
+            if label == "timed":
+                row = {name: round(spent.get(name, 0.0) * 1000, 2) for name, _m, _a in STEPS}
+                row["total"] = round(seconds * 1000, 2)
+                out[f"{family}/{seed}/{case}"] = row
+            spent.clear()  # the next plan is made when the loop asks for it: it starts from nothing
     return out
 
 

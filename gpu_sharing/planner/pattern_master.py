@@ -57,9 +57,9 @@ MIN_BUDGET_S = 1.0
 """Below this time budget the step does not run: its fixed work (MAX_ROUNDS, MAX_PRICING_CELLS
 and MIP_DETERMINISTIC_S) takes 0.05-0.7 s on the 2-core development machine."""
 MIP_DETERMINISTIC_S = 0.15
-"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget below
-THOROUGH_BUDGET_S (so the budget does not change the plan; 0.2-0.3 s of wall time at most on the 2-core
-development machine, far inside the default 2 s). Measured with benchmarks/planner_knobs.py
+"""CP-SAT's deterministic time for the MIP over the columns, the same whatever the budget
+below THOROUGH_BUDGET_S (so the budget does not change the plan; 0.2-0.3 s of wall time at
+most on the 2-core development machine, far inside the default 2 s). Measured with benchmarks/planner_knobs.py
 on the benchmark's auto, cpx, shares and pinned-tp families (docs/planner-benchmark.md,
 session 7): from 0.1, 0.15 placed +20 priority in 12 of 240 fresh plans on seeds 1-12 and
 +29 in 12 of 240 on seeds 13-24, less in none, for +0-16% p50 and +20-30% p95 of plan()'s
