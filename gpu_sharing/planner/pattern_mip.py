@@ -25,11 +25,26 @@ Deterministic: one worker, a deterministic time limit; the wall clock is a guard
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.patterns import Pattern, Space
+
+SEARCHES = ({}, {"search_branching": cp_model.LP_SEARCH, "random_seed": 1})
+"""CP-SAT settings of the searches that run at once over the same model, one thread each
+(MIP_SEARCHES of them): CP-SAT's default search, and branching on the LP solution with
+another seed. On one worker within its deterministic time, CP-SAT's single search often
+stops 1-5 short of what it finds with 20x the time (the shares family's models: 5,154
+placed priority over seed 1's 19 MIPs at 0.15 s, 5,172 at 3 s); two different searches
+reach most of that in the same wall time on two cores. Measured on 240 MIPs of the
+benchmark's families (seeds 1-4, docs/planner-benchmark.md, session 8): the best of the
+pair placed +67 over the default search alone in 39 MIPs and less in none (0.15 s each);
+LP branching alone +38 and -12, other seeds of the default search alone as many wins as
+losses, pairs at 0.1 s +44 with 7 losses."""
+MIP_SEARCHES = 2
+"""How many of SEARCHES run (1: the default search alone, one core)."""
 
 
 @dataclass(frozen=True)
@@ -92,18 +107,68 @@ def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, 
     for name, vars_ in (("w", w), ("x", x), ("n", n)):
         for k, v in vars_.items():
             m.AddHint(v, hint[name].get(k, 0))
+    searches = [_search(m if i == 0 else m.clone(), setting, deterministic_s, guard_s)
+                for i, setting in enumerate(SEARCHES[:max(1, MIP_SEARCHES)])]
+    done = _run_all(searches)
+    if done is None:
+        return None
+    s, status = done
+    inst = {k: s.Value(v) for k, v in n.items() if s.Value(v)}
+    return Solved({k: s.Value(v) for k, v in w.items() if s.Value(v)}, {k: s.Value(v) for k, v in x.items() if s.Value(v)},
+                  inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items()), status == cp_model.OPTIMAL)
+
+
+@dataclass
+class _Search:
+    """One CP-SAT search of the model (its own copy) and, once run, its status."""
+
+    model: cp_model.CpModel
+    solver: cp_model.CpSolver
+    status: int = cp_model.UNKNOWN
+
+
+def _search(model: cp_model.CpModel, setting: dict, deterministic_s: float, guard_s: float) -> _Search:
     s = cp_model.CpSolver()
     s.parameters.num_workers = 1
-    s.parameters.random_seed = 0
     s.parameters.max_deterministic_time = deterministic_s
     s.parameters.max_time_in_seconds = guard_s  # a guard only, far above (measured: wall <= 9x det under load)
     s.parameters.linearization_level = 2  # the LP over the columns is what closes the gap
-    status = s.Solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
+    s.parameters.random_seed = setting.get("random_seed", 0)
+    if "search_branching" in setting:
+        s.parameters.search_branching = setting["search_branching"]
+    return _Search(model, s)
 
-    def value(vars_: dict) -> dict:
-        return {k: s.Value(v) for k, v in vars_.items() if s.Value(v)}
-    inst = value(n)
-    return Solved(value(w), value(x), inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items()),
-                  status == cp_model.OPTIMAL)
+
+def _run_all(searches: list[_Search]) -> tuple[cp_model.CpSolver, int] | None:
+    """Run the searches at once, one thread each (CP-SAT releases the GIL while it solves),
+    and take the best. The first search leads: when it settles (proves its value optimal over
+    these columns, or that nothing reaches ``at_least``), the others stop and it is the
+    answer. Otherwise it ran to its limit, no search was stopped, and the answer is the
+    highest value, the first search on a tie. Each search is deterministic, so the answer is
+    too, whatever the machine's load and whichever thread ends first. (A rule that let any
+    search stop the others would not be: which of two searches proving the same value ends
+    first in wall time depends on the load.)"""
+    settled = threading.Event()
+
+    def run(i: int) -> None:
+        if i and settled.is_set():  # the leader settled before this thread started: nothing to do
+            return
+        searches[i].status = searches[i].solver.Solve(searches[i].model)
+        if i == 0 and searches[0].status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
+            settled.set()
+            for other in searches[1:]:
+                other.solver.stop_search()
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(searches))]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    lead = searches[0]
+    if lead.status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
+        return (lead.solver, lead.status) if lead.status == cp_model.OPTIMAL else None
+    found = [sr for sr in searches if sr.status in (cp_model.OPTIMAL, cp_model.FEASIBLE)]
+    if not found:
+        return None
+    best = max(found, key=lambda sr: sr.solver.ObjectiveValue())  # max keeps the first of equals
+    return best.solver, best.status
