@@ -20,7 +20,9 @@ deterministic limit on the benchmark; HiGHS and SCIP solve this model to optimal
 The caller passes only the columns a better plan may use (reduced-cost fixing,
 pattern_master.improve) and bars the layouts whose reduced cost exceeds that slack.
 
-Deterministic: one worker, a deterministic time limit; the wall clock is a guard only.
+Deterministic: each search runs on one worker under a deterministic time limit (the wall
+clock is a guard only); two run at once on two threads (SEARCHES), and which answer is taken
+does not depend on which ends first (_run_all).
 """
 
 from __future__ import annotations
@@ -32,19 +34,23 @@ from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.patterns import Pattern, Space
 
-SEARCHES = ({}, {"search_branching": cp_model.LP_SEARCH, "random_seed": 1})
+SEARCHES = ({"search_branching": cp_model.LP_SEARCH, "random_seed": 1}, {})
 """CP-SAT settings of the searches that run at once over the same model, one thread each
-(MIP_SEARCHES of them): CP-SAT's default search, and branching on the LP solution with
-another seed. On one worker within its deterministic time, CP-SAT's single search often
-stops 1-5 short of what it finds with 20x the time (the shares family's models: 5,154
-placed priority over seed 1's 19 MIPs at 0.15 s, 5,172 at 3 s); two different searches
-reach most of that in the same wall time on two cores. Measured on 240 MIPs of the
-benchmark's families (seeds 1-4, docs/planner-benchmark.md, session 8): the best of the
-pair placed +67 over the default search alone in 39 MIPs and less in none (0.15 s each);
-LP branching alone +38 and -12, other seeds of the default search alone as many wins as
-losses, pairs at 0.1 s +44 with 7 losses."""
+(MIP_SEARCHES of them; the first leads, _run_all): branching on the LP solution with seed 1,
+and CP-SAT's default search. Why two: on one worker within its deterministic time CP-SAT
+often stops 1-5 short of what it finds with 20x the time (seed 1's 19 shares MIPs: 5,154
+placed priority at 0.15 s, 5,172 at 3 s), and two different searches reach most of that in
+the same wall time on two cores. Measured on 240 MIPs of the benchmark's families (seeds
+1-4): the pair placed +67 over the default search alone in 39 MIPs, less in none; LP
+branching alone +38 -12; other seeds of the default search as many wins as losses; other
+partners of the default search (PSEUDO_COST, lb-tree search, quick restarts, LP branching
+with linearization 1 or seeds 2-3) less. Why LP branching leads: it proves optimality
+sooner (156 of those 240 MIPs against 136), so the pair stops sooner. Over the whole planner
+(benchmarks/planner_knobs.py, seeds 1-12, 1,200 fresh plans against the default search
+alone): +142 placed priority in 83 plans, -11 in 11; p50 cpx 74 -> 61 ms, shares 310 -> 285,
+pinned-tp 174 -> 136 (docs/planner-benchmark.md, session 8)."""
 MIP_SEARCHES = 2
-"""How many of SEARCHES run (1: the default search alone, one core)."""
+"""How many of SEARCHES run (1: the leader alone, one core)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The MIP over the pattern master's columns runs two CP-SAT searches at once
 (pattern_mip.SEARCHES); its answer must not depend on which thread ends first, and must never
-place less than the default search alone (issue 19, item 5: the same input gives the same
+place less than the leading search alone (issue 19, item 5: the same input gives the same
 plan whatever the machine load)."""
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_the_answer_does_not_depend_on_which_search_ends_first(monkeypatch, thre
     assert pattern_mip.solve_integer(*args, **kwargs) == threaded
 
 
-def test_two_searches_place_at_least_what_the_default_search_places(monkeypatch):
+def test_two_searches_place_at_least_what_the_leading_search_places_alone(monkeypatch):
     args, kwargs = _a_real_mip(monkeypatch)
     both = pattern_mip.solve_integer(*args, **kwargs)
     monkeypatch.setattr(pattern_mip, "MIP_SEARCHES", 1)
