@@ -119,9 +119,12 @@ def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, 
     if done is None:
         return None
     s, status = done
-    inst = {k: s.Value(v) for k, v in n.items() if s.Value(v)}
-    return Solved({k: s.Value(v) for k, v in w.items() if s.Value(v)}, {k: s.Value(v) for k, v in x.items() if s.Value(v)},
-                  inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items()), status == cp_model.OPTIMAL)
+
+    def value(vars_: dict) -> dict:
+        return {k: s.Value(v) for k, v in vars_.items() if s.Value(v)}
+    inst = value(n)
+    return Solved(value(w), value(x), inst, sum(space.classes[ci].weight * k for (ci, _h), k in inst.items()),
+                  status == cp_model.OPTIMAL)
 
 
 @dataclass
