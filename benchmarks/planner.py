@@ -62,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine_speed import line as machine_line, machine_speed  # noqa: E402
 from reference_colgen import reference_optimum  # noqa: E402
 from reference_optimum import check_plan, placed_priority  # noqa: E402
 
@@ -278,7 +279,11 @@ def main() -> int:
                     help="ruin-and-recreate moves at most (planner.improve.MAX_MOVES; 0: step off)")
     ap.add_argument("--budget", type=float, default=None, help="PlannerPolicy.time_budget_s of every case")
     ap.add_argument("--per-case", action="store_true", help="also print one line per case")
+    ap.add_argument("--no-machine-speed", action="store_true",
+                    help="skip the machine's speed line (benchmarks/machine_speed.py, about 5 s)")
     args = ap.parse_args()
+    if not args.no_machine_speed:  # times compare across machines only through these (machine_speed.py)
+        print(machine_line(machine_speed(make_case, 3)), flush=True)
     if args.polish_moves is not None:
         improve_module.MAX_MOVES = args.polish_moves
     print(f"{'family':<10} {'cases':>5} {'=ref':>5} {'<found':>6} {'plan/ref':>8} {'FFD/ref':>8} {'unproven':>8} "
