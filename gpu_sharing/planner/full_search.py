@@ -30,7 +30,8 @@ def search_full_set(inventory, demands, policy: PlannerPolicy, specs, full: Prob
     found = search_layouts(inventory, demands, policy, specs, candidates, chosen, bound, kept=kept)
     note, source = "", "knapsack"
     if found.placed < bound and not kept:
-        better = improve(inventory, demands, policy, specs, candidates, found.modes, found.packing, bound)
+        better = improve(inventory, demands, policy, specs, candidates, found.modes, found.packing, bound,
+                         found.near)
         if better.rounds:
             note = f"; pattern LP ({better.rounds} rounds, {better.columns} columns)"
         if better.packing is not None:

@@ -42,6 +42,13 @@ limit. Measured on the benchmark's 8-GPU families: 24 layouts instead of 12 gain
 placed priority on a third of the cases that do not reach the bound, for twice the time."""
 
 
+NEAR_BEST = 0.97
+"""The search's other packings that place at least this share of its best one go with its
+result (Found.near): the pattern step offers their partitions' patterns to its MIP. Measured
+with 0.99 and 0.97 (benchmarks on seeds 1-2: 0.97 placed more; docs/planner-benchmark.md,
+session 9)."""
+
+
 @dataclass(frozen=True)
 class Found:
     modes: dict[int, ComputePartitionMode]
@@ -49,6 +56,9 @@ class Found:
     placed: int
     evaluations: int
     """Layouts packed: the deterministic work this search did."""
+    near: tuple[Packing, ...] = ()
+    """Other whole packings of this search placing at least NEAR_BEST of ``placed``, in the
+    order they were made (pattern_master.improve: integer-feasible patterns for its MIP)."""
 
 
 class PackCache:
@@ -193,6 +203,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
     tried: set[tuple] = set()
     cache = PackCache(inventory, demands, policy, specs)
     best: list = [None]  # (modes, chosen, packing, placed, order)
+    made: list[Packing] = []  # every whole packing, in order (Found.near)
 
     def evaluate(modes: dict, want: dict[str, int], orders: tuple[str, ...] = PACK_ORDERS) -> None:
         key = (tuple(modes[i] for i in gpus), tuple(sorted(want.items())))
@@ -204,6 +215,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
                               -1 if best[0] is None else best[0][3])
             if packing is None:  # it could not place more than the best so far
                 continue
+            made.append(packing)
             placed = placed_weight(packing)
             if best[0] is None or placed > best[0][3]:
                 best[0] = (dict(modes), dict(want), packing, placed, order)
@@ -231,7 +243,8 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
         for variant in ({**base[1], name: base[1][name] - 1}, {k: v for k, v in base[1].items() if k != name})],
         lambda modes, want: evaluate(modes, want, (best[0][4],)))  # the order that packed best so far
     modes, _want, packing, placed, _order = best[0]
-    return Found(modes, packing, placed, len(tried))
+    near = tuple(p for p in made if p is not packing and placed_weight(p) >= NEAR_BEST * placed)
+    return Found(modes, packing, placed, len(tried), near)
 
 
 def _improve(best: list, gpus, done, neighbours, evaluate) -> None:

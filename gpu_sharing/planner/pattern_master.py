@@ -27,6 +27,7 @@ deterministic time limit (its wall clock is a guard only, exact.WALL_GUARD_FACTO
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from ortools.linear_solver import pywraplp
 
@@ -284,6 +285,26 @@ def _decode(space: Space, inventory, specs, policy: PlannerPolicy, modes, layout
     return {**modes, **chosen}, out
 
 
+def _offer(master: _Master, near: Sequence[Packing]) -> None:
+    """The patterns of ``near`` plans as columns, after the column generation (which they do
+    not steer) and before the MIP. Why: the LP's columns are chosen for the LP, and the MIP
+    over them often cannot combine them into a better integer plan (pinned-tp cases of the
+    benchmark: the best plan over the columns is the starting one, the LP bound 4 higher);
+    the layout search's other packings are whole integer plans, and their partitions' patterns
+    fit together by construction. Measured against the columns alone (docs/planner-benchmark.md,
+    session 9). The LP is solved again over them: the rounding and the reduced-cost filter read
+    its solution."""
+    columns = set()
+    for other in near:
+        for ref, pattern in patterns_of(master.space, other).items():
+            t = type_index(master.space, other.slots[ref])
+            if t is not None:
+                columns.add((t, pattern))
+    added = [key for key in sorted(columns) if master.add(*key)]  # in a fixed order: the MIP's search follows it
+    if added:
+        master.solve()
+
+
 def every_layout(full, candidates: dict[int, list]) -> bool:
     """Whether ``candidates`` (compute modes at fixed memory modes) are every layout the full
     feasible set (``full``: problem.Problem) allows: then the LP bound bounds the whole problem."""
@@ -300,10 +321,12 @@ def limits(policy: PlannerPolicy) -> tuple[float, int, int | None]:
 
 
 def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes, packing: Packing,
-            bound: int) -> Improved:
+            bound: int, near: Sequence[Packing] = ()) -> Improved:
     """A better plan than ``packing`` (at ``modes``), each GPU in one of its ``candidates``
     modes, and the LP bound over those modes. Nothing when the budget is below
-    MIN_BUDGET_S (the work here does not scale with the budget: limits())."""
+    MIN_BUDGET_S (the work here does not scale with the budget: limits()). ``near``: other
+    plans at those modes placing almost as much (layout_search.Found.near); their patterns
+    join the columns after the column generation (_offer)."""
     if policy.time_budget_s < MIN_BUDGET_S:
         return Improved(None, None, None, 0, 0)
     placed = placed_weight(packing)
@@ -312,6 +335,7 @@ def improve(inventory, demands, policy: PlannerPolicy, specs, candidates, modes,
     mip_s, pricing_cells, table_cells = limits(policy)
     master, _value, lp_bound, rounds = generate(space, sorted(start["x"]), placed, max_pricing_cells=pricing_cells,
                                                 table_cells=table_cells)
+    _offer(master, near)
     at_most = bound if lp_bound is None else min(bound, int(lp_bound + EPS))
     best = None
     if at_most > placed:

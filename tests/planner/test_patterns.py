@@ -249,3 +249,53 @@ def test_the_listing_behind_the_exact_finish_finds_every_maximal_pattern_enumera
         assert {p for _v, p in found} == expected
         listed += len(expected)
     assert listed >= 3  # a real listing, not an empty one
+
+
+def _layout_search(inv, demands, policy):
+    from gpu_sharing.planner.layout_search import search_layouts
+    from gpu_sharing.planner.problem import build_problem
+    from gpu_sharing.planner.surrogate import surrogate
+    specs = {g.index: get_spec(g.model) for g in inv.gpus}
+    full = build_problem(inv, demands, policy, full=True)
+    sur = surrogate(full)
+    chosen = {full.demands[di].name: k for di, k in sur.chosen.items()}
+    return specs, search_layouts(inv, demands, policy, specs, {g.index: [C.CPX] for g in inv.gpus}, chosen,
+                                 sur.bound + 1)  # above the bound: the search does all its work
+
+
+@pytest.mark.parametrize("seed", [8, 14, 17])  # cases where the search made several whole packings
+def test_the_layout_search_hands_on_its_other_whole_plans_that_place_almost_as_much(seed, monkeypatch):
+    import gpu_sharing.planner.layout_search as layout_search
+    inv, demands, policy = _pinned_cpx(seed)
+    near_best = layout_search.NEAR_BEST
+    specs, found = _layout_search(inv, demands, policy)
+    space = build_space(inv, demands, policy, specs, {g.index: [C.CPX] for g in inv.gpus})
+    assert all(p is not found.packing and placed_weight(p) >= near_best * found.placed
+               and valid(space, p) and not set(p.assignments) & {i.instance_id for i in p.unplaced}
+               for p in found.near)
+    monkeypatch.setattr(layout_search, "NEAR_BEST", 0.0)
+    _specs, every = _layout_search(inv, demands, policy)
+    assert every.near and all(placed_weight(p) <= found.placed for p in every.near)  # the best is handed on as such
+    assert len(every.near) >= len(found.near)  # the same search, fewer left out
+    assert any(placed_weight(p) < near_best * found.placed for p in every.near)  # some were left out
+    monkeypatch.setattr(layout_search, "NEAR_BEST", 2.0)
+    assert _layout_search(inv, demands, policy)[1].near == ()
+
+
+def test_the_pattern_step_offers_the_near_plans_patterns_to_its_mip():
+    """After the column generation, every partition pattern of the near plans is a column,
+    and the LP (solved again) can only have gained from them."""
+    from gpu_sharing.planner.pattern_master import _offer, generate
+    from gpu_sharing.planner.patterns import patterns_of, type_index
+    inv, demands, policy = _pinned_cpx(1)
+    specs, found = _layout_search(inv, demands, policy)
+    near = list(found.near) or [found.packing]
+    space = build_space(inv, demands, policy, specs, {g.index: [C.CPX] for g in inv.gpus})
+    master, value, _bound, _rounds = generate(space, [], 0, max_rounds=2)
+    wanted = {(type_index(space, p.slots[ref]), pattern) for p in near
+              for ref, pattern in patterns_of(space, p).items()}
+    assert not wanted <= set(master.x)  # two rounds from nothing do not hold them all
+    _offer(master, near)
+    assert wanted <= set(master.x)
+    solved = master.solve()
+    assert solved is not None and solved[0] >= value - 1e-6
