@@ -45,8 +45,8 @@ placed priority on a third of the cases that do not reach the bound, for twice t
 NEAR_BEST = 0.97
 """The search's other packings that place at least this share of its best one go with its
 result (Found.near): the pattern step offers their partitions' patterns to its MIP. Measured
-with 0.99 and 0.97 (benchmarks on seeds 1-2: 0.97 placed more; docs/planner-benchmark.md,
-session 9)."""
+at 0.97 (docs/planner-benchmark.md, session 9); 0.99 was compared only with the patterns as
+seeds of the column generation, where it gained less (pinned-tp seeds 1-2: +1 against +10)."""
 
 
 @dataclass(frozen=True)

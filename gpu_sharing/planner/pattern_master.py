@@ -289,7 +289,7 @@ def _offer(master: _Master, near: Sequence[Packing]) -> None:
     """The patterns of ``near`` plans as columns, after the column generation (which they do
     not steer) and before the MIP. Why: the LP's columns are chosen for the LP, and the MIP
     over them often cannot combine them into a better integer plan (pinned-tp cases of the
-    benchmark: the best plan over the columns is the starting one, the LP bound 4 higher);
+    benchmark: the best plan over the columns is the starting one, the LP bound 1-6 higher);
     the layout search's other packings are whole integer plans, and their partitions' patterns
     fit together by construction. Measured against the columns alone (docs/planner-benchmark.md,
     session 9). The LP is solved again over them: the rounding and the reduced-cost filter read
