@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ortools.sat.python import cp_model  # noqa: E402
 
+from gpu_sharing.planner.pattern_master import MIP_DETERMINISTIC_S  # noqa: E402
 from gpu_sharing.planner.planner import plan  # noqa: E402
 
-CPSAT_DETERMINISTIC_S = 0.15
-"""As pattern_master.MIP_DETERMINISTIC_S (the planner's CP-SAT searches)."""
+CPSAT_DETERMINISTIC_S = MIP_DETERMINISTIC_S
+"""The planner's own CP-SAT searches' deterministic time (pattern_master)."""
 
 
 def python_case(make_case):

@@ -203,7 +203,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
     tried: set[tuple] = set()
     cache = PackCache(inventory, demands, policy, specs)
     best: list = [None]  # (modes, chosen, packing, placed, order)
-    made: list[Packing] = []  # every whole packing, in order (Found.near)
+    made: list[tuple[Packing, int]] = []  # every whole packing and its placed priority, in order (Found.near)
 
     def evaluate(modes: dict, want: dict[str, int], orders: tuple[str, ...] = PACK_ORDERS) -> None:
         key = (tuple(modes[i] for i in gpus), tuple(sorted(want.items())))
@@ -215,8 +215,8 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
                               -1 if best[0] is None else best[0][3])
             if packing is None:  # it could not place more than the best so far
                 continue
-            made.append(packing)
             placed = placed_weight(packing)
+            made.append((packing, placed))
             if best[0] is None or placed > best[0][3]:
                 best[0] = (dict(modes), dict(want), packing, placed, order)
                 cache.traces[(tuple(sorted(modes.items())), order)] = cache.last_trace  # what the variants vary
@@ -243,7 +243,7 @@ def search_layouts(inventory, demands, policy: PlannerPolicy, specs, candidates:
         for variant in ({**base[1], name: base[1][name] - 1}, {k: v for k, v in base[1].items() if k != name})],
         lambda modes, want: evaluate(modes, want, (best[0][4],)))  # the order that packed best so far
     modes, _want, packing, placed, _order = best[0]
-    near = tuple(p for p in made if p is not packing and placed_weight(p) >= NEAR_BEST * placed)
+    near = tuple(p for p, weight in made if p is not packing and weight >= NEAR_BEST * placed)
     return Found(modes, packing, placed, len(tried), near)
 
 
