@@ -13,7 +13,7 @@ is exact for the nodes in the catalog, where NPS1 allows every compute mode.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gpu_sharing.hardware.catalog import get_spec
 from gpu_sharing.planner.packing import Item, Packing
@@ -29,21 +29,25 @@ def _gb(n: int) -> str:
 
 def fits_alone(d, inventory, policy: PlannerPolicy) -> bool:
     """Whether one instance of ``d`` fits the node with nothing else on it, under ``policy``'s
-    pins, reload setting and placement rules (problem.py's admits: the solvers' own test)."""
+    pins, reload setting and placement rules (problem.py's admits: the solvers' own test).
+    Each partition index's admits is asked once per GPU and class (it answers for every
+    layout), and the answer is known as soon as one GPU or hive holds tp ranks."""
     prob = build_problem(inventory, [replace(d, replicas=1)], policy, full=not policy.prefer_local_tp)
     for c in prob.classes:
         per_hive: dict[int, int] = {}
         for g in prob.gpus:
-            per_layout = [sum(1 for k in range(lay.partitions) if o in prob.admits(g, k, c))
-                          for o, lay in enumerate(g.layouts)]
+            per_layout = [0] * len(g.layouts)
+            for k in range(max((lay.partitions for lay in g.layouts), default=0)):
+                for o in prob.admits(g, k, c):
+                    per_layout[o] += 1
             most = max(per_layout, default=0)
             if not prob.full and not prob.spans(g, c.demand_index):
                 if most >= c.tp:
                     return True
                 continue
             per_hive[g.hive] = per_hive.get(g.hive, 0) + (min(most, 1) if not prob.full else most)
-        if any(n >= c.tp for n in per_hive.values()):
-            return True
+            if per_hive[g.hive] >= c.tp:
+                return True
     return False
 
 
@@ -104,22 +108,41 @@ def unplaceable_reasons(items, inventory, specs, policy: PlannerPolicy, memory, 
     """The reason for each of ``items``; the empty-node test runs once per model (it builds a
     problem per counterfactual: about 3 ms, times 30 unplaced replicas on a full node)."""
     alone: dict[str, str | None] = {}
-    return [unplaceable_reason(i, inventory, specs, policy, memory, packing, alone) for i in items]
+    room = _Room.of(inventory, specs, policy, memory, packing) if items else None
+    return [unplaceable_reason(i, inventory, specs, policy, memory, packing, alone, room) for i in items]
+
+
+@dataclass(frozen=True)
+class _Room:
+    """What every reason of one plan says about the node: the largest partition its modes
+    allow (after headroom) and the most free bytes the plan leaves on one partition."""
+
+    largest_bytes: int
+    largest_free_bytes: int
+
+    @staticmethod
+    def of(inventory, specs, policy: PlannerPolicy, memory, packing: Packing) -> "_Room":
+        pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
+        largest = 0
+        for g in inventory.gpus:
+            spec = specs[g.index]
+            modes = ([pinned[g.index]] if g.index in pinned
+                     else [c for c in spec.compute_modes() if spec.is_valid(c, memory[g.index])])
+            largest = max(largest, max(int(spec.vram_per_partition_bytes(m) * (1 - policy.headroom_fraction))
+                                       for m in modes))
+        free = max((s.capacity_bytes - s.used_bytes for s in packing.slots.values()), default=0)
+        return _Room(largest, max(0, free))
 
 
 def unplaceable_reason(item: Item, inventory, specs, policy: PlannerPolicy, memory, packing: Packing,
-                       alone_by_model: dict[str, str | None] | None = None) -> str:
+                       alone_by_model: dict[str, str | None] | None = None, room: _Room | None = None) -> str:
+    """``alone_by_model`` and ``room``: what one plan's reasons share (unplaceable_reasons)."""
     d = item.demand
     if not d.bytes_per_rank_by_tp:
         return f"{item.model}: no tensor-parallel degree is allowed (tp must divide {d.attention_heads} attention heads)"
     pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
-    largest, largest_free = 0, 0
-    for g in inventory.gpus:
-        spec = specs[g.index]
-        modes = [pinned[g.index]] if g.index in pinned else [c for c in spec.compute_modes() if spec.is_valid(c, memory[g.index])]
-        largest = max(largest, max(int(spec.vram_per_partition_bytes(m) * (1 - policy.headroom_fraction)) for m in modes))
-    for s in packing.slots.values():
-        largest_free = max(largest_free, s.capacity_bytes - s.used_bytes)
+    room = room or _Room.of(inventory, specs, policy, memory, packing)
+    largest, largest_free = room.largest_bytes, room.largest_free_bytes
     tp_best = smallest_fitting_tp(d, largest) or max(d.bytes_per_rank_by_tp)
     need = d.bytes_per_rank_by_tp[tp_best]
     parts = [f"{item.instance_id} needs {_gb(need)} per rank (tp={tp_best}, {_gb(need * tp_best)} in all)"]
