@@ -15,6 +15,8 @@ from gpu_sharing.planner.solution import Solution, SolveResult
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+
 from ortools.sat.python import cp_model
 
 from gpu_sharing.planner.problem import SHARE_UNITS, Problem, cu_cost, cus_fit
@@ -52,20 +54,23 @@ def surrogate(prob: Problem) -> Surrogate:
     weights = [prob.demands[i].priority + 1 for i in copies]
     sizes = [smallest[i] for i in copies]
     top = _fractional_bound(weights, sizes, capacity)  # no total above it fits: those cells stay out
-    least = [0] + [capacity + 1] * top
-    took: list[bytearray] = []
+    # least[t]: the fewest bytes that weigh exactly t (capacity + 1: none within the capacity);
+    # numpy rows, int64 (a node's bytes are below 2^43)
+    least = np.full(top + 1, capacity + 1, dtype=np.int64)
+    least[0] = 0
+    took: list[np.ndarray] = []
     reach = 0  # the most the copies so far can add up to: totals above it are unreachable
     for w, size in zip(weights, sizes):  # 0-1 knapsack: each total reads the values from before this copy
         reach += w
         hi = min(reach, top)
-        if hi < w:
-            took.append(bytearray(top + 1))
-            continue
-        before, after = least[: hi + 1 - w], least[w: hi + 1]
-        better = [b + size < a for b, a in zip(before, after)]
-        least[w: hi + 1] = [b + size if t else a for b, a, t in zip(before, after, better)]
-        took.append(bytearray(w) + bytearray(better) + bytearray(top - hi))
-    best = max(t for t in range(top + 1) if least[t] <= capacity)
+        row = np.zeros(top + 1, dtype=bool)
+        if hi >= w:
+            with_it = least[: hi + 1 - w] + size  # a new array: the values from before this copy
+            better = with_it < least[w: hi + 1]
+            least[w: hi + 1][better] = with_it[better]
+            row[w: hi + 1] = better
+        took.append(row)
+    best = int(np.flatnonzero(least <= capacity).max())
     chosen: dict[int, int] = {}
     total = best
     for n in range(len(copies) - 1, -1, -1):  # walk the choices back
