@@ -108,12 +108,12 @@ def unplaceable_reasons(items, inventory, specs, policy: PlannerPolicy, memory, 
     """The reason for each of ``items``; the empty-node test runs once per model (it builds a
     problem per counterfactual: about 3 ms, times 30 unplaced replicas on a full node)."""
     alone: dict[str, str | None] = {}
-    room = _Room.of(inventory, specs, policy, memory, packing) if items else None
+    room = _NodeRoom.of(inventory, specs, policy, memory, packing) if items else None
     return [unplaceable_reason(i, inventory, specs, policy, memory, packing, alone, room) for i in items]
 
 
 @dataclass(frozen=True)
-class _Room:
+class _NodeRoom:
     """What every reason of one plan says about the node: the largest partition its modes
     allow (after headroom) and the most free bytes the plan leaves on one partition."""
 
@@ -121,7 +121,7 @@ class _Room:
     largest_free_bytes: int
 
     @staticmethod
-    def of(inventory, specs, policy: PlannerPolicy, memory, packing: Packing) -> "_Room":
+    def of(inventory, specs, policy: PlannerPolicy, memory, packing: Packing) -> "_NodeRoom":
         pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
         largest = 0
         for g in inventory.gpus:
@@ -131,17 +131,17 @@ class _Room:
             largest = max(largest, max(int(spec.vram_per_partition_bytes(m) * (1 - policy.headroom_fraction))
                                        for m in modes))
         free = max((s.capacity_bytes - s.used_bytes for s in packing.slots.values()), default=0)
-        return _Room(largest, max(0, free))
+        return _NodeRoom(largest, max(0, free))
 
 
 def unplaceable_reason(item: Item, inventory, specs, policy: PlannerPolicy, memory, packing: Packing,
-                       alone_by_model: dict[str, str | None] | None = None, room: _Room | None = None) -> str:
+                       alone_by_model: dict[str, str | None] | None = None, room: _NodeRoom | None = None) -> str:
     """``alone_by_model`` and ``room``: what one plan's reasons share (unplaceable_reasons)."""
     d = item.demand
     if not d.bytes_per_rank_by_tp:
         return f"{item.model}: no tensor-parallel degree is allowed (tp must divide {d.attention_heads} attention heads)"
     pinned = {p.gpu: p.compute_mode for p in policy.gpus if p.compute_mode is not None}
-    room = room or _Room.of(inventory, specs, policy, memory, packing)
+    room = room or _NodeRoom.of(inventory, specs, policy, memory, packing)
     largest, largest_free = room.largest_bytes, room.largest_free_bytes
     tp_best = smallest_fitting_tp(d, largest) or max(d.bytes_per_rank_by_tp)
     need = d.bytes_per_rank_by_tp[tp_best]
