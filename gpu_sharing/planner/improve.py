@@ -137,7 +137,7 @@ class _Room:
             need = d.bytes_per_rank_by_tp[tp]
             # a later tp (or hive) wins only with strictly less slack than the best so far
             limit = best[0] if best is not None else None
-            one = None  # tp 1: the least (slack, hive, GPU, index, ref), what the groups below choose
+            one = None  # tp 1: ((slack, hive, GPU, index), ref), the least: what the groups below choose
             groups: dict[int, list[tuple]] = {}
             for g, room in most.items():
                 if room < need:
@@ -153,13 +153,15 @@ class _Room:
                         continue
                     ref = s.ref
                     if tp == 1:
-                        if one is None or slack < one[0] or (slack == one[0] and (s.hive, ref.gpu, ref.index) < one[1:4]):
-                            one = (slack, s.hive, ref.gpu, ref.index, ref)
+                        key = (slack, s.hive, ref.gpu, ref.index)
+                        if one is None or key < one[0]:
+                            one = (key, ref)
                             limit = slack + 1  # only as little slack can still win
                         continue
                     groups.setdefault(s.hive, []).append((slack, ref.gpu, ref.index, ref))
             if one is not None:
-                best = (one[0], 1, [(one[0], one[2], one[3], one[4])], need)
+                (slack, _hive, gpu, index), ref = one
+                best = (slack, 1, [(slack, gpu, index, ref)], need)
                 continue
             for hive in sorted(groups):
                 group = groups[hive]
