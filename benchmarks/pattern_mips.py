@@ -51,10 +51,10 @@ def capture(out: Path, families: list[str], seeds: list[int], cases: int) -> dic
     family = [""]
     original = pattern_mip._run_all
 
-    def recording(searches):
+    def recording(searches, at_least=None):
         name = f"{family[0]}_{len(index):03d}.pbtxt"
         searches[0].model.ExportToFile(str(out / name))
-        done = original(searches)
+        done = original(searches, at_least)
         index[name] = done[0].ObjectiveValue() if done else None
         return done
     pattern_mip._run_all = recording
@@ -101,6 +101,18 @@ def load(path: Path) -> cp_model.CpModel:
     return m
 
 
+def at_least(model: cp_model.CpModel) -> int | None:
+    """The starting plan's value the captured model requires (solve_integer's ``obj >= at_least``:
+    the linear constraint over exactly the objective's variables with a lower bound)."""
+    proto = model.Proto()
+    objective = sorted(proto.objective.vars)
+    for c in proto.constraints:
+        domain = list(c.linear.domain)
+        if not c.enforcement_literal and sorted(c.linear.vars) == objective and domain and domain[0] > -2**62:
+            return domain[0]
+    return None
+
+
 def solve(model: cp_model.CpModel, params: dict, det_s: float) -> tuple[float | None, bool, float]:
     """(objective or None, proven optimal, wall s): the planner's pair for ``current`` (no
     params), else one search under ``params``."""
@@ -108,7 +120,7 @@ def solve(model: cp_model.CpModel, params: dict, det_s: float) -> tuple[float | 
     if not params:
         searches = [pattern_mip._search(model if i == 0 else model.clone(), setting, det_s, 60.0)
                     for i, setting in enumerate(pattern_mip.SEARCHES[:max(1, pattern_mip.MIP_SEARCHES)])]
-        done = pattern_mip._run_all(searches)
+        done = pattern_mip._run_all(searches, at_least(model))
         wall = time.perf_counter() - t0
         return (done[0].ObjectiveValue(), done[1] == cp_model.OPTIMAL, wall) if done else (None, False, wall)
     s = cp_model.CpSolver()

@@ -22,7 +22,8 @@ pattern_master.improve) and bars the layouts whose reduced cost exceeds that sla
 
 Deterministic: each search runs on one worker under a deterministic time limit (the wall
 clock is a guard only); two run at once on two threads (SEARCHES), and which answer is taken
-does not depend on which ends first (_run_all).
+does not depend on which ends first (_run_all), except among answers worth only the starting
+plan's value (``at_least``), which pattern_master.improve discards: it keeps its plan.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, 
             m.AddHint(v, hint[name].get(k, 0))
     searches = [_search(m if i == 0 else m.clone(), setting, deterministic_s, guard_s)
                 for i, setting in enumerate(SEARCHES[:max(1, MIP_SEARCHES)])]
-    done = _run_all(searches)
+    done = _run_all(searches, at_least)
     if done is None:
         return None
     s, status = done
@@ -148,25 +149,40 @@ def _search(model: cp_model.CpModel, setting: dict, deterministic_s: float, guar
     return _Search(model, s)
 
 
-def _run_all(searches: list[_Search]) -> tuple[cp_model.CpSolver, int] | None:
+def _run_all(searches: list[_Search], at_least: float | None = None) -> tuple[cp_model.CpSolver, int] | None:
     """Run the searches at once, one thread each (CP-SAT releases the GIL while it solves),
     and take the best. The first search leads: when it settles (proves its value optimal over
     these columns, or that nothing reaches ``at_least``), the others stop and it is the
-    answer. Otherwise it ran to its limit, no search was stopped, and the answer is the
-    highest value, the first search on a tie. Each search is deterministic, so the answer is
-    too, whatever the machine's load and whichever thread ends first. (A rule that let any
-    search stop the others would not be: which of two searches proving the same value ends
-    first in wall time depends on the load.)"""
+    answer. Another search settles too, but only when it proves that nothing beats
+    ``at_least`` (the starting plan's value, which the hint reaches): then every search's
+    answer is worth exactly ``at_least``, the caller keeps its plan whichever is returned, and
+    the leader need not run to its limit (measured on seed 1's 64 captured MIPs,
+    benchmarks/pattern_mips.py: cpx 2's leader ran 296 ms where the default search proved this
+    in 15 ms). Otherwise the leader ran to its limit, no search was stopped, and the answer is
+    the highest value, the first search on a tie. Each search is deterministic, so the answer's
+    value is too, whatever the machine's load and whichever thread ends first; its assignment
+    differs only when that value is ``at_least``. (A rule that let any search's proof of a
+    higher value stop the others would not be: which of two searches proving the same value
+    ends first in wall time depends on the load, and their plans differ.)"""
     settled = threading.Event()
+    floor: list[int] = []  # a search other than the leader that proved nothing beats at_least
+
+    def stop_all_but(i: int) -> None:
+        settled.set()
+        for j, other in enumerate(searches):
+            if j != i:
+                other.solver.stop_search()
 
     def run(i: int) -> None:
         if i and settled.is_set():  # the leader settled before this thread started: nothing to do
             return
         searches[i].status = searches[i].solver.Solve(searches[i].model)
         if i == 0 and searches[0].status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
-            settled.set()
-            for other in searches[1:]:
-                other.solver.stop_search()
+            stop_all_but(0)
+        elif (i and at_least is not None and searches[i].status == cp_model.OPTIMAL
+              and searches[i].solver.ObjectiveValue() <= at_least):
+            floor.append(i)
+            stop_all_but(i)
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(searches))]
     for t in threads:
         t.start()
@@ -176,6 +192,8 @@ def _run_all(searches: list[_Search]) -> tuple[cp_model.CpSolver, int] | None:
     lead = searches[0]
     if lead.status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
         return (lead.solver, lead.status) if lead.status == cp_model.OPTIMAL else None
+    if floor:  # nothing beats the start: the caller keeps its plan
+        return searches[floor[0]].solver, cp_model.OPTIMAL
     found = [sr for sr in searches if sr.status in (cp_model.OPTIMAL, cp_model.FEASIBLE)]
     if not found:
         return None

@@ -5,6 +5,7 @@ plan whatever the machine load)."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import pytest
@@ -59,6 +60,62 @@ def test_nothing_when_the_leader_proves_no_plan_reaches_at_least_or_no_search_fi
     assert pattern_mip._run_all(_searches((cp_model.UNKNOWN,), (cp_model.UNKNOWN,))) is None
     late = _searches((cp_model.UNKNOWN,), (cp_model.FEASIBLE, 7.0))
     assert pattern_mip._run_all(late)[0] is late[1].solver
+
+
+@dataclass
+class _LeaderUntilStopped(_FakeSolver):
+    """A leader still searching: its Solve returns only when stopped (or after a bounded wait
+    for the other thread), FEASIBLE at its value."""
+
+    woken: threading.Event = field(default_factory=threading.Event)
+
+    def Solve(self, _model):
+        self.woken.wait(timeout=10)
+        return self.status
+
+    def stop_search(self):
+        self.stopped.append(True)
+        self.woken.set()
+
+
+class _Partner(_FakeSolver):
+    """A partner that ends at once; with ``wake`` it then lets the waiting leader end too (its
+    limit reached), so that a test where the leader is rightly not stopped never waits."""
+
+    def __init__(self, status, value, leader, wake):
+        super().__init__(status, value)
+        self.leader, self.wake = leader, wake
+
+    def Solve(self, _model):
+        if self.wake:
+            self.leader.woken.set()
+        return self.status
+
+
+def _leader_and_partner(partner_value, at_least, wake):
+    leader = _LeaderUntilStopped(cp_model.FEASIBLE, at_least)
+    partner = _Partner(cp_model.OPTIMAL, partner_value, leader, wake)
+    return [pattern_mip._Search(None, leader), pattern_mip._Search(None, partner)], leader, partner
+
+
+def test_a_partners_proof_that_nothing_beats_the_start_stops_the_leader():
+    searches, leader, partner = _leader_and_partner(10.0, at_least=10.0, wake=False)
+    solver, status = pattern_mip._run_all(searches, 10.0)
+    assert leader.stopped, "the leader ran on after the partner proved the start optimal"
+    assert solver is partner and status == cp_model.OPTIMAL and solver.ObjectiveValue() == 10.0
+
+
+def test_a_partners_proof_of_a_better_value_does_not_stop_the_leader():
+    searches, leader, partner = _leader_and_partner(12.0, at_least=10.0, wake=True)
+    solver, _status = pattern_mip._run_all(searches, 10.0)
+    assert not leader.stopped  # proofs of other values settle nothing: which ends first depends on the load
+    assert solver is partner  # the leader ran to its limit: the higher value wins
+
+
+def test_without_the_starting_value_a_partners_proof_stops_nothing():
+    searches, leader, _partner = _leader_and_partner(10.0, at_least=10.0, wake=True)
+    pattern_mip._run_all(searches)
+    assert not leader.stopped
 
 
 def _a_real_mip(monkeypatch):
