@@ -174,7 +174,7 @@ def _run_all(searches: list[_Search], at_least: float | None = None) -> tuple[cp
                 other.solver.stop_search()
 
     def run(i: int) -> None:
-        if i and settled.is_set():  # the leader settled before this thread started: nothing to do
+        if settled.is_set():  # another search settled before this one started: nothing to do
             return
         searches[i].status = searches[i].solver.Solve(searches[i].model)
         if i == 0 and searches[0].status in (cp_model.OPTIMAL, cp_model.INFEASIBLE):
