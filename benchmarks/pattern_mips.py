@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ortools.sat.python import cp_model  # noqa: E402
 
 import gpu_sharing.planner.pattern_mip as pattern_mip  # noqa: E402
+from gpu_sharing.planner.pattern_master import MIP_DETERMINISTIC_S  # noqa: E402
 
 DEFAULT_FAMILIES = "cpx,pinned-tp,auto,shares,nps"
 
@@ -118,16 +119,10 @@ def solve(model: cp_model.CpModel, params: dict, det_s: float) -> tuple[float | 
     params), else one search under ``params``."""
     t0 = time.perf_counter()
     if not params:
-        searches = [pattern_mip._search(model if i == 0 else model.clone(), setting, det_s, 60.0)
-                    for i, setting in enumerate(pattern_mip.SEARCHES[:max(1, pattern_mip.MIP_SEARCHES)])]
-        done = pattern_mip._run_all(searches, at_least(model))
+        done = pattern_mip._run_all(pattern_mip.searches_of(model, det_s, 60.0), at_least(model))
         wall = time.perf_counter() - t0
         return (done[0].ObjectiveValue(), done[1] == cp_model.OPTIMAL, wall) if done else (None, False, wall)
-    s = cp_model.CpSolver()
-    s.parameters.num_workers = 1
-    s.parameters.linearization_level = 2
-    s.parameters.max_deterministic_time = det_s
-    s.parameters.max_time_in_seconds = 60.0
+    s = pattern_mip._search(model, {}, det_s, 60.0).solver  # the planner's base settings (one worker)
     for key, value in params.items():
         setattr(s.parameters, key, value)
     status = s.Solve(model)
@@ -169,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--families", default=DEFAULT_FAMILIES)
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("dir", type=Path)
-    cmp_.add_argument("--det", type=float, default=pattern_mip_default_det())
+    cmp_.add_argument("--det", type=float, default=MIP_DETERMINISTIC_S)
     cmp_.add_argument("--json", action="store_true")
     cmp_.add_argument("settings", nargs="+")
     args = ap.parse_args(argv)
@@ -191,12 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("\n".join(table(results, [n for n, _p in settings])))
     return 0
-
-
-def pattern_mip_default_det() -> float:
-    """The planner's own deterministic limit for this MIP at the default budget."""
-    from gpu_sharing.planner.pattern_master import MIP_DETERMINISTIC_S
-    return MIP_DETERMINISTIC_S
 
 
 if __name__ == "__main__":

@@ -114,9 +114,7 @@ def solve_integer(space: Space, columns: list[tuple[int, Pattern]], hint: dict, 
     for name, vars_ in (("w", w), ("x", x), ("n", n)):
         for k, v in vars_.items():
             m.AddHint(v, hint[name].get(k, 0))
-    searches = [_search(m if i == 0 else m.clone(), setting, deterministic_s, guard_s)
-                for i, setting in enumerate(SEARCHES[:max(1, MIP_SEARCHES)])]
-    done = _run_all(searches, at_least)
+    done = _run_all(searches_of(m, deterministic_s, guard_s), at_least)
     if done is None:
         return None
     s, status = done
@@ -135,6 +133,13 @@ class _Search:
     model: cp_model.CpModel
     solver: cp_model.CpSolver
     status: int = cp_model.UNKNOWN
+
+
+def searches_of(model: cp_model.CpModel, deterministic_s: float, guard_s: float) -> list[_Search]:
+    """The MIP_SEARCHES searches of SEARCHES over ``model`` (the leader on it, each other on its
+    own copy), as solve_integer runs them (benchmarks/pattern_mips.py runs them the same way)."""
+    return [_search(model if i == 0 else model.clone(), setting, deterministic_s, guard_s)
+            for i, setting in enumerate(SEARCHES[:max(1, MIP_SEARCHES)])]
 
 
 def _search(model: cp_model.CpModel, setting: dict, deterministic_s: float, guard_s: float) -> _Search:
